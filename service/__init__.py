@@ -1,0 +1,89 @@
+"""The PSC kit service: a Flask application over the `signing` and `storage` libraries."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from service.config import Settings
+
+MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment; `config` overrides environment variables (tests)."""
+    import os
+
+    env = {**os.environ, **(config or {})}
+    settings = Settings.from_env(env)
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024 + 64 * 1024,
+        JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["psc.settings"] = settings
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from service.extensions import db, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+    if settings.database_url.startswith("sqlite"):
+        _sqlite_pragmas(app)
+
+    from service import models  # noqa: F401  (registers every table)
+    from service.api import bp as api_bp
+    from service import health as _health  # noqa: F401
+    from service.errors import register_error_handlers
+    from service.kits import api as _kits_api  # noqa: F401
+    from service.pages.views import bp as pages_bp
+    from service.reference import api as _reference_api  # noqa: F401
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(pages_bp)
+    register_error_handlers(app)
+
+    from service.cli import register_cli
+
+    register_cli(app)
+
+    @app.after_request
+    def _security_headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; "
+            "base-uri 'self'; form-action 'self'",
+        )
+        return response
+
+    return app
+
+
+def _sqlite_pragmas(app: Flask) -> None:
+    from sqlalchemy import event
+
+    from service.extensions import db
+
+    with app.app_context():
+
+        @event.listens_for(db.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()

@@ -1,0 +1,211 @@
+"""The `/api/v1` blueprint: authentication, request parsing and the OpenAPI description.
+
+Views register with `@route(...)`, which records the path, roles and request/response shapes so
+that `/api/v1/openapi.json` describes exactly what is served.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from service.accounts.auth import Principal, authenticate_bearer
+from service.errors import Forbidden, InvalidInput, Unauthorized
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+M = TypeVar("M", bound=BaseModel)
+
+_PYDANTIC_MESSAGES = {
+    "missing": "Ce champ est obligatoire.",
+    "extra_forbidden": "Champ inconnu.",
+    "string_too_short": "Valeur trop courte.",
+    "string_too_long": "Valeur trop longue.",
+    "string_pattern_mismatch": "Format invalide.",
+    "date_from_datetime_parsing": "Date invalide : format AAAA-MM-JJ attendu.",
+    "date_parsing": "Date invalide : format AAAA-MM-JJ attendu.",
+    "date_type": "Date invalide : format AAAA-MM-JJ attendu.",
+    "int_parsing": "Nombre entier attendu.",
+    "int_type": "Nombre entier attendu.",
+    "greater_than_equal": "Valeur trop petite.",
+    "less_than_equal": "Valeur trop grande.",
+    "value_error": "Valeur invalide.",
+    "model_type": "Objet JSON attendu.",
+    "list_type": "Liste attendue.",
+    "string_type": "Texte attendu.",
+}
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate a JSON body against a pydantic model; the first error becomes a 422."""
+    if data is None:
+        raise InvalidInput("Corps JSON attendu.", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        message = _PYDANTIC_MESSAGES.get(err["type"], "Valeur invalide.")
+        if "email" in str(err.get("msg", "")).lower() or (field or "").endswith("email"):
+            message = "Adresse électronique invalide."
+        raise InvalidInput(message, code="invalid_field", field=field) from exc
+
+
+def json_body() -> Any:
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InvalidInput("Corps JSON attendu (Content-Type: application/json).", code="invalid_json")
+    return data
+
+
+def principal() -> Principal:
+    return g.principal
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    summary: str
+    roles: tuple[str, ...]
+    body: type[BaseModel] | None
+    query: dict[str, str]
+    responses: dict[int, str]
+
+
+OPERATIONS: list[Operation] = []
+
+
+def route(
+    rule: str,
+    methods: tuple[str, ...] = ("GET",),
+    *,
+    summary: str,
+    roles: tuple[str, ...] | None = ("admin", "staff"),
+    body: type[BaseModel] | None = None,
+    query: dict[str, str] | None = None,
+    responses: dict[int, str] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register an API view. `roles=None` means anyone, signed in or not."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if roles is not None:
+                header = request.headers.get("Authorization", "")
+                if not header.startswith("Bearer "):
+                    raise Unauthorized("Jeton d'accès manquant (en-tête Authorization: Bearer).")
+                who = authenticate_bearer(header[7:].strip())
+                if who.role not in roles:
+                    raise Forbidden("Votre rôle ne permet pas cette action.")
+                g.principal = who
+            return view(*args, **kwargs)
+
+        for method in methods:
+            OPERATIONS.append(
+                Operation(
+                    method=method.lower(),
+                    path=re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", bp.url_prefix + rule),  # type: ignore[operator]
+                    summary=summary,
+                    roles=roles or (),
+                    body=body,
+                    query=query or {},
+                    responses=responses or {200: "OK"},
+                )
+            )
+        bp.add_url_rule(rule, view.__name__, wrapper, methods=list(methods))
+        return wrapper
+
+    return decorator
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "field": {"type": "string"},
+                    },
+                }
+            },
+        }
+    }
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": f"{op.method}_{re.sub(r'[^a-z0-9]+', '_', op.path.lower())}".strip("_"),
+            "responses": {
+                str(code): {"description": text} for code, text in sorted(op.responses.items())
+            },
+        }
+        for code in (401, 403, 404, 422):
+            if op.roles or code in (404, 422):
+                entry["responses"].setdefault(
+                    str(code),
+                    {
+                        "description": "Erreur",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                )
+        if op.roles:
+            entry["security"] = [{"bearer": []}]
+            entry["description"] = "Rôles : " + ", ".join(op.roles)
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", op.path)
+        ]
+        params += [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+             "description": text}
+            for name, text in op.query.items()
+        ]
+        if params:
+            entry["parameters"] = params
+        if op.body is not None:
+            schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas[name] = sub
+            schemas[op.body.__name__] = schema
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}
+                    }
+                },
+            }
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Service des kits PSC prévoyance",
+            "version": "1.0.0",
+            "description": "Émission des kits contractuels, retours signés, archivage CDG.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@route("/openapi.json", summary="Description OpenAPI de l'API", roles=None)
+def openapi_json() -> Any:
+    return jsonify(openapi_document())

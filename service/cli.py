@@ -1,0 +1,115 @@
+"""Flask CLI commands (`flask --app service …`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from service.errors import ServiceError
+from service.extensions import db
+
+users = AppGroup("users", help="Comptes et jetons d'accès.")
+demo = AppGroup("demo", help="Données de démonstration.")
+kits = AppGroup("kits", help="Émission des kits.")
+
+
+def _fail(error: ServiceError) -> None:
+    db.session.rollback()
+    click.echo(f"Erreur ({error.code}) : {error.message}", err=True)
+    sys.exit(1)
+
+
+@users.command("create")
+@click.option("--role", type=click.Choice(["staff", "cdg", "admin"]), required=True)
+@click.option("--cdg", "cdg_code", help="Code du CDG (rôle cdg).")
+@click.option("--email", required=True)
+@click.option("--password", help="Mot de passe pour se connecter aux pages (10 caractères au moins).")
+def users_create(role: str, cdg_code: str | None, email: str, password: str | None) -> None:
+    """Crée un compte et affiche son jeton d'API, une seule fois, sur la dernière ligne."""
+    from service.accounts.auth import create_user
+
+    try:
+        user, token = create_user(email=email, role=role, cdg_code=cdg_code, password=password)
+        db.session.commit()
+    except ServiceError as error:
+        _fail(error)
+        return
+    click.echo(f"Compte {user.role} créé pour {user.email}. Jeton d'API (affiché une seule fois) :")
+    click.echo(token)
+
+
+@demo.command("load")
+@click.option("--all", "everything", is_flag=True, help="Les 314 communes du Tarn et leurs EPCI.")
+def demo_load(everything: bool) -> None:
+    """Charge le CDG du Tarn, sa convention 2025–2030 et des employeurs."""
+    from flask import current_app
+
+    from service.demo.load import load_demo
+
+    result = load_demo(everything=everything, instance_path=current_app.extensions["psc.settings"].instance_path)
+    click.echo(
+        f"CDG 81 {'créé' if result.cdg_created else 'déjà présent'} ; "
+        f"{result.employers_created} employeur(s) ajouté(s)."
+    )
+    for role, email, password, token in result.credentials:
+        click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
+
+
+@kits.command("issue")
+@click.option("--siret", help="Émet le kit d'un employeur.")
+@click.option("--cdg", "cdg_code", help="Émet les kits de tous les employeurs du CDG qui n'en ont pas.")
+@click.option("--workers", type=int, default=lambda: min(os.cpu_count() or 1, 4), show_default="cœurs")
+def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
+    """Émet un kit (--siret) ou ceux de tout un CDG (--cdg), avec une barre de progression."""
+    from service.backends import document_store, settings
+    from service.kits.domain import employers_without_kit, issue_batch, issue_kit
+    from service.reference.domain import get_cdg, get_employer
+
+    if bool(siret) == bool(cdg_code):
+        raise click.UsageError("Indiquez --siret ou --cdg (l'un des deux).")
+    s = settings()
+    common = {
+        "store": document_store(),
+        "actor": "cli:" + os.environ.get("USER", "inconnu"),
+        "code_days": s.access_code_days,
+        "portal_url": f"{s.public_url}/portail",
+    }
+    try:
+        if siret:
+            issued = issue_kit(get_employer(siret), **common)  # type: ignore[arg-type]
+            db.session.commit()
+            click.echo(f"Kit {issued.kit.reference} émis pour {issued.kit.employer.name}.")
+            click.echo(f"Code d'accès : {'-'.join(issued.access_code[i:i + 4] for i in range(0, 16, 4))}")
+            return
+        get_cdg(cdg_code or "")
+        employers = employers_without_kit(cdg_code or "")
+    except ServiceError as error:
+        _fail(error)
+        return
+    if not employers:
+        click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
+        return
+    failures: list[str] = []
+    with click.progressbar(length=len(employers), label=f"Kits du CDG {cdg_code}",
+                           show_pos=True, show_eta=True) as bar:
+        def done(employer, kit, error) -> None:  # type: ignore[no-untyped-def]
+            if error is not None:
+                failures.append(f"{employer.siret} {employer.name} : {error}")
+            bar.update(1)
+
+        issued = issue_batch(employers, workers=workers, on_done=done, **common)  # type: ignore[arg-type]
+    click.echo(f"{len(issued)} kit(s) émis, {len(failures)} échec(s).")
+    for line in failures:
+        click.echo(f"  échec : {line}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def register_cli(app: Flask) -> None:
+    for group in (users, demo, kits):
+        app.cli.add_command(group)

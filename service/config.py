@@ -1,0 +1,65 @@
+"""Configuration from environment variables, with an embedded default for every backend."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _secret_key(instance: Path) -> str:
+    """Return the instance's secret key, generating it once on first use."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_path: Path
+    database_url: str
+    secret_key: str
+    document_store: str
+    archive_store: str
+    s3_endpoint_url: str | None
+    archive_lock_mode: str
+    archive_retention_years: int
+    signing_pkcs12: str | None
+    signing_pkcs12_passphrase: str | None
+    signing_trust_roots: str | None
+    signing_tsa_url: str | None
+    mail_url: str
+    max_upload_mb: int
+    access_code_days: int
+    public_url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        instance = Path(env.get("INSTANCE_PATH", "instance")).resolve()
+        instance.mkdir(parents=True, exist_ok=True)
+        return cls(
+            instance_path=instance,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{instance / 'psc.sqlite3'}",
+            secret_key=env.get("SECRET_KEY") or _secret_key(instance),
+            document_store=env.get("DOCUMENT_STORE") or f"file://{instance / 'documents'}",
+            archive_store=env.get("ARCHIVE_STORE") or f"file://{instance / 'archive'}",
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            archive_lock_mode=env.get("ARCHIVE_LOCK_MODE", "GOVERNANCE"),
+            archive_retention_years=int(env.get("ARCHIVE_RETENTION_YEARS", "10")),
+            signing_pkcs12=env.get("SIGNING_PKCS12") or None,
+            signing_pkcs12_passphrase=env.get("SIGNING_PKCS12_PASSPHRASE") or None,
+            signing_trust_roots=env.get("SIGNING_TRUST_ROOTS") or None,
+            signing_tsa_url=env.get("SIGNING_TSA_URL") or None,
+            mail_url=env.get("MAIL_URL") or f"file://{instance / 'outbox'}",
+            max_upload_mb=int(env.get("MAX_UPLOAD_MB", "20")),
+            access_code_days=int(env.get("ACCESS_CODE_DAYS", "120")),
+            public_url=env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        )

@@ -1,0 +1,1 @@
+"""Demonstration data built from the Tarn communes and EPCIs."""

@@ -1,0 +1,1 @@
+"""Contractual kits: generation of the six documents, issuing, downloads."""

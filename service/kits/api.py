@@ -1,0 +1,124 @@
+"""API views for kits and their documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, stream_with_context, url_for
+
+from service.api import principal, route
+from service.backends import document_store, settings
+from service.extensions import db
+from service.kits import domain
+from service.kits.models import Kit
+from service.reference.domain import get_employer
+from service.timeutil import iso
+
+READERS = ("admin", "staff", "cdg", "employer")
+
+
+def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": kit.id,
+        "reference": kit.reference,
+        "status": kit.status,
+        "siret": kit.employer.siret,
+        "employer": kit.employer.name,
+        "cdg": kit.employer.cdg.code,
+        "convention_id": kit.convention_id,
+        "issued_at": iso(kit.issued_at),
+        "status_changed_at": iso(kit.status_changed_at),
+        "access_code_expires_at": iso(kit.access_code_expires_at),
+        "documents": [
+            {
+                "kind": d.kind,
+                "title": d.title,
+                "sha256": d.sha256,
+                "size": d.size,
+                "pages": d.pages,
+                "requires_signature": d.requires_signature,
+                "pdf_url": url_for("api.document_pdf", kit_id=kit.id, kind=d.kind),
+                "docx_url": url_for("api.document_docx", kit_id=kit.id, kind=d.kind)
+                if d.docx_key
+                else None,
+            }
+            for d in kit.documents
+        ],
+        "bundle_url": url_for("api.kit_bundle", kit_id=kit.id),
+        "zip_url": url_for("api.kit_zip", kit_id=kit.id),
+    }
+    if access_code is not None:
+        data["access_code"] = "-".join(access_code[i : i + 4] for i in range(0, len(access_code), 4))
+    return data
+
+
+@route("/employers/<siret>/kits", ("POST",), summary="Émettre le kit d'un employeur",
+       roles=("admin", "staff"), responses={201: "Kit émis (le code d'accès n'apparaît qu'ici)"})
+def issue(siret: str) -> Any:
+    who = principal()
+    employer = get_employer(siret)
+    s = settings()
+    issued = domain.issue_kit(
+        employer,
+        store=document_store(),
+        actor=who.actor,
+        code_days=s.access_code_days,
+        portal_url=f"{s.public_url}/portail",
+    )
+    db.session.commit()
+    return jsonify(kit_json(issued.kit, access_code=issued.access_code)), 201
+
+
+@route("/kits/<int:kit_id>", summary="Un kit, ses documents et son état", roles=READERS)
+def get_kit(kit_id: int) -> Any:
+    return jsonify(kit_json(domain.get_kit(kit_id, principal=principal())))
+
+
+def _stream(key: str, mimetype: str, filename: str, size: int | None = None) -> Response:
+    store = document_store()
+    chunks = store.iter_chunks(key)
+    first = next(chunks, b"")  # surfaces a missing object before the response starts
+
+    def generate() -> Any:
+        yield first
+        yield from chunks
+
+    response = Response(stream_with_context(generate()), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    if size is not None:
+        response.headers["Content-Length"] = str(size)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@route("/kits/<int:kit_id>/documents/<kind>.pdf", summary="Un document du kit (PDF)",
+       roles=READERS)
+def document_pdf(kit_id: int, kind: str) -> Response:
+    kit = domain.get_kit(kit_id, principal=principal())
+    doc = domain.get_document(kit, kind)
+    return _stream(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
+
+
+@route("/kits/<int:kit_id>/documents/<kind>.docx",
+       summary="Une pièce contractuelle en DOCX (modifiable)", roles=READERS)
+def document_docx(kit_id: int, kind: str) -> Response:
+    kit = domain.get_kit(kit_id, principal=principal())
+    key = domain.require_docx(domain.get_document(kit, kind))
+    return _stream(
+        key,
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        f"{kit.reference}-{kind}.docx",
+    )
+
+
+@route("/kits/<int:kit_id>/bundle.pdf", summary="Tous les documents en un PDF (signets)",
+       roles=READERS)
+def kit_bundle(kit_id: int) -> Response:
+    kit = domain.get_kit(kit_id, principal=principal())
+    return _stream(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
+
+
+@route("/kits/<int:kit_id>/kit.zip", summary="Tout le kit en ZIP", roles=READERS)
+def kit_zip(kit_id: int) -> Response:
+    kit = domain.get_kit(kit_id, principal=principal())
+    return _stream(kit.zip_key, "application/zip", f"{kit.reference}.zip")

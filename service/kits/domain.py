@@ -1,0 +1,335 @@
+"""Issuing kits: references, access codes, rendering, storage, supersession."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select, update
+
+from service.accounts.auth import Principal
+from service.errors import NotFound
+from service.extensions import db
+from service.kits.models import OPEN_STATES, Kit, KitCounter, KitDocument
+from service.kits.render import (
+    DOCUMENT_KINDS,
+    CdgData,
+    ConventionData,
+    EmployerData,
+    KitInput,
+    RenderedKit,
+    render_kit,
+)
+from service.reference.domain import can_see_employer, convention_options
+from service.reference.models import Employer
+from service.reference.schemas import EMPLOYER_KINDS
+from service.timeutil import utcnow
+from storage import ObjectStore
+
+#: no 0/O, 1/I/L: 31 symbols; 16 of them carry 79 bits
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 16
+
+
+def new_access_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalize_access_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def hash_access_code(code: str) -> str:
+    return hashlib.sha256(normalize_access_code(code).encode()).hexdigest()
+
+
+def access_code_matches(kit: Kit, code: str) -> bool:
+    return hmac.compare_digest(kit.access_code_hash, hash_access_code(code))
+
+
+def next_reference(cdg_code: str, year: int) -> str:
+    """`PSC-81-2025-000123`: a per-CDG, per-year sequence, safe under concurrency."""
+    counter = db.session.execute(
+        select(KitCounter)
+        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if counter is None:
+        counter = KitCounter(cdg_code=cdg_code, year=year, last=0)
+        db.session.add(counter)
+        db.session.flush()
+    db.session.execute(
+        update(KitCounter)
+        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
+        .values(last=KitCounter.last + 1)
+    )
+    db.session.refresh(counter)
+    return f"PSC-{cdg_code}-{year}-{counter.last:06d}"
+
+
+def kit_input(
+    employer: Employer,
+    *,
+    reference: str,
+    access_code: str,
+    issued_on: date,
+    code_days: int,
+    portal_url: str,
+) -> KitInput:
+    convention = employer.convention
+    return KitInput(
+        reference=reference,
+        access_code=access_code,
+        issued_on=issued_on,
+        access_code_expires_on=issued_on + timedelta(days=code_days),
+        portal_url=portal_url,
+        cdg=CdgData(employer.cdg.code, employer.cdg.name, employer.cdg.email),
+        convention=ConventionData(
+            reference=convention.reference,
+            insurer=convention.insurer,
+            manager=convention.manager,
+            starts_on=convention.starts_on,
+            ends_on=convention.ends_on,
+            base_rate=Decimal(convention.base_rate),
+            cdg_fee_rate=Decimal(convention.cdg_fee_rate),
+            options=tuple(convention_options(convention)),
+            template_set=convention.template_set,
+        ),
+        employer=EmployerData(
+            siret=employer.siret,
+            name=employer.name,
+            kind=employer.kind,
+            kind_label=EMPLOYER_KINDS.get(employer.kind, employer.kind),
+            address=employer.address,
+            email=employer.email,
+            headcount=employer.headcount,
+            cst_opinion_on=employer.cst_opinion_on,
+            deliberation_on=employer.deliberation_on,
+            joins_on=employer.joins_on,
+            contribution=dict(employer.contribution),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class IssuedKit:
+    kit: Kit
+    access_code: str
+
+
+@dataclass(frozen=True)
+class PreparedKit:
+    employer_id: int
+    data: KitInput
+
+
+def prepare_kit(
+    employer: Employer, *, code_days: int, portal_url: str, today: date | None = None
+) -> PreparedKit:
+    today = today or utcnow().date()
+    reference = next_reference(employer.cdg.code, today.year)
+    data = kit_input(
+        employer,
+        reference=reference,
+        access_code=new_access_code(),
+        issued_on=today,
+        code_days=code_days,
+        portal_url=portal_url,
+    )
+    return PreparedKit(employer.id, data)
+
+
+def _kit_prefix(data: KitInput) -> str:
+    return f"kits/{data.cdg.code}/{data.employer.siret}/{data.reference}"
+
+
+def store_kit(
+    prepared: PreparedKit, rendered: RenderedKit, *, store: ObjectStore, actor: str
+) -> IssuedKit:
+    """Write the rendered files, then record the kit; open kits of the employer are superseded.
+
+    Objects are written before the rows: a crash in between leaves unreferenced objects under a
+    reference that is never reused, never a row pointing to nothing.
+    """
+    data = prepared.data
+    prefix = _kit_prefix(data)
+    employer = db.session.get(Employer, prepared.employer_id)
+    if employer is None:
+        raise NotFound("Employeur introuvable.", code="unknown_employer")
+    meta = {"kit-reference": data.reference, "siret": data.employer.siret}
+    documents = []
+    for position, doc in enumerate(rendered.documents):
+        pdf_key = f"{prefix}/{doc.kind}.pdf"
+        pdf_info = store.put(
+            pdf_key, doc.pdf, content_type="application/pdf", metadata={**meta, "kind": doc.kind}
+        )
+        docx_key = docx_sha = None
+        if doc.docx is not None:
+            docx_key = f"{prefix}/{doc.kind}.docx"
+            docx_sha = store.put(
+                docx_key,
+                doc.docx,
+                content_type="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                metadata={**meta, "kind": doc.kind},
+            ).sha256
+        documents.append(
+            KitDocument(
+                kind=doc.kind,
+                position=position,
+                title=doc.title,
+                requires_signature=doc.requires_signature,
+                pdf_key=pdf_key,
+                sha256=pdf_info.sha256 or "",
+                size=len(doc.pdf),
+                pages=doc.pages,
+                docx_key=docx_key,
+                docx_sha256=docx_sha,
+            )
+        )
+    bundle = store.put(f"{prefix}/bundle.pdf", rendered.bundle, content_type="application/pdf")
+    archive = store.put(f"{prefix}/kit.zip", rendered.zip, content_type="application/zip")
+
+    now = utcnow()
+    kit = Kit(
+        reference=data.reference,
+        employer_id=employer.id,
+        convention_id=employer.convention_id,
+        status="issued",
+        access_code_hash=hash_access_code(data.access_code),
+        access_code_expires_at=now + (data.access_code_expires_on - data.issued_on),
+        bundle_key=bundle.key,
+        bundle_sha256=bundle.sha256 or "",
+        zip_key=archive.key,
+        zip_sha256=archive.sha256 or "",
+        issued_by=actor,
+        issued_at=now,
+        status_changed_at=now,
+        documents=documents,
+    )
+    db.session.add(kit)
+    db.session.flush()
+    db.session.execute(
+        update(Kit)
+        .where(Kit.employer_id == employer.id, Kit.id != kit.id, Kit.status.in_(OPEN_STATES))
+        .values(status="superseded", superseded_by_id=kit.id, status_changed_at=now)
+    )
+    return IssuedKit(kit, data.access_code)
+
+
+def issue_kit(
+    employer: Employer, *, store: ObjectStore, actor: str, code_days: int, portal_url: str
+) -> IssuedKit:
+    prepared = prepare_kit(employer, code_days=code_days, portal_url=portal_url)
+    return store_kit(prepared, render_kit(prepared.data), store=store, actor=actor)
+
+
+def render_many(
+    inputs: Iterable[KitInput], *, workers: int
+) -> Iterator[tuple[KitInput, RenderedKit | BaseException]]:
+    """Render kits on `workers` processes, yielding results as they complete in input order."""
+    items = list(inputs)
+    if workers <= 1 or len(items) <= 1:
+        for data in items:
+            try:
+                yield data, render_kit(data)
+            except Exception as exc:  # reported per kit by the caller
+                yield data, exc
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures: list[Future[RenderedKit]] = [pool.submit(render_kit, d) for d in items]
+        for data, future in zip(items, futures, strict=True):
+            try:
+                yield data, future.result()
+            except Exception as exc:
+                yield data, exc
+
+
+def issue_batch(
+    employers: list[Employer],
+    *,
+    store: ObjectStore,
+    actor: str,
+    code_days: int,
+    portal_url: str,
+    workers: int = 2,
+    on_done: Callable[[Employer, IssuedKit | None, BaseException | None], None] | None = None,
+) -> list[IssuedKit]:
+    """Issue kits for many employers: rendering on several processes, one commit per kit."""
+    by_id = {e.id: e for e in employers}
+    prepared = [prepare_kit(e, code_days=code_days, portal_url=portal_url) for e in employers]
+    db.session.commit()  # reserve the references before the (long) rendering
+    inputs = {p.data.reference: p for p in prepared}
+    issued = []
+    for data, result in render_many((p.data for p in prepared), workers=workers):
+        p = inputs[data.reference]
+        employer = by_id[p.employer_id]
+        if isinstance(result, BaseException):
+            if on_done:
+                on_done(employer, None, result)
+            continue
+        try:
+            kit = store_kit(p, result, store=store, actor=actor)
+            db.session.commit()
+        except Exception as exc:
+            db.session.rollback()
+            if on_done:
+                on_done(employer, None, exc)
+            continue
+        issued.append(kit)
+        if on_done:
+            on_done(employer, kit, None)
+    return issued
+
+
+def employers_without_kit(cdg_code: str) -> list[Employer]:
+    from service.reference.models import Cdg
+
+    has_kit = select(Kit.employer_id).where(Kit.status != "superseded")
+    return list(
+        db.session.scalars(
+            select(Employer)
+            .join(Cdg, Employer.cdg_id == Cdg.id)
+            .where(Cdg.code == cdg_code, Employer.id.not_in(has_kit))
+            .order_by(Employer.name)
+        )
+    )
+
+
+def get_kit(kit_id: int, *, principal: Principal) -> Kit:
+    kit = db.session.get(Kit, kit_id)
+    if kit is None or not can_see_employer(principal, kit.employer):
+        raise NotFound("Kit introuvable.", code="unknown_kit")
+    return kit
+
+
+def get_document(kit: Kit, kind: str) -> KitDocument:
+    if kind not in DOCUMENT_KINDS:
+        raise NotFound(f"Document inconnu : « {kind} ».", code="unknown_document")
+    for doc in kit.documents:
+        if doc.kind == kind:
+            return doc
+    raise NotFound("Document introuvable.", code="unknown_document")
+
+
+def require_docx(doc: KitDocument) -> str:
+    if doc.docx_key is None:
+        raise NotFound(
+            "Ce document n'existe qu'en PDF : seules les pièces contractuelles sont modifiables.",
+            code="no_docx_version",
+        )
+    return doc.docx_key
+
+
+def current_kit(employer: Employer) -> Kit | None:
+    return db.session.scalar(
+        select(Kit)
+        .where(Kit.employer_id == employer.id, Kit.status != "superseded")
+        .order_by(Kit.issued_at.desc(), Kit.id.desc())
+        .limit(1)
+    )

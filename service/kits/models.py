@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.extensions import db
+from service.reference.models import Convention, Employer
+from service.timeutil import utcnow
+
+KIT_STATES = ("issued", "employer_signed", "countersigned", "archived", "superseded")
+OPEN_STATES = ("issued", "employer_signed")
+
+
+class KitCounter(db.Model):
+    """Last sequence number used per CDG and year, for readable kit references."""
+
+    __tablename__ = "kit_counter"
+
+    cdg_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    year: Mapped[int] = mapped_column(primary_key=True)
+    last: Mapped[int] = mapped_column(default=0)
+
+
+class Kit(db.Model):
+    __tablename__ = "kit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(String(40), unique=True)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id"), index=True)
+    convention_id: Mapped[int] = mapped_column(ForeignKey("convention.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="issued", index=True)
+    access_code_hash: Mapped[str] = mapped_column(String(64))
+    access_code_expires_at: Mapped[datetime]
+    bundle_key: Mapped[str] = mapped_column(String(300))
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    zip_key: Mapped[str] = mapped_column(String(300))
+    zip_sha256: Mapped[str] = mapped_column(String(64))
+    issued_by: Mapped[str | None] = mapped_column(String(254))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("kit.id"))
+
+    employer: Mapped[Employer] = relationship()
+    convention: Mapped[Convention] = relationship()
+    documents: Mapped[list[KitDocument]] = relationship(
+        back_populates="kit", order_by="KitDocument.position", cascade="all, delete-orphan"
+    )
+
+
+class KitDocument(db.Model):
+    __tablename__ = "kit_document"
+    __table_args__ = (UniqueConstraint("kit_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kit_id: Mapped[int] = mapped_column(ForeignKey("kit.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int]
+    title: Mapped[str] = mapped_column(String(200))
+    requires_signature: Mapped[bool]
+    pdf_key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+    pages: Mapped[int]
+    docx_key: Mapped[str | None] = mapped_column(String(300))
+    docx_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    kit: Mapped[Kit] = relationship(back_populates="documents")

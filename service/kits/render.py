@@ -1,0 +1,352 @@
+"""Kit generation: a pure function of (convention, employer, templates).
+
+Nothing here touches the database, the request or the stores, so the same call runs in a request,
+a CLI batch or a worker process. The six documents are laid out in one WeasyPrint pass (one font
+subset, one PDF write) and then split into one PDF/A-2b file each; the bundle is that single pass
+with one bookmark per document. The two contractual pieces also come as DOCX (docxtpl).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from docxtpl import DocxTemplate
+from jinja2 import FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from jinja2.sandbox import SandboxedEnvironment
+from pypdf import PdfReader, PdfWriter
+from pypdf.generic import ArrayObject, DictionaryObject, NameObject, StreamObject
+from weasyprint import CSS, HTML
+from weasyprint import __version__ as weasyprint_version
+from weasyprint.pdf.metadata import DocumentMetadata
+from weasyprint.text.fonts import FontConfiguration
+
+from service import formatting
+from service.reference.simulation import Option, simulate
+
+TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class DocumentSpec:
+    kind: str
+    title: str
+    requires_signature: bool
+    has_docx: bool = False
+
+
+DOCUMENTS: tuple[DocumentSpec, ...] = (
+    DocumentSpec("special-conditions", "Conditions particulières", True, True),
+    DocumentSpec("information-notice", "Notice d'information", False),
+    DocumentSpec("enrolment-form", "Bulletin d'adhésion individuelle", False),
+    DocumentSpec("beneficiary-designation", "Désignation de bénéficiaire(s)", False),
+    DocumentSpec("membership-agreement", "Convention d'adhésion", True, True),
+    DocumentSpec("access-letter", "Courrier d'accès à l'espace « Nouvel Adhérent »", False),
+)
+DOCUMENT_KINDS = tuple(d.kind for d in DOCUMENTS)
+SPECS = {d.kind: d for d in DOCUMENTS}
+
+
+@dataclass(frozen=True)
+class CdgData:
+    code: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ConventionData:
+    reference: str
+    insurer: str
+    manager: str
+    starts_on: date
+    ends_on: date
+    base_rate: Decimal
+    cdg_fee_rate: Decimal
+    options: tuple[Option, ...] = ()
+    template_set: str = "default"
+
+
+@dataclass(frozen=True)
+class EmployerData:
+    siret: str
+    name: str
+    kind: str
+    kind_label: str
+    address: str
+    email: str
+    headcount: int
+    cst_opinion_on: date
+    deliberation_on: date
+    joins_on: date
+    contribution: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KitInput:
+    reference: str
+    access_code: str
+    issued_on: date
+    access_code_expires_on: date
+    portal_url: str
+    cdg: CdgData
+    convention: ConventionData
+    employer: EmployerData
+
+
+@dataclass(frozen=True)
+class RenderedDocument:
+    kind: str
+    title: str
+    requires_signature: bool
+    pdf: bytes
+    pages: int
+    docx: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RenderedKit:
+    documents: tuple[RenderedDocument, ...]
+    bundle: bytes
+    zip: bytes = field(repr=False)
+
+    @property
+    def pages(self) -> int:
+        return sum(d.pages for d in self.documents)
+
+
+class RenderError(Exception):
+    """A template is missing or broken."""
+
+
+def template_set_exists(name: str) -> bool:
+    return (TEMPLATES_ROOT / "html" / name / "kit.html").is_file()
+
+
+def _css_string(value: str) -> Markup:
+    """A CSS string literal, safe inside a <style> element (no quote, backslash or `<`)."""
+    escaped = "".join(
+        f"\\{ord(ch):x} " if ch in '\\"<>&\n' else ch for ch in str(value)
+    )
+    return Markup(f'"{escaped}"')
+
+
+class TemplateSet:
+    """A template set loaded once per process: Jinja environment, parsed CSS, fonts, DOCX."""
+
+    def __init__(self, name: str, root: Path = TEMPLATES_ROOT) -> None:
+        html_dir = root / "html" / name
+        if not (html_dir / "kit.html").is_file():
+            raise RenderError(f"unknown template set {name!r}")
+        self.name = name
+        self.html_dir = html_dir
+        self.docx_dir = root / "docx" / name
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader([str(html_dir), str(root / "html" / "common")]),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(
+            money=formatting.money,
+            percent=formatting.percent,
+            long_date=formatting.long_date,
+            short_date=formatting.short_date,
+            siret=formatting.siret,
+            css_string=_css_string,
+        )
+        self.fonts = FontConfiguration()
+        self.stylesheet = CSS(
+            filename=str(html_dir / "kit.css"), font_config=self.fonts, base_url=str(html_dir) + "/"
+        )
+        self.kit_template = self.env.get_template("kit.html")
+        self.docx_templates = {
+            spec.kind: (self.docx_dir / f"{spec.kind}.docx").read_bytes()
+            for spec in DOCUMENTS
+            if spec.has_docx
+        }
+
+    def context(self, data: KitInput) -> dict[str, Any]:
+        contribution = data.employer.contribution
+        if contribution["mode"] == "flat":
+            contribution_lines = [("Tous les agents", Decimal(contribution["amount"]))]
+            reference_amount = Decimal(contribution["amount"])
+        else:
+            contribution_lines = [
+                (f"Agents de catégorie {cat}", Decimal(amount))
+                for cat, amount in contribution["amounts"].items()
+            ]
+            reference_amount = min(Decimal(a) for a in contribution["amounts"].values())
+        examples = [
+            simulate(
+                base_rate=data.convention.base_rate,
+                available_options=(),
+                elements={"gross": gross},
+                contribution=str(reference_amount),
+            )
+            for gross in ("1500.00", "1700.00", "2000.00")
+        ]
+        return {
+            "kit": data,
+            "cdg": data.cdg,
+            "convention": data.convention,
+            "employer": data.employer,
+            "documents": DOCUMENTS,
+            "contribution": contribution,
+            "contribution_lines": contribution_lines,
+            "contribution_summary": _contribution_summary(contribution),
+            "examples": examples,
+            "duration_years": data.convention.ends_on.year - data.convention.starts_on.year + 1,
+            "access_code": formatting.group_code(data.access_code),
+        }
+
+    def render(self, data: KitInput) -> RenderedKit:
+        context = self.context(data)
+        html = self.kit_template.render(**context)
+        document = HTML(string=html, base_url=str(self.html_dir) + "/").render(
+            stylesheets=[self.stylesheet], font_config=self.fonts
+        )
+        bundle = document.write_pdf(pdf_variant="pdf/a-2b", pdf_forms=True)
+        ranges = _page_ranges(document)
+        created = datetime.combine(data.issued_on, datetime.min.time())
+        pdfs = _split(bundle, ranges, created=created, reference=data.reference)
+        documents = []
+        for spec, pdf, (start, end) in zip(DOCUMENTS, pdfs, ranges, strict=True):
+            docx = self._docx(spec.kind, context) if spec.has_docx else None
+            documents.append(
+                RenderedDocument(
+                    kind=spec.kind,
+                    title=spec.title,
+                    requires_signature=spec.requires_signature,
+                    pdf=pdf,
+                    pages=end - start,
+                    docx=docx,
+                )
+            )
+        return RenderedKit(
+            documents=tuple(documents),
+            bundle=bundle,
+            zip=_zip(data.reference, documents, bundle),
+        )
+
+    def _docx(self, kind: str, context: dict[str, Any]) -> bytes:
+        template = DocxTemplate(io.BytesIO(self.docx_templates[kind]))
+        template.render(context, jinja_env=self.env, autoescape=True)
+        out = io.BytesIO()
+        template.save(out)
+        return out.getvalue()
+
+
+def _contribution_summary(contribution: dict[str, Any]) -> str:
+    """`15,00 € par mois` or `7,00 € (catégorie A), 12,00 € (catégorie B) … par mois`."""
+    if contribution["mode"] == "flat":
+        return f"{formatting.money(contribution['amount'])} par mois"
+    parts = [
+        f"{formatting.money(amount)} (catégorie {cat})"
+        for cat, amount in contribution["amounts"].items()
+    ]
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " et " + parts[-1]
+    return f"{joined} par mois"
+
+
+@cache
+def template_set(name: str) -> TemplateSet:
+    return TemplateSet(name)
+
+
+def render_kit(data: KitInput) -> RenderedKit:
+    """Render the whole kit: six PDFs, two DOCX, the bundle and the ZIP."""
+    return template_set(data.convention.template_set).render(data)
+
+
+def _page_ranges(document: Any) -> list[tuple[int, int]]:
+    """Page ranges of each document, found through the `doc-<kind>` anchors of the layout."""
+    starts: dict[str, int] = {}
+    for number, page in enumerate(document.pages):
+        for anchor in page.anchors:
+            if anchor.startswith("doc-") and anchor[4:] in SPECS:
+                starts.setdefault(anchor[4:], number)
+    if set(starts) != set(DOCUMENT_KINDS):
+        raise RenderError(f"documents missing from the layout: {set(DOCUMENT_KINDS) - set(starts)}")
+    ordered = [starts[kind] for kind in DOCUMENT_KINDS] + [len(document.pages)]
+    return [(ordered[i], ordered[i + 1]) for i in range(len(DOCUMENTS))]
+
+
+def _xmp(title: str, created: str) -> bytes:
+    metadata = DocumentMetadata(title=title, created=created, modified=created, lang="fr")
+    rdf = metadata.generate_rdf_metadata("a", 2, "B")
+    return (
+        b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        + rdf
+        + b'</x:xmpmeta>\n<?xpacket end="r"?>'
+    )
+
+
+def _split(
+    bundle: bytes, ranges: list[tuple[int, int]], *, created: datetime, reference: str
+) -> list[bytes]:
+    """One PDF/A-2b file per page range, keeping output intent, language and form fields."""
+    reader = PdfReader(io.BytesIO(bundle))
+    root = reader.trailer["/Root"]
+    iso = created.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    pdf_date = created.strftime("D:%Y%m%d%H%M%S+00'00'")
+    out = []
+    for spec, (start, end) in zip(DOCUMENTS, ranges, strict=True):
+        writer = PdfWriter()
+        for index in range(start, end):
+            writer.add_page(reader.pages[index])
+        catalog = writer._root_object
+        for key in ("/OutputIntents", "/MarkInfo", "/Lang"):
+            if key in root:
+                catalog[NameObject(key)] = root[key].clone(writer)
+        title = f"{spec.title} – {reference}"
+        xmp = StreamObject()
+        xmp.set_data(_xmp(title, iso))
+        xmp.update({NameObject("/Type"): NameObject("/Metadata"),
+                    NameObject("/Subtype"): NameObject("/XML")})
+        catalog[NameObject("/Metadata")] = writer._add_object(xmp)
+        fields = ArrayObject()
+        for page in writer.pages:
+            for annot in page.get("/Annots", []):
+                obj = annot.get_object()
+                if obj.get("/Subtype") == "/Widget" and "/FT" in obj:
+                    fields.append(annot)
+        if fields and "/AcroForm" in root:
+            acroform = DictionaryObject({NameObject("/Fields"): fields})
+            for key in ("/DA", "/DR"):
+                if key in root["/AcroForm"]:
+                    acroform[NameObject(key)] = root["/AcroForm"][key].clone(writer)
+            catalog[NameObject("/AcroForm")] = writer._add_object(acroform)
+        writer.add_metadata(
+            {
+                "/Title": title,
+                "/Producer": f"WeasyPrint {weasyprint_version}",
+                "/CreationDate": pdf_date,
+                "/ModDate": pdf_date,
+            }
+        )
+        buffer = io.BytesIO()
+        writer.write(buffer)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _zip(reference: str, documents: list[RenderedDocument], bundle: bytes) -> bytes:
+    buffer = io.BytesIO()
+    fixed = (2000, 1, 1, 0, 0, 0)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for number, doc in enumerate(documents, start=1):
+            name = f"{reference}/{number:02d}-{doc.kind}"
+            archive.writestr(zipfile.ZipInfo(f"{name}.pdf", fixed), doc.pdf)
+            if doc.docx is not None:
+                archive.writestr(zipfile.ZipInfo(f"{name}.docx", fixed), doc.docx)
+        archive.writestr(zipfile.ZipInfo(f"{reference}/kit-complet.pdf", fixed), bundle)
+    return buffer.getvalue()

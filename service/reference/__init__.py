@@ -1,0 +1,1 @@
+"""Reference data: CDGs, conventions de participation, employers, and the rules they obey."""

@@ -1,0 +1,244 @@
+"""API views for CDGs, conventions, employers and the premium simulator."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from flask import jsonify, request
+
+from service.api import json_body, parse, principal, route
+from service.errors import Forbidden, InvalidInput
+from service.extensions import db
+from service.reference import domain
+from service.reference.models import Cdg, Convention, Employer
+from service.reference.schemas import (
+    CdgIn,
+    CdgPatch,
+    ConventionIn,
+    ConventionPatch,
+    EmployerIn,
+    EmployerPatch,
+)
+from service.reference.simulation import EXCLUDED, INCLUDED, simulate
+from service.timeutil import iso
+
+STAFF = ("admin", "staff")
+SIGNED_IN = ("admin", "staff", "cdg", "employer")
+
+
+def cdg_json(cdg: Cdg) -> dict[str, Any]:
+    return {"code": cdg.code, "name": cdg.name, "email": cdg.email}
+
+
+def convention_json(c: Convention) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "cdg": c.cdg.code,
+        "reference": c.reference,
+        "insurer": c.insurer,
+        "manager": c.manager,
+        "starts_on": c.starts_on.isoformat(),
+        "ends_on": c.ends_on.isoformat(),
+        "base_rate": f"{Decimal(c.base_rate):.2f}",
+        "cdg_fee_rate": f"{Decimal(c.cdg_fee_rate):.2f}",
+        "options": c.options,
+        "template_set": c.template_set,
+    }
+
+
+def employer_json(e: Employer) -> dict[str, Any]:
+    from service.kits.domain import current_kit
+
+    kit = current_kit(e)
+    return {
+        "siret": e.siret,
+        "name": e.name,
+        "kind": e.kind,
+        "address": e.address,
+        "email": e.email,
+        "cdg": e.cdg.code,
+        "convention_id": e.convention_id,
+        "headcount": e.headcount,
+        "cst_opinion_on": e.cst_opinion_on.isoformat(),
+        "deliberation_on": e.deliberation_on.isoformat(),
+        "joins_on": e.joins_on.isoformat(),
+        "contribution": e.contribution,
+        "kit": None
+        if kit is None
+        else {
+            "id": kit.id,
+            "reference": kit.reference,
+            "status": kit.status,
+            "issued_at": iso(kit.issued_at),
+            "status_changed_at": iso(kit.status_changed_at),
+        },
+        "kit_status": kit.status if kit else "none",
+    }
+
+
+# -- CDG ---------------------------------------------------------------------------------------
+
+
+@route("/cdgs", ("POST",), summary="Créer un CDG", roles=STAFF, body=CdgIn,
+       responses={201: "CDG créé", 409: "Code déjà utilisé"})
+def create_cdg() -> Any:
+    data = parse(CdgIn, json_body())
+    cdg = domain.create_cdg(**data.model_dump())
+    db.session.commit()
+    return jsonify(cdg_json(cdg)), 201
+
+
+@route("/cdgs", summary="Lister les CDG", roles=STAFF)
+def list_cdgs() -> Any:
+    return jsonify({"items": [cdg_json(c) for c in domain.list_cdgs()]})
+
+
+@route("/cdgs/<code>", summary="Un CDG", roles=("admin", "staff", "cdg"))
+def get_cdg(code: str) -> Any:
+    return jsonify(cdg_json(domain.get_cdg(code, principal=principal())))
+
+
+@route("/cdgs/<code>", ("PATCH",), summary="Modifier un CDG", roles=STAFF, body=CdgPatch)
+def patch_cdg(code: str) -> Any:
+    data = parse(CdgPatch, json_body())
+    cdg = domain.update_cdg(domain.get_cdg(code), **data.model_dump(exclude_unset=True))
+    db.session.commit()
+    return jsonify(cdg_json(cdg))
+
+
+# -- Conventions -------------------------------------------------------------------------------
+
+
+@route("/conventions", ("POST",), summary="Créer une convention de participation", roles=STAFF,
+       body=ConventionIn, responses={201: "Convention créée", 409: "Référence déjà utilisée"})
+def create_convention() -> Any:
+    data = parse(ConventionIn, json_body())
+    convention = domain.create_convention(**data.model_dump())
+    db.session.commit()
+    return jsonify(convention_json(convention)), 201
+
+
+@route("/conventions", summary="Lister les conventions", roles=STAFF,
+       query={"cdg": "code du CDG"})
+def list_conventions() -> Any:
+    items = domain.list_conventions(cdg=request.args.get("cdg"))
+    return jsonify({"items": [convention_json(c) for c in items]})
+
+
+@route("/conventions/<int:convention_id>", summary="Une convention", roles=STAFF)
+def get_convention(convention_id: int) -> Any:
+    return jsonify(convention_json(domain.get_convention(convention_id)))
+
+
+@route("/conventions/<int:convention_id>", ("PATCH",), summary="Modifier une convention",
+       roles=STAFF, body=ConventionPatch)
+def patch_convention(convention_id: int) -> Any:
+    data = parse(ConventionPatch, json_body())
+    convention = domain.update_convention(
+        domain.get_convention(convention_id), **data.model_dump(exclude_unset=True)
+    )
+    db.session.commit()
+    return jsonify(convention_json(convention))
+
+
+@route(
+    "/conventions/<int:convention_id>/simulation",
+    summary="Simuler la cotisation d'un agent",
+    roles=SIGNED_IN,
+    query={
+        "gross": "rémunération brute mensuelle servant d'assiette",
+        **{k: v for k, v in INCLUDED.items()},
+        **{k: f"{v} (acceptée, ignorée)" for k, v in EXCLUDED.items()},
+        "contribution": "participation mensuelle de l'employeur, en euros",
+        "options": "codes d'options séparés par des virgules",
+    },
+)
+def simulation(convention_id: int) -> Any:
+    who = principal()
+    convention = domain.get_convention(
+        convention_id, principal=who if who.role == "cdg" else None
+    )
+    if who.role == "employer":
+        employer = domain.get_employer(who.siret or "", principal=who)
+        if employer.convention_id != convention.id:
+            raise Forbidden("Cette convention n'est pas la vôtre.")
+    codes = [c.strip() for c in request.args.get("options", "").split(",") if c.strip()]
+    if len(request.args) > 20:
+        raise InvalidInput("Trop de paramètres.", code="invalid_input")
+    result = simulate(
+        base_rate=Decimal(convention.base_rate),
+        available_options=domain.convention_options(convention),
+        elements=request.args,
+        contribution=request.args.get("contribution"),
+        option_codes=codes,
+    )
+    return jsonify(
+        {
+            "convention_id": convention.id,
+            "base": f"{result.base:.2f}",
+            "rate": f"{result.rate:.2f}",
+            "premium": f"{result.premium:.2f}",
+            "contribution": f"{result.contribution:.2f}",
+            "contribution_paid": f"{result.contribution_paid:.2f}",
+            "employee_share": f"{result.employee_share:.2f}",
+            "options": [
+                {"code": o.code, "label": o.label, "rate": f"{o.rate:.2f}"} for o in result.options
+            ],
+            "notes": list(result.notes),
+        }
+    )
+
+
+# -- Employers ---------------------------------------------------------------------------------
+
+
+@route("/employers", ("POST",), summary="Créer un employeur (collectivité)", roles=STAFF,
+       body=EmployerIn, responses={201: "Employeur créé", 409: "SIRET déjà enregistré"})
+def create_employer() -> Any:
+    data = parse(EmployerIn, json_body())
+    employer = domain.create_employer(**data.model_dump())
+    db.session.commit()
+    return jsonify(employer_json(employer)), 201
+
+
+@route("/employers", summary="Lister les employeurs", roles=("admin", "staff", "cdg"),
+       query={"cdg": "code du CDG", "status": "état du kit", "q": "recherche sur le nom ou le SIRET",
+              "limit": "taille de page (200 au plus)", "offset": "décalage"})
+def list_employers() -> Any:
+    from service.reference.listing import list_employers as listing
+
+    who = principal()
+    cdg = request.args.get("cdg")
+    if who.role == "cdg":
+        cdg = who.cdg_code
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 200)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError as exc:
+        raise InvalidInput("Pagination invalide.", code="invalid_pagination") from exc
+    total, employers = listing(
+        cdg=cdg, status=request.args.get("status"), q=request.args.get("q"),
+        limit=limit, offset=offset,
+    )
+    return jsonify(
+        {"total": total, "limit": limit, "offset": offset,
+         "items": [employer_json(e) for e in employers]}
+    )
+
+
+@route("/employers/<siret>", summary="Un employeur et l'état de son kit",
+       roles=("admin", "staff", "cdg", "employer"))
+def get_employer(siret: str) -> Any:
+    return jsonify(employer_json(domain.get_employer(siret, principal=principal())))
+
+
+@route("/employers/<siret>", ("PATCH",), summary="Modifier un employeur", roles=STAFF,
+       body=EmployerPatch)
+def patch_employer(siret: str) -> Any:
+    data = parse(EmployerPatch, json_body())
+    employer = domain.update_employer(
+        domain.get_employer(siret), **data.model_dump(exclude_unset=True)
+    )
+    db.session.commit()
+    return jsonify(employer_json(employer))

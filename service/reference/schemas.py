@@ -1,0 +1,92 @@
+"""Request shapes of the reference-data API (pydantic); the rules live in `rules` and `domain`."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+EMPLOYER_KINDS = {
+    "commune": "Commune",
+    "cc": "Communauté de communes",
+    "ca": "Communauté d'agglomération",
+    "ccas": "Centre communal d'action sociale",
+    "cias": "Centre intercommunal d'action sociale",
+    "syndicat": "Syndicat",
+    "etablissement": "Établissement public local",
+    "departement": "Département",
+}
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CdgIn(_In):
+    code: str = Field(pattern=r"^[0-9A-Z]{2,3}$")
+    name: str = Field(min_length=2, max_length=200)
+    email: EmailStr
+
+
+class CdgPatch(_In):
+    name: str | None = Field(default=None, min_length=2, max_length=200)
+    email: EmailStr | None = None
+
+
+class OptionIn(_In):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{1,30}$")
+    label: str = Field(min_length=2, max_length=200)
+    rate: str | float
+
+
+class ConventionIn(_In):
+    cdg: str
+    reference: str = Field(min_length=2, max_length=60)
+    insurer: str = Field(min_length=2, max_length=200)
+    manager: str = Field(min_length=2, max_length=200)
+    starts_on: date
+    ends_on: date
+    base_rate: str | float
+    options: list[OptionIn] = Field(default_factory=list)
+    cdg_fee_rate: str | float = "1.10"
+    template_set: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,60}$")
+
+
+class ConventionPatch(_In):
+    insurer: str | None = Field(default=None, min_length=2, max_length=200)
+    manager: str | None = Field(default=None, min_length=2, max_length=200)
+    starts_on: date | None = None
+    ends_on: date | None = None
+    base_rate: str | float | None = None
+    options: list[OptionIn] | None = None
+    cdg_fee_rate: str | float | None = None
+    template_set: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,60}$")
+
+
+class EmployerIn(_In):
+    siret: str
+    name: str = Field(min_length=1, max_length=200)
+    kind: str
+    address: str = Field(min_length=5, max_length=400)
+    email: EmailStr
+    cdg: str
+    convention_id: int
+    headcount: int = Field(ge=0, le=100000)
+    cst_opinion_on: date
+    deliberation_on: date
+    joins_on: date | None = None
+    contribution: Any
+
+
+class EmployerPatch(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    kind: str | None = None
+    address: str | None = Field(default=None, min_length=5, max_length=400)
+    email: EmailStr | None = None
+    convention_id: int | None = None
+    headcount: int | None = Field(default=None, ge=0, le=100000)
+    cst_opinion_on: date | None = None
+    deliberation_on: date | None = None
+    joins_on: date | None = None
+    contribution: Any = None

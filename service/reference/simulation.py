@@ -1,0 +1,115 @@
+"""The premium simulator: premium, contribution actually paid, employee share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from service.errors import InvalidInput
+from service.reference.rules import MINIMUM_CONTRIBUTION, cents, parse_amount
+
+#: pay elements included in the premium base (assiette)
+INCLUDED = {
+    "tbi": "traitement brut indiciaire (y compris l'indemnité compensatrice de CSG)",
+    "nbi": "nouvelle bonification indiciaire",
+    "ri": "régime indemnitaire (IFSE…)",
+    "cti": "complément de traitement indiciaire",
+}
+#: pay elements accepted but excluded from the base
+EXCLUDED = {
+    "ir": "indemnité de résidence",
+    "sft": "supplément familial de traitement",
+    "variable": "rémunération variable",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    code: str
+    label: str
+    rate: Decimal
+
+
+@dataclass(frozen=True)
+class Simulation:
+    base: Decimal
+    rate: Decimal
+    premium: Decimal
+    contribution: Decimal
+    contribution_paid: Decimal
+    employee_share: Decimal
+    options: tuple[Option, ...]
+    notes: tuple[str, ...]
+
+
+def simulate(
+    *,
+    base_rate: Decimal,
+    available_options: Iterable[Option],
+    elements: Mapping[str, str],
+    contribution: str | None,
+    option_codes: Iterable[str] = (),
+) -> Simulation:
+    """Compute one agent's monthly premium from pay elements given as strings."""
+    notes: list[str] = []
+    if elements.get("gross") not in (None, ""):
+        base = parse_amount(elements["gross"], field="gross")
+        if any(elements.get(k) not in (None, "") for k in INCLUDED):
+            raise InvalidInput(
+                "Indiquez soit le brut (gross), soit ses éléments (tbi, nbi, ri, cti).",
+                code="ambiguous_base",
+                field="gross",
+            )
+    else:
+        given = {k: elements[k] for k in INCLUDED if elements.get(k) not in (None, "")}
+        if not given:
+            raise InvalidInput(
+                "Indiquez la rémunération brute (gross) ou ses éléments (tbi, nbi, ri, cti).",
+                code="missing_base",
+                field="gross",
+            )
+        base = sum((parse_amount(v, field=k) for k, v in given.items()), Decimal("0.00"))
+    for key, label in EXCLUDED.items():
+        if elements.get(key) not in (None, ""):
+            parse_amount(elements[key], field=key)
+            notes.append(f"L'{label} ({key}) est exclue de l'assiette de cotisation : ignorée.")
+
+    by_code = {o.code: o for o in available_options}
+    chosen: list[Option] = []
+    for code in option_codes:
+        if code not in by_code:
+            raise InvalidInput(
+                f"Option inconnue pour cette convention : « {code} ».",
+                code="unknown_option",
+                field="options",
+            )
+        if by_code[code] not in chosen:
+            chosen.append(by_code[code])
+    rate = base_rate + sum((o.rate for o in chosen), Decimal(0))
+    premium = cents(base * rate / Decimal(100))
+
+    amount = (
+        parse_amount(contribution, field="contribution", code="contribution_not_an_amount")
+        if contribution not in (None, "")
+        else Decimal("0.00")
+    )
+    if Decimal(0) < amount < MINIMUM_CONTRIBUTION and premium >= MINIMUM_CONTRIBUTION:
+        raise InvalidInput(
+            "La participation doit être d'au moins 7,00 € par mois et par agent.",
+            code="contribution_below_minimum",
+            field="contribution",
+        )
+    paid = min(amount, premium)
+    if paid < amount:
+        notes.append("La participation est plafonnée au montant de la cotisation.")
+    return Simulation(
+        base=base,
+        rate=rate,
+        premium=premium,
+        contribution=amount,
+        contribution_paid=paid,
+        employee_share=premium - paid,
+        options=tuple(chosen),
+        notes=tuple(notes),
+    )

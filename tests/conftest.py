@@ -1,0 +1,198 @@
+"""Fixtures: the app on a real SQLite file and a real PostgreSQL, real stores, real tokens.
+
+Database tests run on both backends (`app` is parametrized). PostgreSQL comes from
+TEST_DATABASE_URL when set, otherwise from a throwaway cluster started here.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from service import create_app
+from service.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    base = os.environ.get("TEST_DATABASE_URL")
+    cluster = None
+    if not base:
+        from tests.pg import ThrowawayCluster
+
+        cluster = ThrowawayCluster()
+        base = cluster.start()
+    name = f"psc_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.sqlite3'}"
+
+
+_migrated: set[str] = set()
+
+
+def _migrate(app: Flask) -> None:
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade()
+
+
+def _reset(app: Flask) -> None:
+    with app.app_context():
+        db.session.remove()
+        tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+        with db.engine.begin() as conn:
+            if db.engine.dialect.name == "postgresql":
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in tables:
+                    conn.execute(text(f"DELETE FROM {table}"))
+        db.engine.dispose()
+
+
+def make_app(database_url: str, tmp_path: Path, **extra: str) -> Flask:
+    config = {
+        "DATABASE_URL": database_url,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "SECRET_KEY": "test-secret-key",
+        "PUBLIC_URL": "http://portail.test.local",
+        **extra,
+    }
+    app = create_app(config)
+    app.config["TESTING"] = True
+    if database_url not in _migrated:
+        _migrate(app)
+        _migrated.add(database_url)
+    return app
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{backend}_url")
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
+    application = make_app(database_url, tmp_path)
+    try:
+        yield application
+    finally:
+        _reset(application)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def create_token(app: Flask, role: str, email: str, cdg: str | None = None) -> str:
+    from service.accounts.auth import create_user
+
+    with app.app_context():
+        _, token = create_user(email=email, role=role, cdg_code=cdg)
+        db.session.commit()
+    return token
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def staff(app: Flask) -> dict[str, str]:
+    return auth(create_token(app, "staff", "production@assureur.fr"))
+
+
+CDG81 = {"code": "81", "name": "Centre de gestion du Tarn", "email": "prevoyance@cdg81.fr"}
+CONVENTION = {
+    "cdg": "81",
+    "reference": "CDG81-PREV-2025-2030",
+    "insurer": "Allianz Vie",
+    "manager": "Collecteam",
+    "starts_on": "2025-01-01",
+    "ends_on": "2030-12-31",
+    "base_rate": "2.30",
+    "cdg_fee_rate": "1.10",
+    "options": [
+        {"code": "deces", "label": "Décès", "rate": "0.30"},
+        {"code": "perte_retraite", "label": "Perte de retraite", "rate": "0.45"},
+    ],
+}
+
+
+@pytest.fixture
+def convention(client: FlaskClient, staff: dict[str, str]) -> dict[str, Any]:
+    assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
+    r = client.post("/api/v1/conventions", json=CONVENTION, headers=staff)
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+def employer_payload(convention_id: int, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "siret": "21810004800014",
+        "name": "Albi",
+        "kind": "commune",
+        "address": "16 rue de l'Hôtel de Ville, 81000 Albi",
+        "email": "rh@mairie-albi.fr",
+        "cdg": "81",
+        "convention_id": convention_id,
+        "headcount": 560,
+        "cst_opinion_on": "2024-10-01",
+        "deliberation_on": "2024-11-15",
+        "contribution": {"mode": "flat", "amount": "15.00"},
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def employer(
+    client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> dict[str, Any]:
+    r = client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def today() -> date:
+    return date.today()
