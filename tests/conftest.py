@@ -161,7 +161,7 @@ def convention(client: FlaskClient, staff: dict[str, str]) -> dict[str, Any]:
     return r.json
 
 
-def employer_payload(convention_id: int, **overrides: Any) -> dict[str, Any]:
+def employer_payload(convention_id: int, /, **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "siret": "21810004800014",
         "name": "Albi",

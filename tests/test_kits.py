@@ -1,0 +1,154 @@
+"""Issuing kits through the API and the CLI, on SQLite and PostgreSQL, with real stores."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from pypdf import PdfReader
+from sqlalchemy import select
+
+from service.extensions import db
+from service.kits.domain import CODE_ALPHABET
+from service.kits.models import Kit
+from tests.conftest import auth, create_token, employer_payload
+from tests.pdftools import pdf_text
+from tests.test_reference_api import assert_error
+
+SIRET = "21810004800014"
+
+
+def issue(client: FlaskClient, staff: dict[str, str], siret: str = SIRET) -> dict[str, Any]:
+    r = client.post(f"/api/v1/employers/{siret}/kits", headers=staff)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    return r.json
+
+
+def test_issue_kit_answers_documents_code_and_links(app: Flask, client: FlaskClient,
+                                                    staff: dict[str, str],
+                                                    employer: dict[str, Any]) -> None:
+    kit = issue(client, staff)
+    assert re.fullmatch(r"PSC-81-\d{4}-000001", kit["reference"])
+    assert kit["status"] == "issued"
+    code = kit["access_code"]
+    assert re.fullmatch(r"([A-Z0-9]{4}-){3}[A-Z0-9]{4}", code)
+    assert set(code.replace("-", "")) <= set(CODE_ALPHABET)
+    assert [d["kind"] for d in kit["documents"]] == [
+        "special-conditions", "information-notice", "enrolment-form",
+        "beneficiary-designation", "membership-agreement", "access-letter"]
+    for doc in kit["documents"]:
+        r = client.get(doc["pdf_url"], headers=staff)
+        assert r.status_code == 200 and r.mimetype == "application/pdf"
+        assert hashlib.sha256(r.data).hexdigest() == doc["sha256"]
+        assert len(PdfReader(io.BytesIO(r.data)).pages) == doc["pages"]
+        if doc["requires_signature"]:
+            docx = client.get(doc["docx_url"], headers=staff)
+            assert docx.status_code == 200 and docx.data[:2] == b"PK"
+        else:
+            assert doc["docx_url"] is None
+    letter = client.get(kit["documents"][-1]["pdf_url"], headers=staff).data
+    assert code in " ".join(pdf_text(letter))
+    special = " ".join(pdf_text(client.get(kit["documents"][0]["pdf_url"], headers=staff).data))
+    assert "Albi" in special and "218 100 048 00014" in special and "15,00 €" in special
+    assert kit["reference"] in special
+
+    # the code is stored only as a hash, and never shown again
+    with app.app_context():
+        row = db.session.scalar(select(Kit))
+        assert row is not None and code.replace("-", "") not in row.access_code_hash
+        assert row.access_code_hash == hashlib.sha256(code.replace("-", "").encode()).hexdigest()
+        assert row.access_code_expires_at > row.issued_at
+    again = client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json
+    assert "access_code" not in again
+    assert again["documents"] == kit["documents"]
+
+
+def test_bundle_and_zip_downloads(client: FlaskClient, staff: dict[str, str],
+                                  employer: dict[str, Any]) -> None:
+    kit = issue(client, staff)
+    bundle = client.get(kit["bundle_url"], headers=staff)
+    reader = PdfReader(io.BytesIO(bundle.data))
+    assert len(reader.pages) == sum(d["pages"] for d in kit["documents"])
+    assert len(reader.outline) == 6
+    archive = zipfile.ZipFile(io.BytesIO(client.get(kit["zip_url"], headers=staff).data))
+    pdfs = [n for n in archive.namelist() if n.endswith(".pdf")]
+    assert len(pdfs) == 7
+    for doc in kit["documents"]:
+        name = next(n for n in pdfs if n.endswith(f"-{doc['kind']}.pdf"))
+        assert hashlib.sha256(archive.read(name)).hexdigest() == doc["sha256"]
+
+
+def test_issuing_again_supersedes_the_open_kit(client: FlaskClient, staff: dict[str, str],
+                                               employer: dict[str, Any]) -> None:
+    first = issue(client, staff)
+    second = issue(client, staff)
+    assert second["reference"].endswith("000002")
+    assert client.get(f"/api/v1/kits/{first['id']}", headers=staff).json["status"] == "superseded"
+    current = client.get(f"/api/v1/employers/{SIRET}", headers=staff).json
+    assert current["kit"]["id"] == second["id"] and current["kit_status"] == "issued"
+    assert second["access_code"] != first["access_code"]
+
+
+def test_kit_errors_and_scopes(app: Flask, client: FlaskClient, staff: dict[str, str],
+                               employer: dict[str, Any]) -> None:
+    assert_error(client.post("/api/v1/employers/21810001400016/kits", headers=staff), 404,
+                 "unknown_employer")
+    kit = issue(client, staff)
+    assert_error(client.get(f"/api/v1/kits/{kit['id']}/documents/nope.pdf", headers=staff), 404,
+                 "unknown_document")
+    assert_error(client.get(f"/api/v1/kits/{kit['id']}/documents/access-letter.docx",
+                            headers=staff), 404, "no_docx_version")
+    assert_error(client.get("/api/v1/kits/999999", headers=staff), 404, "unknown_kit")
+    own = auth(create_token(app, "cdg", "suivi@cdg81.fr", cdg="81"))
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=own).status_code == 200
+    client.post("/api/v1/cdgs", json={"code": "82", "name": "CDG 82", "email": "a@cdg82.fr"},
+                headers=staff)
+    other = auth(create_token(app, "cdg", "suivi@cdg82.fr", cdg="82"))
+    for url in (f"/api/v1/kits/{kit['id']}", kit["bundle_url"], kit["documents"][0]["pdf_url"]):
+        assert_error(client.get(url, headers=other), 404, "unknown_kit")
+    assert_error(client.post(f"/api/v1/employers/{SIRET}/kits", headers=own), 403, "forbidden")
+
+
+def test_kit_status_filter_in_listing(client: FlaskClient, staff: dict[str, str],
+                                      employer: dict[str, Any]) -> None:
+    issue(client, staff)
+    assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 1
+    assert client.get("/api/v1/employers?status=none", headers=staff).json["total"] == 0
+
+
+def test_cli_issues_a_whole_cdg_with_a_progress_bar(app: Flask, client: FlaskClient,
+                                                    staff: dict[str, str],
+                                                    convention: dict[str, Any]) -> None:
+    sirets = ["21810004800014", "21810001400016", "20003402300016"]
+    names = ["Albi", "Aguts", "CC Tarn-Agout"]
+    for siret, name in zip(sirets, names, strict=True):
+        r = client.post("/api/v1/employers",
+                        json=employer_payload(convention["id"], siret=siret, name=name),
+                        headers=staff)
+        assert r.status_code == 201
+    issue(client, staff, sirets[0])  # already has one: skipped by the batch
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Kits du CDG 81" in result.output  # the bar itself draws only on a terminal
+    assert "2 kit(s) émis, 0 échec(s)." in result.output
+    listing = client.get("/api/v1/employers?status=issued", headers=staff).json
+    assert listing["total"] == 3
+    refs = sorted(e["kit"]["reference"] for e in listing["items"])
+    assert len(set(refs)) == 3
+    for item in listing["items"]:
+        kit = client.get(f"/api/v1/kits/{item['kit']['id']}", headers=staff).json
+        text = " ".join(pdf_text(client.get(kit["documents"][0]["pdf_url"], headers=staff).data))
+        assert item["name"] in text and kit["reference"] in text
+
+    result = runner.invoke(args=["kits", "issue", "--cdg", "81"])
+    assert "ont déjà un kit" in result.output
+    result = runner.invoke(args=["kits", "issue", "--siret", sirets[1]])
+    assert result.exit_code == 0 and "Code d'accès" in result.output
+    result = runner.invoke(args=["kits", "issue", "--cdg", "99"])
+    assert result.exit_code == 1 and "unknown_cdg" in result.output
