@@ -31,7 +31,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["psc.settings"] = settings
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("weasyprint", "fontTools", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -42,9 +44,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if settings.database_url.startswith("sqlite"):
         _sqlite_pragmas(app)
 
+    from service import health as _health  # noqa: F401
     from service import models  # noqa: F401  (registers every table)
     from service.api import bp as api_bp
-    from service import health as _health  # noqa: F401
     from service.errors import register_error_handlers
     from service.kits import api as _kits_api  # noqa: F401
     from service.pages.views import bp as pages_bp

@@ -60,7 +60,9 @@ def parse(model: type[M], data: Any) -> M:
 def json_body() -> Any:
     data = request.get_json(silent=True)
     if data is None:
-        raise InvalidInput("Corps JSON attendu (Content-Type: application/json).", code="invalid_json")
+        raise InvalidInput(
+            "Corps JSON attendu (Content-Type: application/json).", code="invalid_json"
+        )
     return data
 
 
@@ -170,8 +172,13 @@ def openapi_document() -> dict[str, Any]:
             for name in re.findall(r"{(\w+)}", op.path)
         ]
         params += [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
-             "description": text}
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": text,
+            }
             for name, text in op.query.items()
         ]
         if params:

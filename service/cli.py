@@ -28,7 +28,9 @@ def _fail(error: ServiceError) -> None:
 @click.option("--role", type=click.Choice(["staff", "cdg", "admin"]), required=True)
 @click.option("--cdg", "cdg_code", help="Code du CDG (rôle cdg).")
 @click.option("--email", required=True)
-@click.option("--password", help="Mot de passe pour se connecter aux pages (10 caractères au moins).")
+@click.option(
+    "--password", help="Mot de passe pour se connecter aux pages (10 caractères au moins)."
+)
 def users_create(role: str, cdg_code: str | None, email: str, password: str | None) -> None:
     """Crée un compte et affiche son jeton d'API, une seule fois, sur la dernière ligne."""
     from service.accounts.auth import create_user
@@ -45,13 +47,17 @@ def users_create(role: str, cdg_code: str | None, email: str, password: str | No
 
 @demo.command("load")
 @click.option("--all", "everything", is_flag=True, help="Les 314 communes du Tarn et leurs EPCI.")
-def demo_load(everything: bool) -> None:
+@click.option("--if-empty", is_flag=True, help="Ne fait rien si la base contient déjà un CDG.")
+def demo_load(everything: bool, if_empty: bool) -> None:
     """Charge le CDG du Tarn, sa convention 2025–2030 et des employeurs."""
-    from flask import current_app
-
+    from service.backends import settings
     from service.demo.load import load_demo
+    from service.reference.models import Cdg
 
-    result = load_demo(everything=everything, instance_path=current_app.extensions["psc.settings"].instance_path)
+    if if_empty and db.session.scalar(select(Cdg).limit(1)) is not None:
+        click.echo("Base déjà initialisée : données de démonstration non rechargées.")
+        return
+    result = load_demo(everything=everything, instance_path=settings().instance_path)
     click.echo(
         f"CDG 81 {'créé' if result.cdg_created else 'déjà présent'} ; "
         f"{result.employers_created} employeur(s) ajouté(s)."
@@ -60,10 +66,30 @@ def demo_load(everything: bool) -> None:
         click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
 
 
+@demo.command("credentials")
+def demo_credentials() -> None:
+    """Affiche les comptes de démonstration (jetons et mots de passe)."""
+    from service.backends import settings
+
+    path = settings().instance_path / "demo-credentials.txt"
+    if not path.exists():
+        click.echo(
+            "Aucun compte de démonstration enregistré : créez-en un avec "
+            "`flask users create --role staff --email …`."
+        )
+        return
+    click.echo("Pour vous connecter (API : en-tête « Authorization: Bearer <jeton> ») :")
+    click.echo(path.read_text(encoding="utf-8").rstrip())
+
+
 @kits.command("issue")
 @click.option("--siret", help="Émet le kit d'un employeur.")
-@click.option("--cdg", "cdg_code", help="Émet les kits de tous les employeurs du CDG qui n'en ont pas.")
-@click.option("--workers", type=int, default=lambda: min(os.cpu_count() or 1, 4), show_default="cœurs")
+@click.option(
+    "--cdg", "cdg_code", help="Émet les kits de tous les employeurs du CDG qui n'en ont pas."
+)
+@click.option(
+    "--workers", type=int, default=lambda: min(os.cpu_count() or 1, 4), show_default="cœurs"
+)
 def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg), avec une barre de progression."""
     from service.backends import document_store, settings
@@ -84,7 +110,9 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
             issued = issue_kit(get_employer(siret), **common)  # type: ignore[arg-type]
             db.session.commit()
             click.echo(f"Kit {issued.kit.reference} émis pour {issued.kit.employer.name}.")
-            click.echo(f"Code d'accès : {'-'.join(issued.access_code[i:i + 4] for i in range(0, 16, 4))}")
+            click.echo(
+                f"Code d'accès : {'-'.join(issued.access_code[i : i + 4] for i in range(0, 16, 4))}"
+            )
             return
         get_cdg(cdg_code or "")
         employers = employers_without_kit(cdg_code or "")
@@ -95,8 +123,10 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
         click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
         return
     failures: list[str] = []
-    with click.progressbar(length=len(employers), label=f"Kits du CDG {cdg_code}",
-                           show_pos=True, show_eta=True) as bar:
+    with click.progressbar(
+        length=len(employers), label=f"Kits du CDG {cdg_code}", show_pos=True, show_eta=True
+    ) as bar:
+
         def done(employer, kit, error) -> None:  # type: ignore[no-untyped-def]
             if error is not None:
                 failures.append(f"{employer.siret} {employer.name} : {error}")

@@ -140,6 +140,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         app.logger.exception("unexpected error")
-        mapped = ServiceError("Erreur interne : l'incident a été journalisé.", code="internal_error")
+        mapped = ServiceError(
+            "Erreur interne : l'incident a été journalisé.", code="internal_error"
+        )
         mapped.status = 500
         return error_response(mapped)

@@ -12,8 +12,12 @@ from service.backends import document_store
 from service.extensions import db
 
 
-@route("/health", summary="État du service, de la base et du stockage", roles=None,
-       responses={200: "Tout fonctionne", 503: "Base ou stockage injoignable"})
+@route(
+    "/health",
+    summary="État du service, de la base et du stockage",
+    roles=None,
+    responses={200: "Tout fonctionne", 503: "Base ou stockage injoignable"},
+)
 def health() -> Any:
     checks: dict[str, str] = {}
     try:

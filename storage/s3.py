@@ -115,6 +115,7 @@ class S3Store(ObjectStore):
             "Key": self._key(key),
             "Body": data,
             "ContentType": content_type,
+            "ChecksumAlgorithm": "SHA256",
             "ChecksumSHA256": base64.b64encode(bytes.fromhex(actual)).decode(),
             "Metadata": {"sha256": actual, **(metadata or {})},
         }

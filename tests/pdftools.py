@@ -41,7 +41,10 @@ def words(data: bytes) -> list[Word]:
         path = Path(tmp) / "doc.pdf"
         path.write_bytes(data)
         html = subprocess.run(
-            ["pdftotext", "-bbox", str(path), "-"], check=True, capture_output=True, text=True,
+            ["pdftotext", "-bbox", str(path), "-"],
+            check=True,
+            capture_output=True,
+            text=True,
             timeout=60,
         ).stdout
     out: list[Word] = []
@@ -54,8 +57,9 @@ def words(data: bytes) -> list[Word]:
             r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>',
             chunk,
         ):
-            out.append(Word(number, m.group(5), *(float(m.group(i)) for i in range(1, 5)),
-                            width, height))
+            out.append(
+                Word(number, m.group(5), *(float(m.group(i)) for i in range(1, 5)), width, height)
+            )
     return out
 
 

@@ -1,7 +1,8 @@
-"""A throwaway PostgreSQL cluster started from the installed binaries (when no TEST_DATABASE_URL)."""
+"""A throwaway PostgreSQL cluster from the installed binaries (when no TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -47,14 +48,35 @@ class ThrowawayCluster:
         subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> str:
-        self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                  "-E", "UTF8", "--locale=C.UTF-8")
+        self._run(
+            _bin("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
         )
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
-                  "-l", str(self.root / "log"), "start")
+        self._run(
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.root / "log"),
+            "start",
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -65,8 +87,6 @@ class ThrowawayCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -29,9 +29,9 @@ def issue(client: FlaskClient, staff: dict[str, str], siret: str = SIRET) -> dic
     return r.json
 
 
-def test_issue_kit_answers_documents_code_and_links(app: Flask, client: FlaskClient,
-                                                    staff: dict[str, str],
-                                                    employer: dict[str, Any]) -> None:
+def test_issue_kit_answers_documents_code_and_links(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
     kit = issue(client, staff)
     assert re.fullmatch(r"PSC-81-\d{4}-000001", kit["reference"])
     assert kit["status"] == "issued"
@@ -39,8 +39,13 @@ def test_issue_kit_answers_documents_code_and_links(app: Flask, client: FlaskCli
     assert re.fullmatch(r"([A-Z0-9]{4}-){3}[A-Z0-9]{4}", code)
     assert set(code.replace("-", "")) <= set(CODE_ALPHABET)
     assert [d["kind"] for d in kit["documents"]] == [
-        "special-conditions", "information-notice", "enrolment-form",
-        "beneficiary-designation", "membership-agreement", "access-letter"]
+        "special-conditions",
+        "information-notice",
+        "enrolment-form",
+        "beneficiary-designation",
+        "membership-agreement",
+        "access-letter",
+    ]
     for doc in kit["documents"]:
         r = client.get(doc["pdf_url"], headers=staff)
         assert r.status_code == 200 and r.mimetype == "application/pdf"
@@ -68,8 +73,9 @@ def test_issue_kit_answers_documents_code_and_links(app: Flask, client: FlaskCli
     assert again["documents"] == kit["documents"]
 
 
-def test_bundle_and_zip_downloads(client: FlaskClient, staff: dict[str, str],
-                                  employer: dict[str, Any]) -> None:
+def test_bundle_and_zip_downloads(
+    client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
     kit = issue(client, staff)
     bundle = client.get(kit["bundle_url"], headers=staff)
     reader = PdfReader(io.BytesIO(bundle.data))
@@ -83,8 +89,9 @@ def test_bundle_and_zip_downloads(client: FlaskClient, staff: dict[str, str],
         assert hashlib.sha256(archive.read(name)).hexdigest() == doc["sha256"]
 
 
-def test_issuing_again_supersedes_the_open_kit(client: FlaskClient, staff: dict[str, str],
-                                               employer: dict[str, Any]) -> None:
+def test_issuing_again_supersedes_the_open_kit(
+    client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
     first = issue(client, staff)
     second = issue(client, staff)
     assert second["reference"].endswith("000002")
@@ -94,42 +101,54 @@ def test_issuing_again_supersedes_the_open_kit(client: FlaskClient, staff: dict[
     assert second["access_code"] != first["access_code"]
 
 
-def test_kit_errors_and_scopes(app: Flask, client: FlaskClient, staff: dict[str, str],
-                               employer: dict[str, Any]) -> None:
-    assert_error(client.post("/api/v1/employers/21810001400016/kits", headers=staff), 404,
-                 "unknown_employer")
+def test_kit_errors_and_scopes(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
+    assert_error(
+        client.post("/api/v1/employers/21810001400016/kits", headers=staff), 404, "unknown_employer"
+    )
     kit = issue(client, staff)
-    assert_error(client.get(f"/api/v1/kits/{kit['id']}/documents/nope.pdf", headers=staff), 404,
-                 "unknown_document")
-    assert_error(client.get(f"/api/v1/kits/{kit['id']}/documents/access-letter.docx",
-                            headers=staff), 404, "no_docx_version")
+    assert_error(
+        client.get(f"/api/v1/kits/{kit['id']}/documents/nope.pdf", headers=staff),
+        404,
+        "unknown_document",
+    )
+    assert_error(
+        client.get(f"/api/v1/kits/{kit['id']}/documents/access-letter.docx", headers=staff),
+        404,
+        "no_docx_version",
+    )
     assert_error(client.get("/api/v1/kits/999999", headers=staff), 404, "unknown_kit")
     own = auth(create_token(app, "cdg", "suivi@cdg81.fr", cdg="81"))
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=own).status_code == 200
-    client.post("/api/v1/cdgs", json={"code": "82", "name": "CDG 82", "email": "a@cdg82.fr"},
-                headers=staff)
+    client.post(
+        "/api/v1/cdgs", json={"code": "82", "name": "CDG 82", "email": "a@cdg82.fr"}, headers=staff
+    )
     other = auth(create_token(app, "cdg", "suivi@cdg82.fr", cdg="82"))
     for url in (f"/api/v1/kits/{kit['id']}", kit["bundle_url"], kit["documents"][0]["pdf_url"]):
         assert_error(client.get(url, headers=other), 404, "unknown_kit")
     assert_error(client.post(f"/api/v1/employers/{SIRET}/kits", headers=own), 403, "forbidden")
 
 
-def test_kit_status_filter_in_listing(client: FlaskClient, staff: dict[str, str],
-                                      employer: dict[str, Any]) -> None:
+def test_kit_status_filter_in_listing(
+    client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
     issue(client, staff)
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 1
     assert client.get("/api/v1/employers?status=none", headers=staff).json["total"] == 0
 
 
-def test_cli_issues_a_whole_cdg_with_a_progress_bar(app: Flask, client: FlaskClient,
-                                                    staff: dict[str, str],
-                                                    convention: dict[str, Any]) -> None:
+def test_cli_issues_a_whole_cdg_with_a_progress_bar(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
     sirets = ["21810004800014", "21810001400016", "20003402300016"]
     names = ["Albi", "Aguts", "CC Tarn-Agout"]
     for siret, name in zip(sirets, names, strict=True):
-        r = client.post("/api/v1/employers",
-                        json=employer_payload(convention["id"], siret=siret, name=name),
-                        headers=staff)
+        r = client.post(
+            "/api/v1/employers",
+            json=employer_payload(convention["id"], siret=siret, name=name),
+            headers=staff,
+        )
         assert r.status_code == 201
     issue(client, staff, sirets[0])  # already has one: skipped by the batch
     runner = app.test_cli_runner()

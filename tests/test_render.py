@@ -33,8 +33,11 @@ MODULATED = {
 LONG_NAME = "Saint-Remy-en-Bouzemont-Saint-Genest-et-Isson"
 
 
-def kit_input(name: str = "Albi", contribution: dict[str, Any] | None = None,
-              reference: str = "PSC-81-2025-000123") -> KitInput:
+def kit_input(
+    name: str = "Albi",
+    contribution: dict[str, Any] | None = None,
+    reference: str = "PSC-81-2025-000123",
+) -> KitInput:
     return KitInput(
         reference=reference,
         access_code="K7QHMX3P9TZB4RW2",
@@ -43,16 +46,26 @@ def kit_input(name: str = "Albi", contribution: dict[str, Any] | None = None,
         portal_url="https://psc.example.fr/portail",
         cdg=CdgData("81", "Centre de gestion du Tarn", "prevoyance@cdg81.fr"),
         convention=ConventionData(
-            reference="CDG81-PREV-2025-2030", insurer="Allianz Vie", manager="Collecteam",
-            starts_on=date(2025, 1, 1), ends_on=date(2030, 12, 31),
-            base_rate=Decimal("2.30"), cdg_fee_rate=Decimal("1.10"),
+            reference="CDG81-PREV-2025-2030",
+            insurer="Allianz Vie",
+            manager="Collecteam",
+            starts_on=date(2025, 1, 1),
+            ends_on=date(2030, 12, 31),
+            base_rate=Decimal("2.30"),
+            cdg_fee_rate=Decimal("1.10"),
             options=(Option("deces", "Décès", Decimal("0.30")),),
         ),
         employer=EmployerData(
-            siret="21810004800014", name=name, kind="commune", kind_label="Commune",
-            address="16 rue de l'Hôtel de Ville, 81000 Albi", email="rh@mairie-albi.fr",
-            headcount=560, cst_opinion_on=date(2024, 10, 1),
-            deliberation_on=date(2024, 11, 15), joins_on=date(2025, 1, 1),
+            siret="21810004800014",
+            name=name,
+            kind="commune",
+            kind_label="Commune",
+            address="16 rue de l'Hôtel de Ville, 81000 Albi",
+            email="rh@mairie-albi.fr",
+            headcount=560,
+            cst_opinion_on=date(2024, 10, 1),
+            deliberation_on=date(2024, 11, 15),
+            joins_on=date(2025, 1, 1),
             contribution=contribution or FLAT,
         ),
     )
@@ -65,10 +78,21 @@ def albi() -> RenderedKit:
 
 def test_kit_has_the_six_documents_in_order(albi: RenderedKit) -> None:
     assert [d.kind for d in albi.documents] == [
-        "special-conditions", "information-notice", "enrolment-form",
-        "beneficiary-designation", "membership-agreement", "access-letter",
+        "special-conditions",
+        "information-notice",
+        "enrolment-form",
+        "beneficiary-designation",
+        "membership-agreement",
+        "access-letter",
     ]
-    assert [d.requires_signature for d in albi.documents] == [True, False, False, False, True, False]
+    assert [d.requires_signature for d in albi.documents] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
     assert [d.docx is not None for d in albi.documents] == [True, False, False, False, True, False]
 
 
@@ -84,15 +108,38 @@ def test_every_page_has_the_footer_with_reference_title_and_page_count(albi: Ren
 def test_contractual_pieces_carry_the_data(albi: RenderedKit) -> None:
     for kind in ("special-conditions", "membership-agreement"):
         text = " ".join(pdf_text(next(d for d in albi.documents if d.kind == kind).pdf))
-        for expected in ("Albi", "218 100 048 00014", "Allianz Vie", "Collecteam",
-                         "Centre de gestion du Tarn", "CDG81-PREV-2025-2030", "15,00 €",
-                         "1er janvier 2025", "31 décembre 2030", "2,30 %", "1,10 %",
-                         "Pour la collectivité", "Pour l'assureur"):
+        for expected in (
+            "Albi",
+            "218 100 048 00014",
+            "Allianz Vie",
+            "Collecteam",
+            "Centre de gestion du Tarn",
+            "CDG81-PREV-2025-2030",
+            "15,00 €",
+            "1er janvier 2025",
+            "31 décembre 2030",
+            "2,30 %",
+            "1,10 %",
+            "Pour la collectivité",
+            "Pour l'assureur",
+        ):
             assert expected in text, (kind, expected)
     special = " ".join(pdf_text(albi.documents[0].pdf))
-    for expected in ("1er octobre 2024", "15 novembre 2024", "indemnité de résidence",
-                     "supplément familial", "34,50 €", "19,50 €", "39,10 €", "24,10 €",
-                     "46,00 €", "31,00 €", "Décès", "0,30 %", "trente jours"):
+    for expected in (
+        "1er octobre 2024",
+        "15 novembre 2024",
+        "indemnité de résidence",
+        "supplément familial",
+        "34,50 €",
+        "19,50 €",
+        "39,10 €",
+        "24,10 €",
+        "46,00 €",
+        "31,00 €",
+        "Décès",
+        "0,30 %",
+        "trente jours",
+    ):
         assert expected in special, expected
 
 
@@ -108,15 +155,17 @@ def test_forms_have_fillable_fields(albi: RenderedKit) -> None:
     for doc in albi.documents:
         fields[doc.kind] = set((PdfReader(io.BytesIO(doc.pdf)).get_fields() or {}).keys())
     assert {"bai_nom", "bai_prenom", "bai_nir", "bai_option_deces", "bai_date"} <= fields[
-        "enrolment-form"]
+        "enrolment-form"
+    ]
     assert {"dbe_nom", "dbe_b1_nom", "dbe_b4_part", "dbe_clause_type"} <= fields[
-        "beneficiary-designation"]
+        "beneficiary-designation"
+    ]
     assert fields["special-conditions"] == set()
     assert fields["access-letter"] == set()
 
 
 def test_documents_are_pdfa2b_with_embedded_fonts(albi: RenderedKit) -> None:
-    for doc in (*albi.documents, ):
+    for doc in (*albi.documents,):
         meta = xmp(doc.pdf)
         assert 'pdfaid:part="2"' in meta and 'pdfaid:conformance="B"' in meta, doc.kind
         assert doc.title in meta
@@ -145,8 +194,10 @@ def test_zip_holds_every_file(albi: RenderedKit) -> None:
         names = archive.namelist()
         assert len(names) == 6 + 2 + 1
         assert archive.read("PSC-81-2025-000123/01-special-conditions.pdf") == albi.documents[0].pdf
-        assert archive.read("PSC-81-2025-000123/05-membership-agreement.docx") == albi.documents[
-            4].docx
+        assert (
+            archive.read("PSC-81-2025-000123/05-membership-agreement.docx")
+            == albi.documents[4].docx
+        )
         assert archive.read("PSC-81-2025-000123/kit-complet.pdf") == albi.bundle
 
 
@@ -167,8 +218,16 @@ def test_docx_versions_carry_the_data() -> None:
         if doc.docx is None:
             continue
         text = docx_text(doc.docx)
-        for expected in ("L'Isle-sur-Tarn", "218 100 048 00014", "7,00 €", "12,00 €", "18,00 €",
-                         "1er janvier 2025", "Réf. PSC-81-2025-000123", "Allianz Vie"):
+        for expected in (
+            "L'Isle-sur-Tarn",
+            "218 100 048 00014",
+            "7,00 €",
+            "12,00 €",
+            "18,00 €",
+            "1er janvier 2025",
+            "Réf. PSC-81-2025-000123",
+            "Allianz Vie",
+        ):
             assert expected in text, (doc.kind, expected)
         assert "{{" not in text and "{%" not in text
     assert "Selon la catégorie hiérarchique" in docx_text(kit.documents[0].docx or b"")
@@ -177,8 +236,12 @@ def test_docx_versions_carry_the_data() -> None:
 def test_modulated_contribution_states_amounts_and_criteria() -> None:
     kit = render_kit(kit_input(contribution=MODULATED))
     text = " ".join(pdf_text(kit.documents[0].pdf))
-    for expected in ("Agents de catégorie A 7,00 €", "Agents de catégorie B 12,00 €",
-                     "Agents de catégorie C 18,00 €", "Selon la catégorie hiérarchique"):
+    for expected in (
+        "Agents de catégorie A 7,00 €",
+        "Agents de catégorie B 12,00 €",
+        "Agents de catégorie C 18,00 €",
+        "Selon la catégorie hiérarchique",
+    ):
         assert expected in text, expected
     # the seed examples use the lowest amount
     assert "34,50 €" in text and "27,50 €" in text
@@ -194,8 +257,8 @@ def test_hard_names_render_whole_and_nothing_overflows(name: str) -> None:
         text = " ".join(pdf_text(doc.pdf))
         assert name in text, (doc.kind, name)
         for word in words(doc.pdf):
-            assert 0 <= word.x_min and word.x_max <= word.page_width, (doc.kind, word)
-            assert 0 <= word.y_min and word.y_max <= word.page_height, (doc.kind, word)
+            assert word.x_min >= 0 and word.x_max <= word.page_width, (doc.kind, word)
+            assert word.y_min >= 0 and word.y_max <= word.page_height, (doc.kind, word)
             # inside the printable area (18 mm margins), footer included
             assert word.x_min >= 50 and word.x_max <= word.page_width - 50, (doc.kind, word)
     for doc in kit.documents:

@@ -25,7 +25,9 @@ from service.reference.simulation import Option, simulate
 )
 def test_simulation_reproduces_the_seed_table(gross: str, premium: str, share: str) -> None:
     result = simulate(
-        base_rate=Decimal("2.30"), available_options=(), elements={"gross": gross},
+        base_rate=Decimal("2.30"),
+        available_options=(),
+        elements={"gross": gross},
         contribution="15.00",
     )
     assert result.premium == Decimal(premium)
@@ -35,17 +37,29 @@ def test_simulation_reproduces_the_seed_table(gross: str, premium: str, share: s
 
 def test_simulation_rounds_cents_half_up() -> None:
     # 1234.50 × 2.30 % = 28.3935 → 28.39 ; 1234.70 × 2.30 % = 28.3981 → 28.40 ; x.xx5 goes up
-    r = simulate(base_rate=Decimal("2.30"), available_options=(), elements={"gross": "1234.50"},
-                 contribution=None)
+    r = simulate(
+        base_rate=Decimal("2.30"),
+        available_options=(),
+        elements={"gross": "1234.50"},
+        contribution=None,
+    )
     assert r.premium == Decimal("28.39")
-    r = simulate(base_rate=Decimal("2.50"), available_options=(), elements={"gross": "1000.20"},
-                 contribution=None)
+    r = simulate(
+        base_rate=Decimal("2.50"),
+        available_options=(),
+        elements={"gross": "1000.20"},
+        contribution=None,
+    )
     assert r.premium == Decimal("25.01")  # 25.005 rounds half up
 
 
 def test_simulation_caps_contribution_at_the_premium() -> None:
-    r = simulate(base_rate=Decimal("2.30"), available_options=(), elements={"gross": "300.00"},
-                 contribution="15.00")
+    r = simulate(
+        base_rate=Decimal("2.30"),
+        available_options=(),
+        elements={"gross": "300.00"},
+        contribution="15.00",
+    )
     assert r.premium == Decimal("6.90")
     assert r.contribution_paid == Decimal("6.90")
     assert r.employee_share == Decimal("0.00")
@@ -54,9 +68,16 @@ def test_simulation_caps_contribution_at_the_premium() -> None:
 
 def test_simulation_sums_included_elements_and_ignores_excluded_ones() -> None:
     r = simulate(
-        base_rate=Decimal("2.30"), available_options=(),
-        elements={"tbi": "1200.00", "nbi": "50.00", "ri": "200.00", "cti": "50.00",
-                  "ir": "30.00", "sft": "75.00"},
+        base_rate=Decimal("2.30"),
+        available_options=(),
+        elements={
+            "tbi": "1200.00",
+            "nbi": "50.00",
+            "ri": "200.00",
+            "cti": "50.00",
+            "ir": "30.00",
+            "sft": "75.00",
+        },
         contribution="15.00",
     )
     assert r.base == Decimal("1500.00")
@@ -66,20 +87,34 @@ def test_simulation_sums_included_elements_and_ignores_excluded_ones() -> None:
 
 def test_simulation_adds_chosen_option_rates() -> None:
     options = (Option("deces", "Décès", Decimal("0.30")),)
-    r = simulate(base_rate=Decimal("2.30"), available_options=options,
-                 elements={"gross": "1500.00"}, contribution="15.00", option_codes=["deces"])
+    r = simulate(
+        base_rate=Decimal("2.30"),
+        available_options=options,
+        elements={"gross": "1500.00"},
+        contribution="15.00",
+        option_codes=["deces"],
+    )
     assert r.rate == Decimal("2.60")
     assert r.premium == Decimal("39.00")
     with pytest.raises(InvalidInput) as err:
-        simulate(base_rate=Decimal("2.30"), available_options=options,
-                 elements={"gross": "1500.00"}, contribution="15.00", option_codes=["nope"])
+        simulate(
+            base_rate=Decimal("2.30"),
+            available_options=options,
+            elements={"gross": "1500.00"},
+            contribution="15.00",
+            option_codes=["nope"],
+        )
     assert err.value.code == "unknown_option"
 
 
 def test_simulation_refuses_a_contribution_below_the_minimum() -> None:
     with pytest.raises(InvalidInput) as err:
-        simulate(base_rate=Decimal("2.30"), available_options=(), elements={"gross": "1500"},
-                 contribution="6.99")
+        simulate(
+            base_rate=Decimal("2.30"),
+            available_options=(),
+            elements={"gross": "1500"},
+            contribution="6.99",
+        )
     assert err.value.code == "contribution_below_minimum"
 
 
@@ -92,11 +127,18 @@ def test_simulation_refuses_a_contribution_below_the_minimum() -> None:
         ({"mode": "flat", "amount": "quinze"}, "contribution_not_an_amount"),
         ({"mode": "flat"}, "contribution_not_an_amount"),
         ("15.00", "contribution_not_an_amount"),
-        ({"mode": "by_category", "amounts": {"A": "7.00", "B": "12.00"}}, "modulation_criteria_missing"),
-        ({"mode": "by_category", "amounts": {"A": "5.00"}, "criteria": "Catégorie hiérarchique"},
-         "contribution_below_minimum"),
-        ({"mode": "by_category", "amounts": {"D": "9.00"}, "criteria": "Catégorie hiérarchique"},
-         "invalid_category"),
+        (
+            {"mode": "by_category", "amounts": {"A": "7.00", "B": "12.00"}},
+            "modulation_criteria_missing",
+        ),
+        (
+            {"mode": "by_category", "amounts": {"A": "5.00"}, "criteria": "Catégorie hiérarchique"},
+            "contribution_below_minimum",
+        ),
+        (
+            {"mode": "by_category", "amounts": {"D": "9.00"}, "criteria": "Catégorie hiérarchique"},
+            "invalid_category",
+        ),
     ],
 )
 def test_contribution_rules_refuse_bad_schemes(raw: object, code: str) -> None:
@@ -109,8 +151,11 @@ def test_contribution_rules_refuse_bad_schemes(raw: object, code: str) -> None:
 def test_contribution_accepts_flat_and_modulated_amounts() -> None:
     assert parse_contribution({"mode": "flat", "amount": "7,00"}).amount == Decimal("7.00")
     scheme = parse_contribution(
-        {"mode": "by_category", "amounts": {"C": 18, "A": "7.00", "B": "12.5"},
-         "criteria": "Selon la catégorie hiérarchique"}
+        {
+            "mode": "by_category",
+            "amounts": {"C": 18, "A": "7.00", "B": "12.5"},
+            "criteria": "Selon la catégorie hiérarchique",
+        }
     )
     assert list(scheme.amounts) == ["A", "B", "C"]
     assert scheme.to_json()["amounts"] == {"A": "7.00", "B": "12.50", "C": "18.00"}

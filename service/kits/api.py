@@ -48,12 +48,19 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
     }
     if access_code is not None:
-        data["access_code"] = "-".join(access_code[i : i + 4] for i in range(0, len(access_code), 4))
+        data["access_code"] = "-".join(
+            access_code[i : i + 4] for i in range(0, len(access_code), 4)
+        )
     return data
 
 
-@route("/employers/<siret>/kits", ("POST",), summary="Émettre le kit d'un employeur",
-       roles=("admin", "staff"), responses={201: "Kit émis (le code d'accès n'apparaît qu'ici)"})
+@route(
+    "/employers/<siret>/kits",
+    ("POST",),
+    summary="Émettre le kit d'un employeur",
+    roles=("admin", "staff"),
+    responses={201: "Kit émis (le code d'accès n'apparaît qu'ici)"},
+)
 def issue(siret: str) -> Any:
     who = principal()
     employer = get_employer(siret)
@@ -91,16 +98,18 @@ def _stream(key: str, mimetype: str, filename: str, size: int | None = None) -> 
     return response
 
 
-@route("/kits/<int:kit_id>/documents/<kind>.pdf", summary="Un document du kit (PDF)",
-       roles=READERS)
+@route("/kits/<int:kit_id>/documents/<kind>.pdf", summary="Un document du kit (PDF)", roles=READERS)
 def document_pdf(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     doc = domain.get_document(kit, kind)
     return _stream(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
 
 
-@route("/kits/<int:kit_id>/documents/<kind>.docx",
-       summary="Une pièce contractuelle en DOCX (modifiable)", roles=READERS)
+@route(
+    "/kits/<int:kit_id>/documents/<kind>.docx",
+    summary="Une pièce contractuelle en DOCX (modifiable)",
+    roles=READERS,
+)
 def document_docx(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     key = domain.require_docx(domain.get_document(kit, kind))
@@ -111,8 +120,9 @@ def document_docx(kit_id: int, kind: str) -> Response:
     )
 
 
-@route("/kits/<int:kit_id>/bundle.pdf", summary="Tous les documents en un PDF (signets)",
-       roles=READERS)
+@route(
+    "/kits/<int:kit_id>/bundle.pdf", summary="Tous les documents en un PDF (signets)", roles=READERS
+)
 def kit_bundle(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     return _stream(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")

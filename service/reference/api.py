@@ -80,8 +80,14 @@ def employer_json(e: Employer) -> dict[str, Any]:
 # -- CDG ---------------------------------------------------------------------------------------
 
 
-@route("/cdgs", ("POST",), summary="Créer un CDG", roles=STAFF, body=CdgIn,
-       responses={201: "CDG créé", 409: "Code déjà utilisé"})
+@route(
+    "/cdgs",
+    ("POST",),
+    summary="Créer un CDG",
+    roles=STAFF,
+    body=CdgIn,
+    responses={201: "CDG créé", 409: "Code déjà utilisé"},
+)
 def create_cdg() -> Any:
     data = parse(CdgIn, json_body())
     cdg = domain.create_cdg(**data.model_dump())
@@ -110,8 +116,14 @@ def patch_cdg(code: str) -> Any:
 # -- Conventions -------------------------------------------------------------------------------
 
 
-@route("/conventions", ("POST",), summary="Créer une convention de participation", roles=STAFF,
-       body=ConventionIn, responses={201: "Convention créée", 409: "Référence déjà utilisée"})
+@route(
+    "/conventions",
+    ("POST",),
+    summary="Créer une convention de participation",
+    roles=STAFF,
+    body=ConventionIn,
+    responses={201: "Convention créée", 409: "Référence déjà utilisée"},
+)
 def create_convention() -> Any:
     data = parse(ConventionIn, json_body())
     convention = domain.create_convention(**data.model_dump())
@@ -119,8 +131,7 @@ def create_convention() -> Any:
     return jsonify(convention_json(convention)), 201
 
 
-@route("/conventions", summary="Lister les conventions", roles=STAFF,
-       query={"cdg": "code du CDG"})
+@route("/conventions", summary="Lister les conventions", roles=STAFF, query={"cdg": "code du CDG"})
 def list_conventions() -> Any:
     items = domain.list_conventions(cdg=request.args.get("cdg"))
     return jsonify({"items": [convention_json(c) for c in items]})
@@ -131,8 +142,13 @@ def get_convention(convention_id: int) -> Any:
     return jsonify(convention_json(domain.get_convention(convention_id)))
 
 
-@route("/conventions/<int:convention_id>", ("PATCH",), summary="Modifier une convention",
-       roles=STAFF, body=ConventionPatch)
+@route(
+    "/conventions/<int:convention_id>",
+    ("PATCH",),
+    summary="Modifier une convention",
+    roles=STAFF,
+    body=ConventionPatch,
+)
 def patch_convention(convention_id: int) -> Any:
     data = parse(ConventionPatch, json_body())
     convention = domain.update_convention(
@@ -156,9 +172,7 @@ def patch_convention(convention_id: int) -> Any:
 )
 def simulation(convention_id: int) -> Any:
     who = principal()
-    convention = domain.get_convention(
-        convention_id, principal=who if who.role == "cdg" else None
-    )
+    convention = domain.get_convention(convention_id, principal=who if who.role == "cdg" else None)
     if who.role == "employer":
         employer = domain.get_employer(who.siret or "", principal=who)
         if employer.convention_id != convention.id:
@@ -193,8 +207,14 @@ def simulation(convention_id: int) -> Any:
 # -- Employers ---------------------------------------------------------------------------------
 
 
-@route("/employers", ("POST",), summary="Créer un employeur (collectivité)", roles=STAFF,
-       body=EmployerIn, responses={201: "Employeur créé", 409: "SIRET déjà enregistré"})
+@route(
+    "/employers",
+    ("POST",),
+    summary="Créer un employeur (collectivité)",
+    roles=STAFF,
+    body=EmployerIn,
+    responses={201: "Employeur créé", 409: "SIRET déjà enregistré"},
+)
 def create_employer() -> Any:
     data = parse(EmployerIn, json_body())
     employer = domain.create_employer(**data.model_dump())
@@ -202,9 +222,18 @@ def create_employer() -> Any:
     return jsonify(employer_json(employer)), 201
 
 
-@route("/employers", summary="Lister les employeurs", roles=("admin", "staff", "cdg"),
-       query={"cdg": "code du CDG", "status": "état du kit", "q": "recherche sur le nom ou le SIRET",
-              "limit": "taille de page (200 au plus)", "offset": "décalage"})
+@route(
+    "/employers",
+    summary="Lister les employeurs",
+    roles=("admin", "staff", "cdg"),
+    query={
+        "cdg": "code du CDG",
+        "status": "état du kit",
+        "q": "recherche sur le nom ou le SIRET",
+        "limit": "taille de page (200 au plus)",
+        "offset": "décalage",
+    },
+)
 def list_employers() -> Any:
     from service.reference.listing import list_employers as listing
 
@@ -218,23 +247,38 @@ def list_employers() -> Any:
     except ValueError as exc:
         raise InvalidInput("Pagination invalide.", code="invalid_pagination") from exc
     total, employers = listing(
-        cdg=cdg, status=request.args.get("status"), q=request.args.get("q"),
-        limit=limit, offset=offset,
+        cdg=cdg,
+        status=request.args.get("status"),
+        q=request.args.get("q"),
+        limit=limit,
+        offset=offset,
     )
     return jsonify(
-        {"total": total, "limit": limit, "offset": offset,
-         "items": [employer_json(e) for e in employers]}
+        {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "items": [employer_json(e) for e in employers],
+        }
     )
 
 
-@route("/employers/<siret>", summary="Un employeur et l'état de son kit",
-       roles=("admin", "staff", "cdg", "employer"))
+@route(
+    "/employers/<siret>",
+    summary="Un employeur et l'état de son kit",
+    roles=("admin", "staff", "cdg", "employer"),
+)
 def get_employer(siret: str) -> Any:
     return jsonify(employer_json(domain.get_employer(siret, principal=principal())))
 
 
-@route("/employers/<siret>", ("PATCH",), summary="Modifier un employeur", roles=STAFF,
-       body=EmployerPatch)
+@route(
+    "/employers/<siret>",
+    ("PATCH",),
+    summary="Modifier un employeur",
+    roles=STAFF,
+    body=EmployerPatch,
+)
 def patch_employer(siret: str) -> Any:
     data = parse(EmployerPatch, json_body())
     employer = domain.update_employer(

@@ -22,7 +22,9 @@ from service.reference.simulation import Option
 
 def get_cdg(code: str, *, principal: Principal | None = None) -> Cdg:
     cdg = db.session.scalar(select(Cdg).where(Cdg.code == code))
-    if cdg is None or (principal is not None and principal.role == "cdg" and principal.cdg_code != code):
+    if cdg is None or (
+        principal is not None and principal.role == "cdg" and principal.cdg_code != code
+    ):
         raise NotFound(f"CDG inconnu : {code}.", code="unknown_cdg")
     return cdg
 
@@ -192,9 +194,7 @@ def _check_employer_dates(
             code="deliberation_before_cst_opinion",
             field="deliberation_on",
         )
-    period = (
-        f"du {convention.starts_on:%d/%m/%Y} au {convention.ends_on:%d/%m/%Y}"
-    )
+    period = f"du {convention.starts_on:%d/%m/%Y} au {convention.ends_on:%d/%m/%Y}"
     for field, value in (("cst_opinion_on", cst_opinion_on), ("deliberation_on", deliberation_on)):
         if value > convention.ends_on or value.year < convention.starts_on.year - 2:
             raise InvalidInput(
@@ -253,9 +253,7 @@ def create_employer(
     owner = _cdg_for_input(cdg)
     convention = db.session.get(Convention, convention_id)
     if convention is None:
-        raise InvalidInput(
-            "Convention inconnue.", code="unknown_convention", field="convention_id"
-        )
+        raise InvalidInput("Convention inconnue.", code="unknown_convention", field="convention_id")
     if convention.cdg_id != owner.id:
         raise InvalidInput(
             "Cette convention n'est pas celle de ce CDG.",

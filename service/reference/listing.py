@@ -20,7 +20,9 @@ def list_employers(
         query = query.where(Cdg.code == cdg)
     if q:
         pattern = f"%{q.strip().lower()}%"
-        query = query.where(or_(func.lower(Employer.name).like(pattern), Employer.siret.like(pattern)))
+        query = query.where(
+            or_(func.lower(Employer.name).like(pattern), Employer.siret.like(pattern))
+        )
     if status:
         open_kits = select(Kit.employer_id).where(Kit.status != "superseded")
         if status == "none":
@@ -30,5 +32,7 @@ def list_employers(
         else:
             raise InvalidInput("État de kit inconnu.", code="invalid_status", field="status")
     total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = db.session.scalars(query.order_by(Employer.name, Employer.id).limit(limit).offset(offset))
+    rows = db.session.scalars(
+        query.order_by(Employer.name, Employer.id).limit(limit).offset(offset)
+    )
     return total, rows.all()

@@ -67,9 +67,7 @@ def parse_rate(value: Any, *, field: str) -> Decimal:
             field=field,
         )
     if rate != rate.quantize(Decimal("0.001")):
-        raise InvalidInput(
-            "Le taux a au plus trois décimales.", code="invalid_rate", field=field
-        )
+        raise InvalidInput("Le taux a au plus trois décimales.", code="invalid_rate", field=field)
     return rate
 
 
@@ -88,9 +86,7 @@ def luhn_valid(digits: str) -> bool:
 def normalize_siret(value: Any) -> str:
     siret = re.sub(r"[\s.]", "", str(value or ""))
     if not re.fullmatch(r"\d{14}", siret):
-        raise InvalidInput(
-            "Le SIRET compte 14 chiffres.", code="invalid_siret", field="siret"
-        )
+        raise InvalidInput("Le SIRET compte 14 chiffres.", code="invalid_siret", field="siret")
     if not luhn_valid(siret):
         raise InvalidInput(
             "Ce SIRET n'est pas valide (clé de contrôle incorrecte).",

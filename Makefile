@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export FLASK_APP := service
+
+.PHONY: run test bench lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: requirements.txt requirements-test.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-test.txt
+	touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	@scripts/system-deps.sh run
+	$(BIN)/flask db upgrade
+	$(BIN)/flask demo load --if-empty
+	@$(BIN)/flask demo credentials
+	@echo "Service sur http://$(HOST):$(PORT) (Ctrl+C pour arrêter)"
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --threads 4 --timeout 120 \
+		--access-logfile - 'service:create_app()'
+
+test: $(VENV)/.test-deps
+	@scripts/system-deps.sh test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -n 2 --dist loadfile
+
+bench: $(VENV)/.test-deps
+	@scripts/system-deps.sh test
+	$(BIN)/python -m bench
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache tests/artifacts

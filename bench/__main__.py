@@ -1,0 +1,133 @@
+"""`make bench`: kit issuing speed and memory on the Tarn data.
+
+    python -m bench [--single N] [--skip-batch]
+
+Single kits: median and p95 of one whole kit (render, store, record) issued in-process.
+Batch: every Tarn commune and EPCI through `flask kits issue --cdg 81`'s code path, on both cores.
+Targets (2-core machine): median ≤ 0.5 s per kit; the 314 communes in ≤ 90 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+TARGET_MEDIAN_S = 0.5
+TARGET_BATCH_S = 90.0
+
+
+def _mb(kb: int) -> float:
+    return kb / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--single", type=int, default=30, help="kits issued one by one")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    from service import create_app
+    from service.backends import document_store, settings
+    from service.demo.load import load_demo
+    from service.extensions import db
+    from service.kits.domain import employers_without_kit, issue_batch, issue_kit
+    from service.kits.render import render_kit
+    from service.reference.models import Employer
+
+    with tempfile.TemporaryDirectory(prefix="psc-bench-") as tmp:
+        app = create_app({"INSTANCE_PATH": tmp, "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3"})
+        with app.app_context():
+            from flask_migrate import upgrade
+
+            upgrade()
+            load_demo(everything=True)
+            store = document_store()
+            common = {
+                "store": store,
+                "actor": "bench",
+                "code_days": settings().access_code_days,
+                "portal_url": "http://127.0.0.1:8000/portail",
+            }
+            employers = list(db.session.scalars(db.select(Employer).order_by(Employer.id)))
+            issue_kit(employers[0], **common)  # warm-up: templates, fonts
+            db.session.commit()
+
+            timings, render_timings, pages = [], [], 0
+            for employer in employers[1 : 1 + args.single]:
+                start = time.perf_counter()
+                issued = issue_kit(employer, **common)
+                db.session.commit()
+                timings.append(time.perf_counter() - start)
+                pages += sum(d.pages for d in issued.kit.documents)
+            from service.kits.domain import kit_input
+
+            for employer in employers[1 : 1 + min(args.single, 10)]:
+                data = kit_input(
+                    employer,
+                    reference="PSC-81-2025-999999",
+                    access_code="K7QHMX3P9TZB4RW2",
+                    issued_on=time_today(),
+                    code_days=120,
+                    portal_url="http://x/portail",
+                )
+                start = time.perf_counter()
+                render_kit(data)
+                render_timings.append(time.perf_counter() - start)
+            median = statistics.median(timings)
+            p95 = sorted(timings)[max(0, int(len(timings) * 0.95) - 1)]
+            print(f"kits issued one by one: {len(timings)}")
+            print(
+                f"  per kit: median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
+                f"(target median ≤ {TARGET_MEDIAN_S * 1000:.0f} ms) "
+                f"{'OK' if median <= TARGET_MEDIAN_S else 'OVER TARGET'}"
+            )
+            print(f"  rendering alone: median {statistics.median(render_timings) * 1000:.0f} ms")
+            print(
+                f"  pages per second (one core): {pages / sum(timings):.1f} "
+                f"({pages / len(timings):.1f} pages per kit)"
+            )
+
+            batch_ok = True
+            if not args.skip_batch:
+                remaining = employers_without_kit("81")
+                communes = [e for e in remaining if e.kind == "commune"]
+                start = time.perf_counter()
+                done = issue_batch(remaining, workers=args.workers, **common)
+                elapsed = time.perf_counter() - start
+                total_pages = sum(sum(d.pages for d in k.kit.documents) for k in done)
+                per_commune = elapsed / max(len(done), 1)
+                projected = per_commune * 314
+                batch_ok = projected <= TARGET_BATCH_S
+                print(
+                    f"batch on {args.workers} processes: {len(done)} kits "
+                    f"({len(communes)} communes) in {elapsed:.1f} s, "
+                    f"{total_pages / elapsed:.1f} pages/s"
+                )
+                print(
+                    f"  314 communes: {projected:.1f} s projected "
+                    f"(target ≤ {TARGET_BATCH_S:.0f} s) {'OK' if batch_ok else 'OVER TARGET'}"
+                )
+            own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            print(
+                f"peak memory: main process {_mb(own):.0f} MiB, "
+                f"largest worker {_mb(children):.0f} MiB"
+            )
+            stored = sum(1 for _ in store.list("kits/"))
+            print(f"objects stored: {stored}")
+    return 0 if median <= TARGET_MEDIAN_S and batch_ok else 1
+
+
+def time_today():  # type: ignore[no-untyped-def]
+    from service.timeutil import utcnow
+
+    return utcnow().date()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
