@@ -34,7 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3"):
+    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3", "pyhanko_certvalidator"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from service.extensions import db, migrate
@@ -51,6 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.kits import api as _kits_api  # noqa: F401
     from service.pages.views import bp as pages_bp
     from service.reference import api as _reference_api  # noqa: F401
+    from service.returns import api as _returns_api  # noqa: F401
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)

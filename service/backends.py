@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from flask import current_app
 
 from service.config import Settings
+from service.mail import outbox
+from signing.countersign import SigningKey, load_pkcs12
+from signing.devcert import create_dev_certificate
+from signing.verify import TrustSettings
 from storage import ObjectStore, open_store
 
 
@@ -18,3 +26,62 @@ def document_store() -> ObjectStore:
         s = settings()
         stores["documents"] = open_store(s.document_store, s3_endpoint_url=s.s3_endpoint_url)
     return stores["documents"]
+
+
+def signing_key() -> SigningKey:
+    """The insurer's countersigning key: SIGNING_PKCS12, else the instance's development key."""
+    cache = current_app.extensions.setdefault("psc.signing", {})
+    if "key" not in cache:
+        s = settings()
+        if s.signing_pkcs12:
+            cache["key"] = load_pkcs12(s.signing_pkcs12, s.signing_pkcs12_passphrase)
+        else:
+            path = create_dev_certificate(dev_certificate_path())
+            current_app.logger.warning(
+                "countersigning with the DEVELOPMENT certificate %s: set SIGNING_PKCS12", path
+            )
+            cache["key"] = load_pkcs12(path, None)
+    return cache["key"]
+
+
+def dev_certificate_path() -> Path:
+    return settings().instance_path / "signing" / "dev-countersign.p12"
+
+
+def trust_settings() -> TrustSettings:
+    cache = current_app.extensions.setdefault("psc.signing", {})
+    if "trust" not in cache:
+        s = settings()
+        roots: tuple[bytes, ...] = ()
+        if s.signing_trust_roots:
+            pem = Path(s.signing_trust_roots).read_bytes()
+            roots = tuple(
+                c.public_bytes(serialization.Encoding.DER)
+                for c in x509.load_pem_x509_certificates(pem)
+            )
+        cache["trust"] = TrustSettings(
+            roots=roots, forbidden_fingerprints=frozenset({signing_key().fingerprint})
+        )
+    return cache["trust"]
+
+
+def send_mail(to: str, subject: str, body: str, *, kit_id: int | None = None) -> bool:
+    """Send now; a failure is logged and recorded in the audit trail, never raised."""
+    from service.audit.domain import record
+    from service.extensions import db
+
+    try:
+        outbox.send(settings().mail_url, outbox.build(to, subject, body))
+    except Exception as exc:  # the business action already happened: report, do not undo
+        current_app.logger.exception("mail to %s failed", to)
+        record(
+            "email_failed",
+            actor="system",
+            kit_id=kit_id,
+            details={"to": to, "subject": subject, "error": type(exc).__name__},
+        )
+        db.session.commit()
+        return False
+    record("email_sent", actor="system", kit_id=kit_id, details={"to": to, "subject": subject})
+    db.session.commit()
+    return True

@@ -140,6 +140,64 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
         sys.exit(1)
 
 
+@kits.command("remind")
+@click.option("--after-days", type=int, required=True, help="Kits émis depuis au moins N jours.")
+def kits_remind(after_days: int) -> None:
+    """Relance les employeurs dont les pièces signées manquent."""
+    from service.audit.domain import record
+    from service.backends import send_mail, settings
+    from service.returns.domain import kits_waiting
+
+    sent = 0
+    for kit in kits_waiting(after_days):
+        record("reminder", actor="cli", kit_id=kit.id, siret=kit.employer.siret)
+        db.session.commit()
+        ok = send_mail(
+            kit.employer.email,
+            f"Relance – pièces signées attendues pour le kit {kit.reference}",
+            f"Bonjour,\n\nNous n'avons pas encore reçu les pièces signées du kit {kit.reference} "
+            f"(conditions particulières et convention d'adhésion). Déposez-les dans votre espace "
+            f"{settings().public_url}/portail avec votre SIRET et le code d'accès du courrier.\n",
+            kit_id=kit.id,
+        )
+        sent += ok
+    click.echo(f"{sent} relance(s) envoyée(s).")
+
+
+signing = AppGroup("signing", help="Clé de contreseing de l'assureur.")
+audit = AppGroup("audit", help="Journal d'audit.")
+
+
+@signing.command("dev-cert")
+def signing_dev_cert() -> None:
+    """Crée le certificat de contreseing de DÉVELOPPEMENT dans le dossier d'instance."""
+    from service.backends import dev_certificate_path
+    from signing.countersign import load_pkcs12
+    from signing.devcert import create_dev_certificate
+
+    path = dev_certificate_path()
+    existed = path.exists()
+    key = load_pkcs12(create_dev_certificate(path), None)
+    click.echo(f"{'Certificat existant' if existed else 'Certificat créé'} : {path}")
+    click.echo(f"Sujet : {key.subject}")
+    click.echo("Certificat de DÉVELOPPEMENT : en production, définissez SIGNING_PKCS12.")
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Vérifie la chaîne de hachage du journal d'audit ; code de sortie non nul si rompue."""
+    from service.audit.domain import verify_chain
+    from service.audit.models import AuditHead
+
+    problems = verify_chain()
+    head = db.session.get(AuditHead, 1)
+    if problems:
+        for problem in problems:
+            click.echo(f"RUPTURE : {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"Journal intègre : {head.count if head else 0} événement(s) chaînés.")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (users, demo, kits):
+    for group in (users, demo, kits, signing, audit):
         app.cli.add_command(group)

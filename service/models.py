@@ -1,7 +1,22 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
 from service.accounts.models import ApiToken, User
+from service.audit.models import AuditEvent, AuditHead
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.reference.models import Cdg, Convention, Employer
+from service.returns.models import AccessThrottle, KitReturn
 
-__all__ = ["ApiToken", "Cdg", "Convention", "Employer", "Kit", "KitCounter", "KitDocument", "User"]
+__all__ = [
+    "AccessThrottle",
+    "ApiToken",
+    "AuditEvent",
+    "AuditHead",
+    "Cdg",
+    "Convention",
+    "Employer",
+    "Kit",
+    "KitCounter",
+    "KitDocument",
+    "KitReturn",
+    "User",
+]

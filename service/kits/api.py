@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, stream_with_context, url_for
+from flask import Response, jsonify, request, stream_with_context, url_for
 
 from service.api import principal, route
-from service.backends import document_store, settings
+from service.audit.domain import record
+from service.backends import document_store, send_mail, settings
 from service.extensions import db
 from service.kits import domain
 from service.kits.models import Kit
@@ -15,6 +16,30 @@ from service.reference.domain import get_employer
 from service.timeutil import iso
 
 READERS = ("admin", "staff", "cdg", "employer")
+
+
+def _returns(kit: Kit) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from service.returns.models import KitReturn
+
+    rows = db.session.scalars(
+        select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id)
+    )
+    return [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "status": r.status,
+            "code": r.refusal_code,
+            "uploaded_at": iso(r.uploaded_at),
+            "countersigned": r.countersigned_key is not None,
+            "signed_url": url_for("api.signed_pdf", kit_id=kit.id, kind=r.kind)
+            if r.status == "accepted"
+            else None,
+        }
+        for r in rows
+    ]
 
 
 def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
@@ -44,6 +69,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
             }
             for d in kit.documents
         ],
+        "returns": _returns(kit),
         "bundle_url": url_for("api.kit_bundle", kit_id=kit.id),
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
     }
@@ -72,13 +98,36 @@ def issue(siret: str) -> Any:
         code_days=s.access_code_days,
         portal_url=f"{s.public_url}/portail",
     )
+    kit = issued.kit
     db.session.commit()
-    return jsonify(kit_json(issued.kit, access_code=issued.access_code)), 201
+    send_mail(
+        employer.email,
+        f"Votre kit contractuel PSC prévoyance {kit.reference}",
+        f"Bonjour,\n\nLe kit contractuel {kit.reference} de {employer.name} est disponible dans "
+        f"l'espace « Nouvel Adhérent » : {s.public_url}/portail\n\nConnectez-vous avec votre "
+        "SIRET et le code d'accès imprimé sur le courrier du kit (il ne vous sera jamais "
+        "communiqué par courriel).\n",
+        kit_id=kit.id,
+    )
+    return jsonify(kit_json(kit, access_code=issued.access_code)), 201
 
 
 @route("/kits/<int:kit_id>", summary="Un kit, ses documents et son état", roles=READERS)
 def get_kit(kit_id: int) -> Any:
     return jsonify(kit_json(domain.get_kit(kit_id, principal=principal())))
+
+
+def _downloaded(kit: Kit, what: str, sha256: str | None = None) -> None:
+    who = principal()
+    record(
+        "downloaded",
+        actor=who.actor,
+        kit_id=kit.id,
+        address=request.remote_addr,
+        sha256_after=sha256,
+        details={"file": what},
+    )
+    db.session.commit()
 
 
 def _stream(key: str, mimetype: str, filename: str, size: int | None = None) -> Response:
@@ -102,6 +151,7 @@ def _stream(key: str, mimetype: str, filename: str, size: int | None = None) -> 
 def document_pdf(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     doc = domain.get_document(kit, kind)
+    _downloaded(kit, f"{kind}.pdf", doc.sha256)
     return _stream(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
 
 
@@ -113,6 +163,7 @@ def document_pdf(kit_id: int, kind: str) -> Response:
 def document_docx(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     key = domain.require_docx(domain.get_document(kit, kind))
+    _downloaded(kit, f"{kind}.docx")
     return _stream(
         key,
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
@@ -125,10 +176,12 @@ def document_docx(kit_id: int, kind: str) -> Response:
 )
 def kit_bundle(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
+    _downloaded(kit, "bundle.pdf", kit.bundle_sha256)
     return _stream(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
 
 
 @route("/kits/<int:kit_id>/kit.zip", summary="Tout le kit en ZIP", roles=READERS)
 def kit_zip(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
+    _downloaded(kit, "kit.zip", kit.zip_sha256)
     return _stream(kit.zip_key, "application/zip", f"{kit.reference}.zip")

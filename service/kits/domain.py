@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import select, update
 
 from service.accounts.auth import Principal
+from service.audit.domain import record
 from service.errors import NotFound
 from service.extensions import db
 from service.kits.models import OPEN_STATES, Kit, KitCounter, KitDocument
@@ -190,6 +191,7 @@ def store_kit(
                 pages=doc.pages,
                 docx_key=docx_key,
                 docx_sha256=docx_sha,
+                insurer_box=list(doc.insurer_box) if doc.insurer_box else None,
             )
         )
     bundle = store.put(f"{prefix}/bundle.pdf", rendered.bundle, content_type="application/pdf")
@@ -218,6 +220,13 @@ def store_kit(
         update(Kit)
         .where(Kit.employer_id == employer.id, Kit.id != kit.id, Kit.status.in_(OPEN_STATES))
         .values(status="superseded", superseded_by_id=kit.id, status_changed_at=now)
+    )
+    record(
+        "kit_issued",
+        actor=actor,
+        kit_id=kit.id,
+        siret=employer.siret,
+        details={"reference": kit.reference, "documents": {d.kind: d.sha256 for d in documents}},
     )
     return IssuedKit(kit, data.access_code)
 

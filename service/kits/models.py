@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.extensions import db
@@ -65,5 +65,7 @@ class KitDocument(db.Model):
     pages: Mapped[int]
     docx_key: Mapped[str | None] = mapped_column(String(300))
     docx_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: where the insurer's visible signature goes: [page, x1, y1, x2, y2] (PDF points)
+    insurer_box: Mapped[list[float] | None] = mapped_column(JSON)
 
     kit: Mapped[Kit] = relationship(back_populates="documents")

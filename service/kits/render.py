@@ -110,6 +110,8 @@ class RenderedDocument:
     pdf: bytes
     pages: int
     docx: bytes | None = None
+    #: the insurer's signature cell: (page within the document, x1, y1, x2, y2) in PDF points
+    insurer_box: tuple[int, float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class TemplateSet:
         )
         bundle = document.write_pdf(pdf_variant="pdf/a-2b", pdf_forms=True)
         ranges = _page_ranges(document)
+        boxes = _insurer_boxes(document, ranges)
         created = datetime.combine(data.issued_on, datetime.min.time())
         pdfs = _split(bundle, ranges, created=created, reference=data.reference)
         documents = []
@@ -228,6 +231,7 @@ class TemplateSet:
                     pdf=pdf,
                     pages=end - start,
                     docx=docx,
+                    insurer_box=boxes.get(spec.kind),
                 )
             )
         return RenderedKit(
@@ -289,6 +293,24 @@ def _page_ranges(document: Any) -> list[tuple[int, int]]:
         raise RenderError(f"documents missing from the layout: {set(DOCUMENT_KINDS) - set(starts)}")
     ordered = [starts[kind] for kind in DOCUMENT_KINDS] + [len(document.pages)]
     return [(ordered[i], ordered[i + 1]) for i in range(len(DOCUMENTS))]
+
+
+def _insurer_boxes(
+    document: Any, ranges: list[tuple[int, int]]
+) -> dict[str, tuple[int, float, float, float, float]]:
+    """Where each contractual piece's insurer signature cell landed, for the visible stamp."""
+    boxes = {}
+    px = 0.75  # CSS pixel → PDF point
+    for spec, (start, end) in zip(DOCUMENTS, ranges, strict=True):
+        for number in range(start, end):
+            page = document.pages[number]
+            anchor = page.anchors.get(f"sig-insurer-{spec.kind}")
+            if anchor is None:
+                continue
+            x1, _y1, x2, y2 = anchor
+            bottom = (page.height - y2) * px  # PDF y grows upwards
+            boxes[spec.kind] = (number - start, x1 * px + 6, bottom + 6, x2 * px - 6, bottom + 78)
+    return boxes
 
 
 def _xmp(title: str, created: str) -> bytes:

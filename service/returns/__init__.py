@@ -1,0 +1,1 @@
+"""Signed returns: portal sessions, uploads and their verification, review, countersignature."""

@@ -1,0 +1,449 @@
+"""Portal sessions, signed returns, review decisions and the insurer's countersignature."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from service.accounts.auth import Principal, issue_token
+from service.audit.domain import record
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from service.errors import Unauthorized as ServiceUnauthorized
+from service.extensions import db
+from service.kits.domain import get_document, hash_access_code
+from service.kits.models import Kit, KitDocument
+from service.reference.models import Employer
+from service.returns.models import AccessThrottle, KitReturn
+from service.timeutil import utcnow
+from signing.countersign import SignatureBox, SigningKey, countersign
+from signing.errors import Refused, SigningError, TimestampUnavailable
+from signing.sandbox import Limits, run_limited
+from signing.verify import TrustSettings, Verdict, verify_return
+from storage import ObjectStore, sha256_hex
+
+SESSION_HOURS = 2
+WINDOW = timedelta(minutes=15)
+SIRET_LIMIT = 5  # failures per window before 429
+SIRET_LOCK = 10  # consecutive failures before a lockout that staff lift
+ADDRESS_LIMIT = 20
+_DUMMY_HASH = hash_access_code("AAAAAAAAAAAAAAAA")
+
+
+# -- portal sessions -----------------------------------------------------------------------
+
+
+def _throttle(key: str) -> AccessThrottle:
+    row = db.session.execute(
+        select(AccessThrottle).where(AccessThrottle.key == key).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        row = AccessThrottle(key=key, failures=0, window_started_at=utcnow(), locked=False)
+        db.session.add(row)
+        db.session.flush()
+    return row
+
+
+def _check_throttle(row: AccessThrottle, now: datetime) -> None:
+    if row.locked:
+        raise TooManyRequests(
+            "Accès verrouillé après trop d'essais : "
+            "contactez votre gestionnaire pour le débloquer.",
+            code="access_locked",
+        )
+    if row.blocked_until is not None and row.blocked_until > now:
+        raise TooManyRequests()
+
+
+def _fail(row: AccessThrottle, now: datetime, limit: int, lock_at: int | None) -> None:
+    if now - row.window_started_at > WINDOW:
+        row.window_started_at, row.blocked_until = now, None
+        row.failures = row.failures if lock_at else 0
+    row.failures += 1
+    if row.failures >= limit:
+        row.blocked_until = now + WINDOW
+    if lock_at is not None and row.failures >= lock_at:
+        row.locked = True
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    token: str
+    expires_at: datetime
+    kit_id: int
+
+
+def open_portal_session(*, siret: str, access_code: str, address: str | None) -> PortalSession:
+    """Exchange SIRET + access code for an employer token; never says whether the SIRET exists."""
+    now = utcnow()
+    siret = "".join(ch for ch in str(siret) if ch.isdigit())[:14]
+    by_siret = _throttle(f"siret:{siret}")
+    by_address = _throttle(f"ip:{address or 'inconnue'}")
+    try:
+        _check_throttle(by_siret, now)
+        _check_throttle(by_address, now)
+    except TooManyRequests:
+        db.session.commit()
+        raise
+    employer = db.session.scalar(select(Employer).where(Employer.siret == siret))
+    kit = None
+    if employer is not None:
+        kit = db.session.scalar(
+            select(Kit)
+            .where(Kit.employer_id == employer.id, Kit.status != "superseded")
+            .order_by(Kit.id.desc())
+            .limit(1)
+        )
+    candidate = kit.access_code_hash if kit is not None else _DUMMY_HASH
+    matches = hmac.compare_digest(candidate, hash_access_code(access_code or ""))
+    if kit is None or not matches or kit.access_code_expires_at <= now:
+        expired = kit is not None and matches
+        _fail(by_siret, now, SIRET_LIMIT, SIRET_LOCK)
+        _fail(by_address, now, ADDRESS_LIMIT, None)
+        record(
+            "portal_failed",
+            actor=f"portail:{siret}",
+            kit_id=kit.id if kit else None,
+            siret=siret if employer else None,
+            address=address,
+            details={"reason": "expired" if expired else "mismatch"},
+        )
+        db.session.commit()
+        if expired:
+            raise ServiceUnauthorized(
+                "Ce code d'accès a expiré : demandez un nouveau kit à votre gestionnaire.",
+                code="access_code_expired",
+            )
+        raise ServiceUnauthorized("SIRET ou code d'accès incorrect.", code="invalid_credentials")
+    by_siret.failures, by_siret.blocked_until = 0, None
+    expires = now + timedelta(hours=SESSION_HOURS)
+    token = issue_token(role="employer", siret=siret, expires_at=expires)
+    record("portal_session", actor=f"employer:{siret}", kit_id=kit.id, siret=siret, address=address)
+    db.session.commit()
+    return PortalSession(token, expires, kit.id)
+
+
+def unlock_portal(siret: str, *, principal: Principal) -> None:
+    row = db.session.get(AccessThrottle, f"siret:{siret}")
+    if row is not None:
+        row.failures, row.blocked_until, row.locked = 0, None, False
+    record("portal_unlocked", actor=principal.actor, siret=siret)
+
+
+# -- returns -------------------------------------------------------------------------------
+
+
+def _lock_kit(kit_id: int) -> Kit:
+    kit = db.session.execute(select(Kit).where(Kit.id == kit_id).with_for_update()).scalar_one()
+    db.session.refresh(kit)
+    return kit
+
+
+def _accepted(kit: Kit, kind: str) -> KitReturn | None:
+    return db.session.scalar(
+        select(KitReturn).where(
+            KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
+        )
+    )
+
+
+def _signable(kit: Kit, kind: str) -> KitDocument:
+    doc = get_document(kit, kind)
+    if not doc.requires_signature:
+        raise InvalidInput(
+            "Ce document ne se signe pas : seuls les conditions particulières et la convention "
+            "d'adhésion reviennent signés.",
+            code="signature_not_expected",
+        )
+    if kit.status == "superseded":
+        raise Conflict("Ce kit a été remplacé par un kit plus récent.", code="kit_superseded")
+    if kit.status in ("countersigned", "archived"):
+        raise Conflict("Ce kit est déjà contresigné.", code="already_countersigned")
+    return doc
+
+
+@dataclass(frozen=True)
+class ReturnContext:
+    store: ObjectStore
+    trust: TrustSettings
+    max_bytes: int
+    limits: Limits = field(default_factory=Limits)
+
+
+def receive_return(
+    kit: Kit,
+    kind: str,
+    data: bytes,
+    *,
+    principal: Principal,
+    address: str | None,
+    ctx: ReturnContext,
+) -> KitReturn:
+    """Keep the bytes, verify them, record the verdict. Refusals raise after being recorded."""
+    doc = _signable(kit, kind)
+    if len(data) > ctx.max_bytes:
+        raise PayloadTooLarge(
+            f"Fichier trop volumineux : {ctx.max_bytes // (1024 * 1024)} Mo au plus.",
+        )
+    if not data:
+        raise InvalidInput("Le fichier envoyé est vide.", code="empty_file", field="file")
+    digest = sha256_hex(data)
+    token = uuid.uuid4().hex[:12]
+    quarantine_key = f"quarantine/{kit.reference}/{kind}/{token}.pdf"
+    ctx.store.put(quarantine_key, data, sha256=digest, content_type="application/pdf")
+
+    issued = ctx.store.get(doc.pdf_key)
+    refusal: Refused | None = None
+    verdict: Verdict | None = None
+    try:
+        verdict = run_limited(
+            verify_return, data, issued, marker=kit.reference, trust=ctx.trust, limits=ctx.limits
+        )
+    except Refused as exc:
+        refusal = exc
+
+    kit = _lock_kit(kit.id)
+    if refusal is None and _accepted(kit, kind) is not None:
+        refusal = Refused(
+            "already_accepted", "Une pièce signée a déjà été acceptée pour ce document."
+        )
+    key = quarantine_key
+    if refusal is None:
+        key = f"returns/{kit.reference}/{kind}/{token}.pdf"
+        ctx.store.put(key, data, sha256=digest, content_type="application/pdf")
+    ret = KitReturn(
+        kit_id=kit.id,
+        kind=kind,
+        status="refused" if refusal else (verdict.status if verdict else "refused"),
+        refusal_code=refusal.code if refusal else None,
+        refusal_message=refusal.message if refusal else None,
+        storage_key=key,
+        quarantined=refusal is not None,
+        sha256=digest,
+        size=len(data),
+        verification=verdict.to_json()
+        if verdict
+        else {"details": refusal.details if refusal else []},
+        uploaded_by=principal.actor,
+        uploaded_from=address,
+    )
+    db.session.add(ret)
+    db.session.flush()
+    record(
+        "return_received",
+        actor=principal.actor,
+        kit_id=kit.id,
+        siret=kit.employer.siret,
+        address=address,
+        sha256_before=doc.sha256,
+        sha256_after=digest,
+        details={"kind": kind, "return_id": ret.id},
+    )
+    if refusal is not None:
+        record(
+            "return_refused",
+            actor="system",
+            kit_id=kit.id,
+            sha256_after=digest,
+            details={"kind": kind, "return_id": ret.id, "code": refusal.code},
+        )
+    elif ret.status == "accepted":
+        record(
+            "return_accepted",
+            actor="system",
+            kit_id=kit.id,
+            sha256_after=digest,
+            details={
+                "kind": kind,
+                "return_id": ret.id,
+                "signers": [s["name"] for s in ret.verification.get("signers", [])],
+            },
+        )
+        _update_kit_status(kit)
+    else:
+        record(
+            "return_pending_review",
+            actor="system",
+            kit_id=kit.id,
+            sha256_after=digest,
+            details={
+                "kind": kind,
+                "return_id": ret.id,
+                "reasons": ret.verification.get("reasons", []),
+            },
+        )
+    db.session.commit()
+    if refusal is not None:
+        raise refusal
+    return ret
+
+
+def _update_kit_status(kit: Kit) -> None:
+    required = [d.kind for d in kit.documents if d.requires_signature]
+    if kit.status == "issued" and all(_accepted(kit, k) is not None for k in required):
+        kit.status, kit.status_changed_at = "employer_signed", utcnow()
+        record("employer_signed", actor="system", kit_id=kit.id)
+
+
+def review_queue(*, status: str = "pending_review") -> Sequence[KitReturn]:
+    if status not in ("pending_review", "accepted", "refused"):
+        raise InvalidInput("État de retour inconnu.", code="invalid_status", field="status")
+    return db.session.scalars(
+        select(KitReturn).where(KitReturn.status == status).order_by(KitReturn.uploaded_at)
+    ).all()
+
+
+def get_return(return_id: int) -> KitReturn:
+    ret = db.session.get(KitReturn, return_id)
+    if ret is None:
+        raise NotFound("Retour introuvable.", code="unknown_return")
+    return ret
+
+
+def decide(
+    return_id: int, *, accept: bool, reason: str | None, principal: Principal, version: int | None
+) -> KitReturn:
+    """A staff decision on a return waiting for review; racing decisions: one wins, one 409."""
+    ret = get_return(return_id)
+    kit = _lock_kit(ret.kit_id)
+    db.session.refresh(ret)
+    if version is not None and version != ret.version:
+        raise Conflict("Ce retour a changé depuis son affichage : rechargez.", code="stale_return")
+    if ret.status != "pending_review":
+        raise Conflict("Ce retour a déjà fait l'objet d'une décision.", code="already_decided")
+    if not accept and not (reason or "").strip():
+        raise InvalidInput("Indiquez le motif du refus.", code="reason_required", field="reason")
+    if accept and _accepted(kit, ret.kind) is not None:
+        raise Conflict("Une pièce a déjà été acceptée pour ce document.", code="already_accepted")
+    if accept and kit.status in ("superseded", "countersigned", "archived"):
+        raise Conflict("Ce kit n'attend plus de signature.", code="kit_closed")
+    ret.status = "accepted" if accept else "refused"
+    ret.decided_by, ret.decided_at = principal.actor, utcnow()
+    ret.decision_reason = (reason or "").strip()[:1000] or None
+    if not accept:
+        ret.refusal_code, ret.refusal_message = "refused_by_reviewer", ret.decision_reason
+    try:
+        db.session.flush()
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise Conflict(
+            "Ce retour vient d'être traité par quelqu'un d'autre.", code="already_decided"
+        ) from exc
+    record(
+        "return_reviewed",
+        actor=principal.actor,
+        kit_id=kit.id,
+        sha256_after=ret.sha256,
+        details={
+            "kind": ret.kind,
+            "return_id": ret.id,
+            "accept": accept,
+            "reason": ret.decision_reason,
+        },
+    )
+    if accept:
+        _update_kit_status(kit)
+    db.session.commit()
+    return ret
+
+
+def accepted_return(kit: Kit, kind: str) -> KitReturn:
+    get_document(kit, kind)
+    ret = _accepted(kit, kind)
+    if ret is None:
+        raise NotFound("Aucune pièce signée acceptée pour ce document.", code="no_accepted_return")
+    return ret
+
+
+# -- countersignature ----------------------------------------------------------------------
+
+
+def countersign_kit(
+    kit_id: int,
+    *,
+    principal: Principal,
+    store: ObjectStore,
+    key: SigningKey,
+    tsa_url: str | None,
+) -> Kit:
+    kit = _lock_kit(kit_id)
+    if kit.status in ("countersigned", "archived"):
+        raise Conflict("Ce kit est déjà contresigné.", code="already_countersigned")
+    if kit.status == "superseded":
+        raise Conflict("Ce kit a été remplacé par un kit plus récent.", code="kit_superseded")
+    pieces = []
+    for doc in kit.documents:
+        if not doc.requires_signature:
+            continue
+        ret = _accepted(kit, doc.kind)
+        if ret is None:
+            raise Conflict(
+                f"La pièce « {doc.title} » n'a pas encore de retour signé accepté.",
+                code="employer_signature_missing",
+            )
+        pieces.append((doc, ret))
+    label = f"{kit.convention.insurer} (gestionnaire {kit.convention.manager})"
+    signed: list[tuple[KitDocument, KitReturn, str, bytes]] = []
+    for doc, ret in pieces:
+        box = doc.insurer_box
+        place = (
+            SignatureBox(int(box[0]), tuple(box[1:]))  # type: ignore[arg-type]
+            if box
+            else SignatureBox(-1, (300.0, 70.0, 560.0, 135.0))
+        )
+        try:
+            data = countersign(
+                store.get(ret.storage_key),
+                key,
+                signer_label=label,
+                place=place,
+                tsa_url=tsa_url,
+                location=kit.employer.cdg.name,
+            )
+        except TimestampUnavailable as exc:
+            raise Conflict(
+                "L'autorité d'horodatage ne répond pas : contreseing non effectué, réessayez.",
+                code="timestamp_unavailable",
+            ) from exc
+        except SigningError as exc:
+            raise Conflict(f"Le contreseing a échoué : {exc}", code="countersign_failed") from exc
+        out_key = f"countersigned/{kit.reference}/{doc.kind}.pdf"
+        signed.append((doc, ret, out_key, data))
+    now = utcnow()
+    for doc, ret, out_key, data in signed:
+        info = store.put(
+            out_key,
+            data,
+            content_type="application/pdf",
+            metadata={"kit-reference": kit.reference, "kind": doc.kind},
+        )
+        ret.countersigned_key, ret.countersigned_sha256 = out_key, info.sha256
+        ret.countersigned_at = now
+        record(
+            "countersigned",
+            actor=principal.actor,
+            kit_id=kit.id,
+            sha256_before=ret.sha256,
+            sha256_after=info.sha256,
+            details={
+                "kind": doc.kind,
+                "return_id": ret.id,
+                "level": "B-T" if tsa_url else "B-B",
+                "key": key.subject,
+            },
+        )
+    kit.status, kit.status_changed_at = "countersigned", now
+    db.session.commit()
+    return kit
+
+
+def kits_waiting(after_days: int) -> Sequence[Kit]:
+    limit = utcnow() - timedelta(days=after_days)
+    return db.session.scalars(
+        select(Kit).where(Kit.status == "issued", Kit.issued_at <= limit).order_by(Kit.id)
+    ).all()

@@ -1,0 +1,120 @@
+"""The insurer's countersignature: an incremental PAdES signature with a visible block.
+
+The employer's signature stays valid: pyHanko appends a revision, never rewrites the file.
+B-B by default; B-T when a time-stamping authority is configured (its failure is an error,
+never a silent downgrade).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from signing.errors import CountersignFailed, KeyUnavailable, TimestampUnavailable
+
+FONT = Path(__file__).resolve().parent.parent / "templates/html/common/fonts/DejaVuSans-latin.ttf"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    signer: Any  # pyhanko SimpleSigner
+    fingerprint: str  # SHA-256 of the certificate (DER)
+    subject: str
+    development: bool
+
+
+def load_pkcs12(path: str | Path, passphrase: str | None) -> SigningKey:
+    from pyhanko.sign import signers
+
+    try:
+        signer = signers.SimpleSigner.load_pkcs12(
+            str(path), passphrase=passphrase.encode() if passphrase else None
+        )
+    except Exception as exc:
+        raise KeyUnavailable(f"cannot load PKCS#12 {path}: {type(exc).__name__}") from exc
+    if signer is None or signer.signing_cert is None:
+        raise KeyUnavailable(f"cannot load PKCS#12 {path}")
+    cert = signer.signing_cert
+    subject = cert.subject.human_friendly
+    return SigningKey(
+        signer=signer,
+        fingerprint=hashlib.sha256(cert.dump()).hexdigest(),
+        subject=subject,
+        development="DÉVELOPPEMENT" in subject.upper() or "DEVELOPPEMENT" in subject.upper(),
+    )
+
+
+@dataclass(frozen=True)
+class SignatureBox:
+    """Where the visible block goes: page index (negative counts from the end) and rectangle."""
+
+    page: int
+    box: tuple[float, float, float, float]
+
+
+DEFAULT_BOX = SignatureBox(page=-1, box=(300.0, 70.0, 560.0, 135.0))
+
+
+def countersign(
+    data: bytes,
+    key: SigningKey,
+    *,
+    field_name: str = "Contreseing_assureur",
+    signer_label: str,
+    reason: str = "Contreseing de l'assureur",
+    location: str | None = None,
+    place: SignatureBox = DEFAULT_BOX,
+    tsa_url: str | None = None,
+) -> bytes:
+    """Append the insurer's PAdES signature to an already signed PDF."""
+    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.pdf_utils.text import TextBoxStyle
+    from pyhanko.sign import fields, signers, timestamps
+    from pyhanko.sign.fields import SigSeedSubFilter
+    from pyhanko.stamp import TextStampStyle
+
+    timestamper = timestamps.HTTPTimeStamper(tsa_url, timeout=10) if tsa_url else None
+    meta = signers.PdfSignatureMetadata(
+        field_name=field_name,
+        md_algorithm="sha256",
+        subfilter=SigSeedSubFilter.PADES,
+        reason=reason,
+        location=location,
+        name=signer_label,
+        use_pades_lta=False,
+    )
+    stamp = TextStampStyle(
+        stamp_text=f"Contresigné pour {signer_label}\n%(signer)s\nle %(ts)s",
+        timestamp_format="%d/%m/%Y %H:%M UTC",
+        text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(FONT)), font_size=8),
+        border_width=1,
+    )
+    try:
+        writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
+        count = int(writer.root["/Pages"]["/Count"])
+        page = place.page if place.page >= 0 else count + place.page
+        pdf_signer = signers.PdfSigner(
+            meta,
+            signer=key.signer,
+            timestamper=timestamper,
+            stamp_style=stamp,
+            new_field_spec=fields.SigFieldSpec(
+                sig_field_name=field_name, on_page=page, box=place.box
+            ),
+        )
+        out = io.BytesIO()
+        pdf_signer.sign_pdf(writer, output=out)
+        return out.getvalue()
+    except Exception as exc:
+        if tsa_url and _is_timestamp_failure(exc):
+            raise TimestampUnavailable(f"time-stamping authority failed: {exc}") from exc
+        raise CountersignFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _is_timestamp_failure(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("timestamp", "tsa", "connection", "timeout"))

@@ -1,0 +1,397 @@
+"""Verifying a signed return against the exact PDF the service issued.
+
+Order of checks (each refusal raises `Refused` with its code):
+1. structure: a PDF (`not_a_pdf`), parseable (`malformed_pdf`), not encrypted (`encrypted_pdf`),
+   without JavaScript, launch actions, embedded files or XFA (`active_content`);
+2. digital signatures (pyHanko): the revision covered by the first signature is byte-for-byte
+   the issued PDF (`not_the_issued_document`, unless the text proves it is our document rewritten
+   by the signing tool: then review); every signature intact and valid (`signature_invalid`),
+   covering its whole revision; later changes limited to signatures, form filling and timestamps
+   (`modified_after_signature`); trust decides `accepted` or `pending_review`;
+3. no digital signature (a scan): same page count (`page_count_mismatch`), then review.
+
+pyHanko's `intact and valid` alone accepts known attacks, hence the coverage, modification-level
+and byte-prefix checks. Every exception a PDF library raises on hostile input fails closed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+from asn1crypto import x509 as asn1_x509
+from pypdf import PdfReader
+from pypdf.generic import DictionaryObject, IndirectObject, StreamObject
+
+from signing.errors import Refused
+
+log = logging.getLogger(__name__)
+
+ACTIVE_KEYS = {
+    "/JS",
+    "/JavaScript",
+    "/EmbeddedFiles",
+    "/XFA",
+    "/RichMedia",
+    "/Launch",
+    "/ImportData",
+    "/EmbeddedFile",
+}
+ACTIVE_ACTIONS = {
+    "/JavaScript",
+    "/Launch",
+    "/ImportData",
+    "/RichMediaExecute",
+    "/SubmitForm",
+    "/GoToE",
+}
+MAX_OBJECTS = 200_000
+
+
+@dataclass(frozen=True)
+class Signer:
+    name: str
+    organisation: str | None
+    serial: str
+    issuer: str
+    fingerprint: str
+    signing_time: str | None
+    level: str
+    kind: str  # "signature" or "timestamp"
+    trusted: bool
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "organisation": self.organisation,
+            "serial": self.serial,
+            "issuer": self.issuer,
+            "fingerprint": self.fingerprint,
+            "signing_time": self.signing_time,
+            "level": self.level,
+            "kind": self.kind,
+            "trusted": self.trusted,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "accepted" or "pending_review"
+    signed: bool
+    pages: int
+    signers: tuple[Signer, ...] = ()
+    reasons: tuple[str, ...] = ()
+    differences: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "signed": self.signed,
+            "pages": self.pages,
+            "signers": [s.to_json() for s in self.signers],
+            "reasons": list(self.reasons),
+            "differences": list(self.differences),
+        }
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Trust anchors (DER certificates) and the certificates a return must not be signed with."""
+
+    roots: tuple[bytes, ...] = ()
+    forbidden_fingerprints: frozenset[str] = field(default_factory=frozenset)
+    allow_fetching: bool = False
+
+
+# -- 1. structure --------------------------------------------------------------------------
+
+
+def _open(data: bytes) -> PdfReader:
+    head = data[:1024]
+    if b"%PDF-" not in head:
+        raise Refused("not_a_pdf", "Le fichier envoyé n'est pas un PDF.")
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        encrypted = reader.is_encrypted
+    except Exception as exc:
+        raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
+    if encrypted:
+        raise Refused(
+            "encrypted_pdf",
+            "Ce PDF est chiffré ou protégé par mot de passe : envoyez une version non protégée.",
+        )
+    return reader
+
+
+def _objects(reader: PdfReader) -> Iterator[Any]:
+    ids = {(num, 0) for num in reader.xref_objStm}
+    for generation, entries in reader.xref.items():
+        ids.update((num, generation) for num in entries)
+    for count, (num, generation) in enumerate(ids, start=1):
+        if count > MAX_OBJECTS:
+            raise Refused("malformed_pdf", "Ce PDF contient un nombre d'objets déraisonnable.")
+        yield reader.get_object(IndirectObject(num, generation, reader))
+    yield reader.trailer
+
+
+def _check_active_content(reader: PdfReader) -> None:
+    for obj in _objects(reader):
+        if isinstance(obj, StreamObject | DictionaryObject):
+            keys = set(obj.keys())
+            if keys & ACTIVE_KEYS or obj.get("/S") in ACTIVE_ACTIONS:
+                found = sorted(keys & ACTIVE_KEYS) or [str(obj.get("/S"))]
+                raise Refused(
+                    "active_content",
+                    "Ce PDF contient du contenu actif (JavaScript, action de lancement, fichier "
+                    "joint ou formulaire XFA) : il est refusé par sécurité.",
+                    details=found,
+                )
+
+
+def _page_texts(reader: PdfReader) -> list[str]:
+    return [" ".join((page.extract_text() or "").split()) for page in reader.pages]
+
+
+def inspect_structure(data: bytes) -> tuple[PdfReader, int]:
+    reader = _open(data)
+    try:
+        _check_active_content(reader)
+        pages = len(reader.pages)
+    except Refused:
+        raise
+    except Exception as exc:
+        raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
+    if pages == 0:
+        raise Refused("malformed_pdf", "Ce PDF ne contient aucune page.")
+    return reader, pages
+
+
+# -- 2. signatures -------------------------------------------------------------------------
+
+
+def _name_part(name: asn1_x509.Name, attr: str) -> str | None:
+    try:
+        value = name.native.get(attr)
+    except Exception:
+        return None
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    return str(value) if value else None
+
+
+def _has_revocation_pointers(cert: asn1_x509.Certificate) -> bool:
+    try:
+        return bool(cert.crl_distribution_points or cert.ocsp_urls)
+    except Exception:
+        return False
+
+
+_TRUST_REASONS = {
+    "NO_CERTIFICATE_CHAIN_FOUND": "certificat non reconnu par nos autorités de confiance",
+    "OUT_OF_BOUNDS_NO_POE": "certificat expiré, sans horodatage prouvant la date de signature",
+    "EXPIRED": "certificat expiré",
+    "NOT_YET_VALID": "certificat pas encore valide",
+    "REVOKED_NO_POE": "certificat révoqué",
+    "REVOKED_CA_NO_POE": "autorité de certification révoquée",
+    "TRY_LATER": "statut de révocation inconnu",
+    "REVOCATION_OUT_OF_BOUNDS_NO_POE": "statut de révocation inconnu",
+}
+
+
+def _validation_context(trust: TrustSettings) -> Any:
+    from pyhanko_certvalidator import ValidationContext
+
+    roots = [asn1_x509.Certificate.load(der) for der in trust.roots]
+    return ValidationContext(
+        trust_roots=roots,
+        allow_fetching=trust.allow_fetching,
+        revocation_mode="hard-fail" if trust.allow_fetching else "soft-fail",
+    )
+
+
+def _level(status: Any, kind: str) -> str:
+    if kind == "timestamp":
+        return "document-timestamp"
+    return "B-T" if getattr(status, "timestamp_validity", None) is not None else "B-B"
+
+
+def _check_signature(emb: Any, trust: TrustSettings) -> Signer:
+    from pyhanko.sign.diff_analysis import ModificationLevel
+    from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+
+    kind = "timestamp" if emb.sig_object_type == "/DocTimeStamp" else "signature"
+    vc = _validation_context(trust)
+    try:
+        if kind == "timestamp":
+            status = validate_pdf_timestamp(emb, validation_context=vc)
+        else:
+            status = validate_pdf_signature(emb, signer_validation_context=vc)
+    except Refused:
+        raise
+    except Exception as exc:
+        log.info("signature validation raised %r", exc)
+        raise Refused(
+            "signature_invalid", "Une signature de ce PDF est illisible ou invalide."
+        ) from exc
+    if not (status.intact and status.valid):
+        raise Refused(
+            "signature_invalid",
+            "Une signature de ce PDF n'est pas intègre : le document a été altéré après signature "
+            "ou la signature est fausse.",
+        )
+    if status.coverage not in (
+        SignatureCoverageLevel.ENTIRE_FILE,
+        SignatureCoverageLevel.ENTIRE_REVISION,
+    ):
+        raise Refused(
+            "signature_invalid", "Une signature ne couvre pas l'intégralité du document signé."
+        )
+    level = status.modification_level
+    if level is None or level > ModificationLevel.FORM_FILLING or status.docmdp_ok is False:
+        raise Refused(
+            "modified_after_signature",
+            "Le document a été modifié après sa signature (au-delà d'autres signatures, du "
+            "remplissage de champs ou d'horodatages).",
+        )
+    cert = status.signing_cert
+    fingerprint = hashlib.sha256(cert.dump()).hexdigest()
+    if fingerprint in trust.forbidden_fingerprints:
+        raise Refused(
+            "wrong_signer",
+            "Ce document est signé avec le certificat de l'assureur, pas par la collectivité.",
+        )
+    problems: list[str] = []
+    trusted = bool(status.trusted)
+    if not trusted:
+        indic = getattr(status.trust_problem_indic, "name", "") or ""
+        problems.append(_TRUST_REASONS.get(indic, "chaîne de confiance non vérifiée"))
+    elif not trust.allow_fetching and _has_revocation_pointers(cert):
+        trusted = False
+        problems.append("statut de révocation inconnu (vérification en ligne désactivée)")
+    signing_time = getattr(status, "signer_reported_dt", None) or getattr(status, "timestamp", None)
+    return Signer(
+        name=_name_part(cert.subject, "common_name") or cert.subject.human_friendly,
+        organisation=_name_part(cert.subject, "organization_name"),
+        serial=format(cert.serial_number, "x"),
+        issuer=cert.issuer.human_friendly,
+        fingerprint=fingerprint,
+        signing_time=signing_time.astimezone(UTC).isoformat() if signing_time else None,
+        level=_level(status, kind),
+        kind=kind,
+        trusted=trusted,
+        problems=tuple(problems),
+    )
+
+
+def _text_differences(uploaded: PdfReader, issued: bytes, marker: str) -> list[str]:
+    """Line differences between the uploaded and the issued document's text, page by page."""
+    theirs = _page_texts(uploaded)
+    ours = _page_texts(PdfReader(io.BytesIO(issued)))
+    if len(theirs) != len(ours) or not all(marker in page for page in theirs):
+        raise Refused(
+            "not_the_issued_document",
+            "Ce document signé n'est pas celui qui vous a été remis dans le kit.",
+        )
+    differences: list[str] = []
+    for number, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
+        if a == b:
+            continue
+        matcher = difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                continue
+            before = " ".join(a.split()[i1:i2])[:200]
+            after = " ".join(b.split()[j1:j2])[:200]
+            differences.append(f"page {number} : « {before} » → « {after} »")
+            if len(differences) >= 50:
+                return differences
+    return differences
+
+
+def _revisions(data: bytes) -> int:
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    return PdfFileReader(io.BytesIO(data), strict=False).xrefs.total_revisions
+
+
+def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettings) -> Verdict:
+    """Check an uploaded return against the issued PDF; raise `Refused` or return a verdict.
+
+    `marker` is a string every page of the issued document carries (its kit reference).
+    """
+    reader, pages = inspect_structure(data)
+    try:
+        from pyhanko.pdf_utils.reader import PdfFileReader
+
+        hanko = PdfFileReader(io.BytesIO(data), strict=False)
+        embedded = sorted(hanko.embedded_signatures, key=lambda s: s.signed_revision)
+    except Refused:
+        raise
+    except Exception as exc:
+        raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
+
+    issued_pages = len(PdfReader(io.BytesIO(issued)).pages)
+    if not embedded:
+        if data == issued:
+            raise Refused(
+                "not_signed", "Ce document n'est pas signé : c'est l'exemplaire vierge du kit."
+            )
+        if pages != issued_pages:
+            raise Refused(
+                "page_count_mismatch",
+                f"Le document compte {pages} page(s) au lieu de {issued_pages} : "
+                "renvoyez toutes les pages signées.",
+            )
+        return Verdict(
+            status="pending_review",
+            signed=False,
+            pages=pages,
+            reasons=(
+                "document sans signature électronique (signé à la main et numérisé) : "
+                "vérification visuelle requise",
+            ),
+        )
+
+    reasons: list[str] = []
+    differences: list[str] = []
+    first = embedded[0]
+    byte_prefix = data.startswith(issued) and first.signed_revision == _revisions(issued)
+    if not byte_prefix:
+        try:
+            differences = _text_differences(reader, issued, marker)
+        except Refused:
+            raise
+        except Exception as exc:
+            raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
+        reasons.append(
+            "l'outil de signature a réécrit le fichier avant de le signer : les octets diffèrent "
+            "du document émis" + (", textes identiques" if not differences else "")
+        )
+
+    signers = [_check_signature(emb, trust) for emb in embedded]
+    for signer in signers:
+        for problem in signer.problems:
+            reasons.append(f"{signer.name} : {problem}")
+    regular = [s for s in signers if s.kind == "signature"]
+    if not regular:
+        raise Refused(
+            "signature_invalid", "Ce document ne porte qu'un horodatage, pas de signature."
+        )
+    accepted = byte_prefix and all(s.trusted for s in regular)
+    return Verdict(
+        status="accepted" if accepted else "pending_review",
+        signed=True,
+        pages=pages,
+        signers=tuple(signers),
+        reasons=tuple(reasons),
+        differences=tuple(differences),
+    )
