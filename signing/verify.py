@@ -52,6 +52,8 @@ ACTIVE_ACTIONS = {
     "/GoToE",
 }
 MAX_OBJECTS = 200_000
+#: a file rewritten by a signing tool keeps its text; below this, it is another document
+MIN_TEXT_SIMILARITY = 0.97
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,14 @@ def _check_signature(emb: Any, trust: TrustSettings) -> Signer:
             "Une signature de ce PDF n'est pas intègre : le document a été altéré après signature "
             "ou la signature est fausse.",
         )
+    if status.coverage == SignatureCoverageLevel.CONTIGUOUS_BLOCK_FROM_START:
+        # the signed bytes are a prefix of the file but no longer a whole revision: the file
+        # was rewritten after signing
+        raise Refused(
+            "modified_after_signature",
+            "Le document a été modifié après sa signature : la signature ne couvre plus une "
+            "révision complète.",
+        )
     if status.coverage not in (
         SignatureCoverageLevel.ENTIRE_FILE,
         SignatureCoverageLevel.ENTIRE_REVISION,
@@ -306,6 +316,12 @@ def _text_differences(uploaded: PdfReader, issued: bytes, marker: str) -> list[s
         if a == b:
             continue
         matcher = difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False)
+        if matcher.ratio() < MIN_TEXT_SIMILARITY:
+            raise Refused(
+                "not_the_issued_document",
+                "Ce document signé n'est pas celui qui vous a été remis dans le kit.",
+                details=[f"page {number} : texte trop différent du document émis"],
+            )
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag == "equal":
                 continue
@@ -315,6 +331,24 @@ def _text_differences(uploaded: PdfReader, issued: bytes, marker: str) -> list[s
             if len(differences) >= 50:
                 return differences
     return differences
+
+
+def _check_revisions_before_signing(hanko: Any, issued_revision: int) -> None:
+    """Revisions between the issued document and the first signature (signing tools add the
+    signature field there) may only add fields or fill them; anything else means the employer
+    signed an altered document."""
+    from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
+
+    try:
+        result = DEFAULT_DIFF_POLICY.review_file(hanko, issued_revision)
+        level = getattr(result, "modification_level", None)
+    except Exception:
+        level = None
+    if level is None or level > ModificationLevel.FORM_FILLING:
+        raise Refused(
+            "not_the_issued_document",
+            "Le document a été modifié avant d'être signé : ce n'est plus celui du kit.",
+        )
 
 
 def _revisions(data: bytes) -> int:
@@ -364,7 +398,8 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
     reasons: list[str] = []
     differences: list[str] = []
     first = embedded[0]
-    byte_prefix = data.startswith(issued) and first.signed_revision == _revisions(issued)
+    issued_revisions = _revisions(issued)
+    byte_prefix = data.startswith(issued) and first.signed_revision >= issued_revisions
     if not byte_prefix:
         try:
             differences = _text_differences(reader, issued, marker)
@@ -378,6 +413,8 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
         )
 
     signers = [_check_signature(emb, trust) for emb in embedded]
+    if byte_prefix and first.signed_revision > issued_revisions:
+        _check_revisions_before_signing(hanko, issued_revisions - 1)
     for signer in signers:
         for problem in signer.problems:
             reasons.append(f"{signer.name} : {problem}")

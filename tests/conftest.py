@@ -104,9 +104,31 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{backend}_url")
 
 
+@pytest.fixture(scope="session")
+def pki():  # type: ignore[no-untyped-def]
+    from tests.pki import build_pki
+
+    return build_pki()
+
+
+@pytest.fixture(scope="session")
+def trust_roots(pki, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    return pki.roots_pem(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
-def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
-    application = make_app(database_url, tmp_path)
+def app_config() -> dict[str, str]:
+    """Extra configuration for the `app` fixture (override in a test module)."""
+    return {}
+
+
+@pytest.fixture
+def app(
+    database_url: str, tmp_path: Path, trust_roots: Path, app_config: dict[str, str]
+) -> Iterator[Flask]:
+    application = make_app(
+        database_url, tmp_path, SIGNING_TRUST_ROOTS=str(trust_roots), **app_config
+    )
     try:
         yield application
     finally:

@@ -89,7 +89,7 @@ def _cert(
 
 
 @dataclass
-class TestPKI:
+class Pki:
     root: Party
     intermediate: Party
     trusted: Party
@@ -102,7 +102,7 @@ class TestPKI:
         return path
 
 
-def build_pki() -> TestPKI:
+def build_pki() -> Pki:
     now = datetime.now(UTC)
     long = (now - timedelta(days=30), now + timedelta(days=3650))
 
@@ -149,7 +149,7 @@ def build_pki() -> TestPKI:
         ),
         [other_ca],
     )
-    return TestPKI(
+    return Pki(
         root=Party(root_key, root, []),
         intermediate=Party(inter_key, inter, [root]),
         trusted=leaf("Marie Dupont", "Mairie d'Albi", *long),
