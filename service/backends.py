@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -28,9 +29,17 @@ def document_store() -> ObjectStore:
     return stores["documents"]
 
 
+_signing_lock = threading.Lock()
+
+
 def signing_key() -> SigningKey:
     """The insurer's countersigning key: SIGNING_PKCS12, else the instance's development key."""
     cache = current_app.extensions.setdefault("psc.signing", {})
+    with _signing_lock:
+        return _load_signing_key(cache)
+
+
+def _load_signing_key(cache: dict) -> SigningKey:  # type: ignore[type-arg]
     if "key" not in cache:
         s = settings()
         if s.signing_pkcs12:
@@ -51,6 +60,7 @@ def dev_certificate_path() -> Path:
 def trust_settings() -> TrustSettings:
     cache = current_app.extensions.setdefault("psc.signing", {})
     if "trust" not in cache:
+        key = signing_key()
         s = settings()
         roots: tuple[bytes, ...] = ()
         if s.signing_trust_roots:
@@ -60,7 +70,7 @@ def trust_settings() -> TrustSettings:
                 for c in x509.load_pem_x509_certificates(pem)
             )
         cache["trust"] = TrustSettings(
-            roots=roots, forbidden_fingerprints=frozenset({signing_key().fingerprint})
+            roots=roots, forbidden_fingerprints=frozenset({key.fingerprint})
         )
     return cache["trust"]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -71,7 +73,15 @@ def create_dev_certificate(path: Path, *, years: int = 10) -> Path:
         b"psc-dev", key, cert, [ca], serialization.NoEncryption()
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".dev-cert-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        # link() publishes the complete file atomically; a concurrent creator may win
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
     return path

@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import io
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -52,6 +53,7 @@ ACTIVE_ACTIONS = {
     "/GoToE",
 }
 MAX_OBJECTS = 200_000
+_ENCRYPT_KEY = re.compile(rb"/Encrypt(?![A-Za-z])")
 #: a file rewritten by a signing tool keeps its text; below this, it is another document
 MIN_TEXT_SIMILARITY = 0.97
 
@@ -124,7 +126,10 @@ def _open(data: bytes) -> PdfReader:
         reader = PdfReader(io.BytesIO(data), strict=False)
         encrypted = reader.is_encrypted
     except Exception as exc:
-        raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
+        if _ENCRYPT_KEY.search(data):  # a broken file that still says it is encrypted
+            encrypted = True
+        else:
+            raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
     if encrypted:
         raise Refused(
             "encrypted_pdf",

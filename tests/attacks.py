@@ -25,14 +25,19 @@ def add_text(data: bytes, text: bytes = b"ANNULE") -> bytes:
 def add_page(data: bytes) -> bytes:
     """An incremental update that appends a page."""
     writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
-    content = writer.add_object(generic.StreamObject(stream_data=b"q 0 0 1 RG 5 w 50 50 m 300 300 l S Q"))
-    page = generic.DictionaryObject({
-        generic.NameObject("/Type"): generic.NameObject("/Page"),
-        generic.NameObject("/MediaBox"): generic.ArrayObject(
-            [generic.NumberObject(v) for v in (0, 0, 595, 842)]),
-        generic.NameObject("/Resources"): generic.DictionaryObject(),
-        generic.NameObject("/Contents"): content,
-    })
+    content = writer.add_object(
+        generic.StreamObject(stream_data=b"q 0 0 1 RG 5 w 50 50 m 300 300 l S Q")
+    )
+    page = generic.DictionaryObject(
+        {
+            generic.NameObject("/Type"): generic.NameObject("/Page"),
+            generic.NameObject("/MediaBox"): generic.ArrayObject(
+                [generic.NumberObject(v) for v in (0, 0, 595, 842)]
+            ),
+            generic.NameObject("/Resources"): generic.DictionaryObject(),
+            generic.NameObject("/Contents"): content,
+        }
+    )
     writer.insert_page(page)
     return _write(writer)
 
@@ -40,4 +45,4 @@ def add_page(data: bytes) -> bytes:
 def flip_signed_byte(data: bytes) -> bytes:
     """Alter one byte inside the signed range (the producer string of the issued revision)."""
     index = data.index(b"WeasyPrint")
-    return data[:index] + b"W" + b"X" + data[index + 2:]
+    return data[:index] + b"W" + b"X" + data[index + 2 :]

@@ -309,7 +309,7 @@ def _insurer_boxes(
                 continue
             x1, _y1, x2, y2 = anchor
             bottom = (page.height - y2) * px  # PDF y grows upwards
-            boxes[spec.kind] = (number - start, x1 * px + 6, bottom + 6, x2 * px - 6, bottom + 78)
+            boxes[spec.kind] = (number - start, x1 * px + 6, bottom + 6, x2 * px - 6, bottom + 66)
     return boxes
 
 

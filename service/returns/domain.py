@@ -139,7 +139,12 @@ def unlock_portal(siret: str, *, principal: Principal) -> None:
 
 
 def _lock_kit(kit_id: int) -> Kit:
-    kit = db.session.execute(select(Kit).where(Kit.id == kit_id).with_for_update()).scalar_one()
+    """Serialize work on one kit. NO KEY UPDATE, so that inserting rows that reference the kit
+    (returns, audit events) in other transactions never waits on it: no lock-order deadlock
+    with the audit trail's head row."""
+    kit = db.session.execute(
+        select(Kit).where(Kit.id == kit_id).with_for_update(key_share=True)
+    ).scalar_one()
     db.session.refresh(kit)
     return kit
 
