@@ -149,8 +149,14 @@ def bench_returns(employer, store, *, rounds: int) -> bool:  # type: ignore[no-u
     verify_times = []
     for _ in range(rounds):
         start = time.perf_counter()
-        receive_return(db.session.merge(kit), "special-conditions", signed, principal=who,
-                       address="127.0.0.1", ctx=ctx)
+        receive_return(
+            db.session.merge(kit),
+            "special-conditions",
+            signed,
+            principal=who,
+            address="127.0.0.1",
+            ctx=ctx,
+        )
         verify_times.append(time.perf_counter() - start)
     key = signing_key()
     sign_times = []
@@ -159,11 +165,15 @@ def bench_returns(employer, store, *, rounds: int) -> bool:  # type: ignore[no-u
         countersign(signed, key, signer_label="Allianz Vie")
         sign_times.append(time.perf_counter() - start)
     v, c = statistics.median(verify_times), statistics.median(sign_times)
-    print(f"returns: verify and store one return: median {v * 1000:.0f} ms, "
-          f"p95 {sorted(verify_times)[int(rounds * 0.95) - 1] * 1000:.0f} ms "
-          f"(target ≤ {TARGET_RETURN_S * 1000:.0f} ms) {'OK' if v <= TARGET_RETURN_S else 'OVER'}")
-    print(f"         countersign one piece: median {c * 1000:.0f} ms "
-          f"(target ≤ {TARGET_RETURN_S * 1000:.0f} ms) {'OK' if c <= TARGET_RETURN_S else 'OVER'}")
+    print(
+        f"returns: verify and store one return: median {v * 1000:.0f} ms, "
+        f"p95 {sorted(verify_times)[int(rounds * 0.95) - 1] * 1000:.0f} ms "
+        f"(target ≤ {TARGET_RETURN_S * 1000:.0f} ms) {'OK' if v <= TARGET_RETURN_S else 'OVER'}"
+    )
+    print(
+        f"         countersign one piece: median {c * 1000:.0f} ms "
+        f"(target ≤ {TARGET_RETURN_S * 1000:.0f} ms) {'OK' if c <= TARGET_RETURN_S else 'OVER'}"
+    )
     return v <= TARGET_RETURN_S and c <= TARGET_RETURN_S
 
 

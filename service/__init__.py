@@ -34,8 +34,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3", "pyhanko_certvalidator"):
+    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("pyhanko", "pyhanko_certvalidator"):  # logs expected validation failures
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     from service.extensions import db, migrate
 
@@ -47,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import health as _health  # noqa: F401
     from service import models  # noqa: F401  (registers every table)
     from service.api import bp as api_bp
+    from service.archive import api as _archive_api  # noqa: F401
     from service.errors import register_error_handlers
     from service.kits import api as _kits_api  # noqa: F401
     from service.pages.views import bp as pages_bp

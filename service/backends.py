@@ -9,16 +9,60 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import current_app
 
+from service.archive.domain import ArchivePolicy
 from service.config import Settings
 from service.mail import outbox
 from signing.countersign import SigningKey, load_pkcs12
 from signing.devcert import create_dev_certificate
 from signing.verify import TrustSettings
-from storage import ObjectStore, open_store
+from storage import ObjectStore, StorageError, open_store
 
 
 def settings() -> Settings:
     return current_app.extensions["psc.settings"]
+
+
+def archive_store() -> ObjectStore:
+    stores = current_app.extensions.setdefault("psc.stores", {})
+    if "archive" not in stores:
+        s = settings()
+        store = open_store(s.archive_store, s3_endpoint_url=s.s3_endpoint_url)
+        try:
+            enforced = store.enforces_retention
+        except Exception:  # unreachable now: the jobs will retry; say nothing false
+            enforced = None
+        if enforced is False:
+            current_app.logger.warning(
+                "ARCHIVE_STORE %s does not enforce retention (%s): archived copies are not "
+                "protected by Object Lock",
+                s.archive_store,
+                "local folder, retention emulated"
+                if s.archive_store.startswith("file:")
+                else "bucket without Object Lock",
+            )
+        stores["archive"] = store
+    return stores["archive"]
+
+
+def archive_policy() -> ArchivePolicy:
+    s = settings()
+    return ArchivePolicy(lock_mode=s.archive_lock_mode, retention_years=s.archive_retention_years)
+
+
+def run_archive_jobs(kit_id: int | None = None) -> tuple[int, int]:
+    """Run due archive jobs now; storage failures leave them pending, never raise."""
+    from service.archive.domain import run_pending
+
+    try:
+        return run_pending(
+            documents=document_store(),
+            archive=archive_store(),
+            policy=archive_policy(),
+            kit_id=kit_id,
+        )
+    except StorageError:
+        current_app.logger.warning("archive store unavailable: jobs stay pending")
+        return 0, 0
 
 
 def document_store() -> ObjectStore:

@@ -198,6 +198,68 @@ def audit_verify() -> None:
     click.echo(f"Journal intègre : {head.count if head else 0} événement(s) chaînés.")
 
 
+archive = AppGroup("archive", help="Archive du CDG.")
+
+
+@archive.command("retry")
+def archive_retry() -> None:
+    """Envoie maintenant les copies en attente d'archivage (échéances ignorées)."""
+    from service.archive.domain import run_pending
+    from service.backends import archive_policy, archive_store, document_store
+
+    done, failed = run_pending(
+        documents=document_store(),
+        archive=archive_store(),
+        policy=archive_policy(),
+        ignore_schedule=True,
+    )
+    click.echo(f"{done} copie(s) archivée(s), {failed} échec(s).")
+    if failed:
+        sys.exit(1)
+
+
+@archive.command("worker")
+@click.option(
+    "--interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Secondes entre deux passages sans travail.",
+)
+@click.option("--max-loops", type=int, default=0, help="Arrêt après N passages (0 : jamais).")
+def archive_worker(interval: float, max_loops: int) -> None:
+    """Archive en continu, avec un délai croissant tant que le stockage échoue."""
+    import time
+
+    from service.backends import run_archive_jobs
+
+    loops, pause = 0, interval
+    while True:
+        done, failed = run_archive_jobs()
+        if done or failed:
+            click.echo(f"{done} copie(s) archivée(s), {failed} échec(s).")
+        pause = min(pause * 2, 600) if failed else interval
+        loops += 1
+        if max_loops and loops >= max_loops:
+            return
+        time.sleep(0 if done and not failed else pause)
+
+
+@archive.command("verify")
+@click.option("--sample", type=int, help="Relire N copies tirées au hasard.")
+def archive_verify(sample: int | None) -> None:
+    """Relit les copies archivées et compare leur SHA-256 ; non nul si écart ou absence."""
+    from service.archive.domain import verify_archive
+    from service.backends import archive_store
+
+    report = verify_archive(archive=archive_store(), sample=sample)
+    for problem in report.problems:
+        click.echo(f"ÉCART : {problem}", err=True)
+    click.echo(f"{report.checked} copie(s) relue(s), {len(report.problems)} écart(s).")
+    if report.problems:
+        sys.exit(1)
+
+
 def register_cli(app: Flask) -> None:
-    for group in (users, demo, kits, signing, audit):
+    for group in (users, demo, kits, signing, audit, archive):
         app.cli.add_command(group)

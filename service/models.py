@@ -1,6 +1,7 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
 from service.accounts.models import ApiToken, User
+from service.archive.models import ArchiveJob, ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.reference.models import Cdg, Convention, Employer
@@ -9,6 +10,8 @@ from service.returns.models import AccessThrottle, KitReturn
 __all__ = [
     "AccessThrottle",
     "ApiToken",
+    "ArchiveJob",
+    "ArchiveRecord",
     "AuditEvent",
     "AuditHead",
     "Cdg",

@@ -13,9 +13,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from moto.server import ThreadedMotoServer
 from sqlalchemy import create_engine, text
 
 from service import create_app
@@ -218,3 +220,34 @@ def artifacts() -> Path:
 
 def today() -> date:
     return date.today()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _aws_credentials() -> Iterator[None]:
+    mp = pytest.MonkeyPatch()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "eu-west-3",
+    }.items():
+        mp.setenv(key, value)
+    yield
+    mp.undo()
+
+
+def make_bucket(endpoint: str, name: str, *, lock: bool) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
+    client.create_bucket(
+        Bucket=name,
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-3"},
+        ObjectLockEnabledForBucket=lock,
+    )

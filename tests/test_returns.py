@@ -386,7 +386,8 @@ def test_countersign_requires_every_piece_then_signs_incrementally(
     sign_and_upload(client, employer_auth, kit, PIECES[1], pki.trusted)
     r = client.post(url, headers=staff)
     assert r.status_code == 200, r.json
-    assert r.json["status"] == "countersigned"
+    # countersigned, then archived right after the commit (local archive folder by default)
+    assert r.json["status"] == "archived"
     assert_error(client.post(url, headers=staff), 409, "already_countersigned")
 
     from pyhanko.pdf_utils.reader import PdfFileReader

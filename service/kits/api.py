@@ -14,6 +14,7 @@ from service.kits import domain
 from service.kits.models import Kit
 from service.reference.domain import get_employer
 from service.timeutil import iso
+from storage import ObjectStore
 
 READERS = ("admin", "staff", "cdg", "employer")
 
@@ -131,7 +132,12 @@ def _downloaded(kit: Kit, what: str, sha256: str | None = None) -> None:
 
 
 def _stream(key: str, mimetype: str, filename: str, size: int | None = None) -> Response:
-    store = document_store()
+    return _stream_from(document_store(), key, mimetype, filename, size)
+
+
+def _stream_from(
+    store: ObjectStore, key: str, mimetype: str, filename: str, size: int | None = None
+) -> Response:
     chunks = store.iter_chunks(key)
     first = next(chunks, b"")  # surfaces a missing object before the response starts
 

@@ -40,6 +40,9 @@ class Kit(db.Model):
     issued_by: Mapped[str | None] = mapped_column(String(254))
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    employer_signed_at: Mapped[datetime | None]
+    countersigned_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime | None]
     superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("kit.id"))
 
     employer: Mapped[Employer] = relationship()

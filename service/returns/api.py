@@ -9,7 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api import json_body, parse, principal, route
 from service.audit.domain import kit_events
-from service.backends import document_store, send_mail, settings, signing_key, trust_settings
+from service.backends import (
+    document_store,
+    run_archive_jobs,
+    send_mail,
+    settings,
+    signing_key,
+    trust_settings,
+)
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
 from service.kits.api import _stream
@@ -201,6 +208,8 @@ def countersign(kit_id: int) -> Any:
         key=signing_key(),
         tsa_url=settings().signing_tsa_url,
     )
+    run_archive_jobs(kit.id)  # right after the commit; pending jobs survive a storage outage
+    db.session.refresh(kit)
     send_mail(
         kit.employer.email,
         f"Kit {kit.reference} contresigné",

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from service.accounts.auth import Principal, issue_token
+from service.archive.domain import enqueue_archive
 from service.audit.domain import record
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from service.errors import Unauthorized as ServiceUnauthorized
@@ -292,6 +293,7 @@ def _update_kit_status(kit: Kit) -> None:
     required = [d.kind for d in kit.documents if d.requires_signature]
     if kit.status == "issued" and all(_accepted(kit, k) is not None for k in required):
         kit.status, kit.status_changed_at = "employer_signed", utcnow()
+        kit.employer_signed_at = kit.status_changed_at
         record("employer_signed", actor="system", kit_id=kit.id)
 
 
@@ -442,7 +444,8 @@ def countersign_kit(
                 "key": key.subject,
             },
         )
-    kit.status, kit.status_changed_at = "countersigned", now
+    kit.status, kit.status_changed_at, kit.countersigned_at = "countersigned", now, now
+    enqueue_archive(kit, [doc.kind for doc, _, _, _ in signed])
     db.session.commit()
     return kit
 

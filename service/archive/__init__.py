@@ -1,0 +1,1 @@
+"""The CDG archive: countersigned copies in object storage, under retention, checksum verified."""

@@ -1,0 +1,100 @@
+"""API views of the CDG archive and the tracking export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, redirect, request
+
+from service.api import principal, route
+from service.archive import domain
+from service.archive.models import ArchiveRecord
+from service.backends import archive_store
+from service.errors import InvalidInput, NotFound
+from service.kits.api import _stream_from
+from service.timeutil import iso
+
+READERS = ("admin", "staff", "cdg")
+
+
+def record_json(rec: ArchiveRecord) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "cdg": rec.cdg_code,
+        "siret": rec.siret,
+        "kit_reference": rec.kit_reference,
+        "kind": rec.kind,
+        "sha256": rec.sha256,
+        "size": rec.size,
+        "signers": rec.signers,
+        "retain_until": iso(rec.retain_until),
+        "archived_at": iso(rec.archived_at),
+        "content_url": f"/api/v1/archive/{rec.id}/content",
+    }
+
+
+@route(
+    "/archive",
+    summary="Copies archivées (pagination par curseur)",
+    roles=READERS,
+    query={
+        "cdg": "code du CDG",
+        "siret": "un employeur",
+        "limit": "200 au plus",
+        "after": "curseur : l'identifiant « next » de la page précédente",
+    },
+)
+def list_archive() -> Any:
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 200)
+        after = int(request.args["after"]) if request.args.get("after") else None
+    except ValueError as exc:
+        raise InvalidInput("Pagination invalide.", code="invalid_pagination") from exc
+    rows, next_after = domain.list_archive(
+        principal=principal(),
+        cdg=request.args.get("cdg"),
+        siret=request.args.get("siret"),
+        limit=limit,
+        after=after,
+    )
+    return jsonify({"items": [record_json(r) for r in rows], "next": next_after})
+
+
+@route("/archive/<int:record_id>", summary="Une copie archivée", roles=READERS)
+def get_archive(record_id: int) -> Any:
+    return jsonify(record_json(domain.get_record(record_id, principal=principal())))
+
+
+@route(
+    "/archive/<int:record_id>/content",
+    summary="Le fichier archivé (flux, ou redirection vers une URL signée de 5 minutes)",
+    roles=READERS,
+    responses={200: "Fichier", 302: "URL présignée"},
+)
+def archive_content(record_id: int) -> Response:
+    rec = domain.get_record(record_id, principal=principal())
+    store = archive_store()
+    url = store.presign(rec.key, expires_in=300)
+    if url:
+        response = redirect(url, code=302)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    name = rec.key.rsplit("/", 1)[-1]
+    mimetype = "application/json" if name.endswith(".json") else "application/pdf"
+    return _stream_from(store, rec.key, mimetype, f"{rec.kit_reference}-{name}", rec.size)
+
+
+@route(
+    "/cdgs/<code>/tracking.csv",
+    summary="Suivi des employeurs du CDG (CSV, « ; », UTF-8)",
+    roles=READERS,
+)
+def tracking(code: str) -> Response:
+    who = principal()
+    if who.role == "cdg" and who.cdg_code != code:
+        raise NotFound("CDG inconnu.", code="unknown_cdg")
+    body = domain.tracking_csv(code)
+    response = Response(body.encode("utf-8"), mimetype="text/csv")
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    response.headers["Content-Disposition"] = f'attachment; filename="suivi-cdg-{code}.csv"'
+    return response

@@ -1,0 +1,418 @@
+"""Archiving countersigned copies, exactly once, and serving them to the CDG.
+
+Countersigning writes one `ArchiveJob` per piece plus one for the manifest in its own
+transaction (an outbox). A job uploads its object under retention, reads it back to check the
+SHA-256 itself (S3-compatible servers do not all verify checksums), then records it. A job run
+twice, or re-run after the process died between upload and database update, finds the object
+already there with the right checksum and only records it: no duplicate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from service.accounts.auth import Principal
+from service.archive.models import ArchiveJob, ArchiveRecord
+from service.audit.domain import record
+from service.audit.models import AuditHead
+from service.errors import InvalidInput, NotFound
+from service.extensions import db
+from service.kits.models import Kit
+from service.reference.models import Cdg, Employer
+from service.timeutil import iso, utcnow
+from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest"
+MAX_BACKOFF = timedelta(hours=1)
+
+
+class ArchiveConflict(StorageError):
+    """An object already sits at the key with other bytes (and retention forbids replacing)."""
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    lock_mode: str = "GOVERNANCE"
+    retention_years: int = 10
+
+
+def retain_until(ends_on: date, years: int) -> datetime:
+    try:
+        day = ends_on.replace(year=ends_on.year + years)
+    except ValueError:  # 29 February
+        day = ends_on.replace(year=ends_on.year + years, day=28)
+    return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=UTC)
+
+
+def archive_key(kit: Kit, kind: str) -> str:
+    employer = kit.employer
+    convention = "".join(c if c.isalnum() or c in "-_." else "-" for c in kit.convention.reference)
+    name = "manifest.json" if kind == MANIFEST else f"{kind}.pdf"
+    return f"{employer.cdg.code}/{convention}/{employer.siret}/{kit.reference}/{name}"
+
+
+def enqueue_archive(kit: Kit, kinds: list[str]) -> None:
+    """Record the jobs in the caller's transaction (the countersigning one)."""
+    head = db.session.get(AuditHead, 1)
+    for kind in kinds:
+        db.session.add(ArchiveJob(kit_id=kit.id, kind=kind, status="pending"))
+    db.session.add(
+        ArchiveJob(
+            kit_id=kit.id,
+            kind=MANIFEST,
+            status="pending",
+            # frozen now so that a re-run rebuilds byte-identical JSON
+            payload={
+                "audit_last_hash": head.last_hash if head else None,
+                "countersigned_at": iso(kit.countersigned_at or utcnow()),
+            },
+        )
+    )
+    db.session.flush()
+
+
+def _signers(kit: Kit, kind: str) -> list[str]:
+    from service.returns.models import KitReturn
+
+    ret = db.session.scalar(
+        select(KitReturn).where(
+            KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
+        )
+    )
+    names = [s.get("name", "") for s in (ret.verification or {}).get("signers", [])] if ret else []
+    return [*names, f"{kit.convention.insurer} (contreseing)"]
+
+
+def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[str]]:
+    from service.returns.models import KitReturn
+
+    ret = db.session.scalar(
+        select(KitReturn).where(
+            KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
+        )
+    )
+    if ret is None or ret.countersigned_key is None:
+        raise NotFound("Aucun exemplaire contresigné pour cette pièce.", code="not_countersigned")
+    return documents.get(ret.countersigned_key), _signers(kit, kind)
+
+
+def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> bytes:
+    employer = kit.employer
+    manifest = {
+        "kit_reference": kit.reference,
+        "siret": employer.siret,
+        "employer": employer.name,
+        "cdg": employer.cdg.code,
+        "convention": kit.convention.reference,
+        "insurer": kit.convention.insurer,
+        "manager": kit.convention.manager,
+        "countersigned_at": job.payload.get("countersigned_at"),
+        "audit_last_hash": job.payload.get("audit_last_hash"),
+        "documents": [
+            {"kind": p.kind, "key": p.key, "sha256": p.sha256, "size": p.size, "signers": p.signers}
+            for p in sorted(pieces, key=lambda p: p.kind)
+        ],
+    }
+    return json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True).encode()
+
+
+def _put_verified(
+    store: ObjectStore,
+    key: str,
+    data: bytes,
+    *,
+    metadata: dict[str, str],
+    until: datetime,
+    policy: ArchivePolicy,
+    content_type: str,
+) -> str:
+    digest = sha256_hex(data)
+    try:
+        existing = store.head(key)
+    except ObjectNotFound:
+        existing = None
+    if existing is None:
+        kwargs: dict[str, Any] = {}
+        if hasattr(store, "bucket"):
+            kwargs["lock_mode"] = policy.lock_mode
+        store.put(
+            key,
+            data,
+            sha256=digest,
+            metadata=metadata,
+            retain_until=until,
+            content_type=content_type,
+            **kwargs,
+        )
+    # read back: the store's own checksum claims are not trusted
+    stored = store.get(key)
+    if sha256_hex(stored) != digest:
+        if existing is not None:
+            raise ArchiveConflict(f"{key}: another object is already archived there")
+        raise StorageError(f"{key}: read back with a different SHA-256")
+    return digest
+
+
+def run_job(
+    job: ArchiveJob, *, documents: ObjectStore, archive: ObjectStore, policy: ArchivePolicy
+) -> ArchiveRecord | None:
+    """Do one job; returns its record, or None when the manifest must wait for its pieces."""
+    kit = job.kit
+    until = retain_until(kit.convention.ends_on, policy.retention_years)
+    key = archive_key(kit, job.kind)
+    meta = {"kit-reference": kit.reference, "siret": kit.employer.siret, "kind": job.kind}
+    if job.kind == MANIFEST:
+        pieces = db.session.scalars(
+            select(ArchiveRecord).where(
+                ArchiveRecord.kit_id == kit.id, ArchiveRecord.kind != MANIFEST
+            )
+        ).all()
+        expected = db.session.scalar(
+            select(func.count())
+            .select_from(ArchiveJob)
+            .where(ArchiveJob.kit_id == kit.id, ArchiveJob.kind != MANIFEST)
+        )
+        if len(pieces) < (expected or 0):
+            return None
+        data, signers = _manifest(kit, job, pieces), []
+        content_type = "application/json"
+    else:
+        data, signers = _source(kit, job.kind, documents)
+        meta["signers"] = "; ".join(signers).encode("ascii", "replace").decode()[:1500]
+        content_type = "application/pdf"
+    meta["sha256"] = sha256_hex(data)
+    digest = _put_verified(
+        archive, key, data, metadata=meta, until=until, policy=policy, content_type=content_type
+    )
+    existing = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key))
+    rec = existing or ArchiveRecord(
+        kit_id=kit.id,
+        cdg_code=kit.employer.cdg.code,
+        siret=kit.employer.siret,
+        kit_reference=kit.reference,
+        kind=job.kind,
+        key=key,
+        sha256=digest,
+        size=len(data),
+        signers=signers,
+        retain_until=until.replace(tzinfo=None),
+        archived_at=utcnow(),
+    )
+    db.session.add(rec)
+    job.status, job.done_at, job.last_error = "done", utcnow(), None
+    record(
+        "archived",
+        actor="system",
+        kit_id=kit.id,
+        sha256_after=digest,
+        details={"kind": job.kind, "key": key},
+    )
+    if job.kind == MANIFEST:
+        kit.status, kit.archived_at = "archived", utcnow()
+        kit.status_changed_at = kit.archived_at
+        record("kit_archived", actor="system", kit_id=kit.id, sha256_after=digest)
+    return rec
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=30 * 2 ** min(attempts, 10)), MAX_BACKOFF)
+
+
+def run_pending(
+    *,
+    documents: ObjectStore,
+    archive: ObjectStore,
+    policy: ArchivePolicy,
+    kit_id: int | None = None,
+    ignore_schedule: bool = False,
+) -> tuple[int, int]:
+    """Run due jobs (pieces before manifests); (done, failed). Never raises storage errors."""
+    done = failed = 0
+    query = select(ArchiveJob.id).where(ArchiveJob.status == "pending")
+    if kit_id is not None:
+        query = query.where(ArchiveJob.kit_id == kit_id)
+    if not ignore_schedule:
+        query = query.where(ArchiveJob.next_attempt_at <= utcnow())
+    ids = db.session.scalars(
+        query.order_by((ArchiveJob.kind == MANIFEST).asc(), ArchiveJob.id)
+    ).all()
+    for job_id in ids:
+        job = db.session.execute(
+            select(ArchiveJob)
+            .where(ArchiveJob.id == job_id, ArchiveJob.status == "pending")
+            .with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if job is None:
+            continue
+        try:
+            result = run_job(job, documents=documents, archive=archive, policy=policy)
+            if result is None:
+                db.session.rollback()
+                continue
+            db.session.commit()
+            done += 1
+        except (StorageError, NotFound, OSError) as exc:
+            db.session.rollback()
+            job = db.session.get(ArchiveJob, job_id)
+            if job is None:
+                continue
+            job.attempts += 1
+            job.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            job.next_attempt_at = utcnow() + _backoff(job.attempts)
+            if isinstance(exc, ArchiveConflict):
+                job.status = "failed"
+            db.session.commit()
+            log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
+            failed += 1
+    return done, failed
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checked: int
+    problems: list[str]
+
+
+def verify_archive(*, archive: ObjectStore, sample: int | None = None) -> VerifyReport:
+    ids = db.session.scalars(select(ArchiveRecord.id).order_by(ArchiveRecord.id)).all()
+    if sample is not None and sample < len(ids):
+        ids = sorted(random.sample(list(ids), sample))
+    problems = []
+    for record_id in ids:
+        rec = db.session.get(ArchiveRecord, record_id)
+        assert rec is not None
+        try:
+            digest = sha256_hex(archive.get(rec.key))
+        except ObjectNotFound:
+            problems.append(f"{rec.key} : absent de l'archive")
+            continue
+        except StorageError as exc:
+            problems.append(f"{rec.key} : illisible ({exc})")
+            continue
+        if digest != rec.sha256:
+            problems.append(f"{rec.key} : empreinte {digest} au lieu de {rec.sha256}")
+    return VerifyReport(len(ids), problems)
+
+
+# -- the CDG's side ------------------------------------------------------------------------
+
+
+def list_archive(
+    *, principal: Principal, cdg: str | None, siret: str | None, limit: int, after: int | None
+) -> tuple[Sequence[ArchiveRecord], int | None]:
+    if principal.role == "cdg":
+        if cdg and cdg != principal.cdg_code:
+            return [], None
+        cdg = principal.cdg_code
+    if not cdg:
+        raise InvalidInput("Indiquez le CDG (paramètre cdg).", code="cdg_required", field="cdg")
+    query = select(ArchiveRecord).where(ArchiveRecord.cdg_code == cdg)
+    if siret:
+        query = query.where(ArchiveRecord.siret == siret)
+    if after is not None:
+        query = query.where(ArchiveRecord.id > after)
+    rows = db.session.scalars(query.order_by(ArchiveRecord.id).limit(limit + 1)).all()
+    next_after = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_after
+
+
+def get_record(record_id: int, *, principal: Principal) -> ArchiveRecord:
+    rec = db.session.get(ArchiveRecord, record_id)
+    if rec is None or (principal.role == "cdg" and rec.cdg_code != principal.cdg_code):
+        raise NotFound("Copie archivée introuvable.", code="unknown_archive")
+    return rec
+
+
+def _fr_amount(value: str) -> str:
+    return f"{Decimal(value):.2f}".replace(".", ",")
+
+
+TRACKING_COLUMNS = [
+    "SIRET",
+    "Collectivité",
+    "Type",
+    "Effectif",
+    "Statut du kit",
+    "Référence du kit",
+    "Émis le",
+    "Signé par la collectivité le",
+    "Contresigné le",
+    "Archivé le",
+    "Participation",
+    "Montant forfaitaire",
+    "Montant A",
+    "Montant B",
+    "Montant C",
+    "Critères de modulation",
+]
+STATUS_LABELS = {
+    "none": "pas de kit",
+    "issued": "émis",
+    "employer_signed": "signé par la collectivité",
+    "countersigned": "contresigné",
+    "archived": "archivé",
+    "superseded": "remplacé",
+}
+
+
+def _day(value: datetime | None) -> str:
+    return f"{value:%d/%m/%Y}" if value else ""
+
+
+def tracking_csv(cdg_code: str) -> str:
+    """Every employer of the CDG with its kit status: `;`-separated, for French spreadsheets."""
+    cdg = db.session.scalar(select(Cdg).where(Cdg.code == cdg_code))
+    if cdg is None:
+        raise NotFound("CDG inconnu.", code="unknown_cdg")
+    latest = (
+        select(Kit.employer_id, func.max(Kit.id).label("kit_id"))
+        .where(Kit.status != "superseded")
+        .group_by(Kit.employer_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Employer, Kit)
+        .outerjoin(latest, latest.c.employer_id == Employer.id)
+        .outerjoin(Kit, Kit.id == latest.c.kit_id)
+        .where(Employer.cdg_id == cdg.id)
+        .order_by(Employer.name)
+    ).all()
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer.writerow(TRACKING_COLUMNS)
+    for employer, kit in rows:
+        c = employer.contribution
+        amounts = c.get("amounts", {}) if c["mode"] != "flat" else {}
+        writer.writerow(
+            [
+                employer.siret,
+                employer.name,
+                employer.kind,
+                employer.headcount,
+                STATUS_LABELS[kit.status if kit else "none"],
+                kit.reference if kit else "",
+                _day(kit.issued_at if kit else None),
+                _day(kit.employer_signed_at if kit else None),
+                _day(kit.countersigned_at if kit else None),
+                _day(kit.archived_at if kit else None),
+                "forfaitaire" if c["mode"] == "flat" else "modulée par catégorie",
+                _fr_amount(c["amount"]) if c["mode"] == "flat" else "",
+                _fr_amount(amounts["A"]) if "A" in amounts else "",
+                _fr_amount(amounts["B"]) if "B" in amounts else "",
+                _fr_amount(amounts["C"]) if "C" in amounts else "",
+                c.get("criteria", ""),
+            ]
+        )
+    return "\ufeff" + out.getvalue()

@@ -1,0 +1,278 @@
+"""The CDG archive on moto's S3 server (Object Lock bucket), outages, crashes, verification."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from service.extensions import db
+from tests.conftest import auth, create_token, make_app, make_bucket
+from tests.pki import Pki, sign_pdf
+from tests.test_reference_api import assert_error
+from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    name = f"archive-{uuid.uuid4().hex[:10]}"
+    make_bucket(moto_endpoint, name, lock=True)
+    return name
+
+
+@pytest.fixture
+def app_config(moto_endpoint: str, bucket: str) -> dict[str, str]:
+    return {"ARCHIVE_STORE": f"s3://{bucket}/cdg", "S3_ENDPOINT_URL": moto_endpoint}
+
+
+def signed_kit(
+    client: FlaskClient, staff: dict[str, str], pki: Pki, siret: str = SIRET
+) -> dict[str, Any]:
+    kit = client.post(f"/api/v1/employers/{siret}/kits", headers=staff).json
+    employer = auth(portal(client, kit["access_code"], siret=siret).json["token"])
+    for kind in PIECES:
+        r = upload(
+            client,
+            employer,
+            kit,
+            kind,
+            sign_pdf(issued_pdf(client, employer, kit, kind), pki.trusted),
+        )
+        assert r.json["status"] == "accepted"
+    return kit
+
+
+def s3(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
+
+
+def test_countersigned_pieces_are_archived_under_retention(
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+    moto_endpoint: str,
+    bucket: str,
+) -> None:
+    kit = signed_kit(client, staff, pki)
+    r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    assert r.status_code == 200 and r.json["status"] == "archived"
+    items = client.get("/api/v1/archive?cdg=81", headers=staff).json["items"]
+    assert sorted(i["kind"] for i in items) == ["manifest", *sorted(PIECES)]
+    client_s3 = s3(moto_endpoint)
+    for item in items:
+        name = "manifest.json" if item["kind"] == "manifest" else f"{item['kind']}.pdf"
+        key = f"cdg/81/CDG81-PREV-2025-2030/{SIRET}/{kit['reference']}/{name}"
+        head = client_s3.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        assert head["ObjectLockRetainUntilDate"].year == 2040  # convention end + 10 years
+        assert head["Metadata"]["sha256"] == item["sha256"]
+        assert head["Metadata"]["kit-reference"] == kit["reference"]
+        body = client_s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == item["sha256"]
+        assert item["retain_until"].startswith("2040-12-31")
+    manifest_item = next(i for i in items if i["kind"] == "manifest")
+    content = client.get(manifest_item["content_url"], headers=staff)
+    assert content.status_code == 302
+    assert "X-Amz-Expires=300" in content.location
+    with urllib.request.urlopen(content.location, timeout=10) as answer:
+        manifest = json.loads(answer.read())
+    assert manifest["kit_reference"] == kit["reference"]
+    assert {d["kind"]: d["sha256"] for d in manifest["documents"]} == {
+        i["kind"]: i["sha256"] for i in items if i["kind"] != "manifest"
+    }
+    assert len(manifest["audit_last_hash"]) == 64
+    events = [
+        e["event"]
+        for e in client.get(f"/api/v1/kits/{kit['id']}/events", headers=staff).json["items"]
+    ]
+    assert events.count("archived") == 3 and "kit_archived" in events
+    # the countersigned copy served to the employer is the archived one
+    signed = client.get(f"/api/v1/kits/{kit['id']}/documents/{PIECES[0]}/signed.pdf", headers=staff)
+    piece = next(i for i in items if i["kind"] == PIECES[0])
+    assert hashlib.sha256(signed.data).hexdigest() == piece["sha256"]
+
+
+def test_cdg_sees_only_its_archive_with_pagination(
+    app: Flask,
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+) -> None:
+    kit = signed_kit(client, staff, pki)
+    client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    own = auth(create_token(app, "cdg", "suivi@cdg81.fr", cdg="81"))
+    client.post(
+        "/api/v1/cdgs", json={"code": "82", "name": "CDG 82", "email": "a@cdg82.fr"}, headers=staff
+    )
+    other = auth(create_token(app, "cdg", "suivi@cdg82.fr", cdg="82"))
+    page = client.get("/api/v1/archive?limit=2", headers=own).json
+    assert len(page["items"]) == 2 and page["next"] is not None
+    rest = client.get(f"/api/v1/archive?limit=2&after={page['next']}", headers=own).json
+    assert len(rest["items"]) == 1 and rest["next"] is None
+    first = page["items"][0]
+    assert client.get("/api/v1/archive?cdg=81", headers=other).json["items"] == []
+    assert client.get("/api/v1/archive", headers=other).json["items"] == []
+    for url in (f"/api/v1/archive/{first['id']}", first["content_url"]):
+        assert_error(client.get(url, headers=other), 404, "unknown_archive")
+    assert client.get(first["content_url"], headers=own).status_code == 302
+    assert_error(client.get("/api/v1/cdgs/81/tracking.csv", headers=other), 404, "unknown_cdg")
+    assert_error(client.get("/api/v1/archive", headers=staff), 422, "cdg_required")
+
+
+def test_storage_down_during_countersign_then_retry_archives(
+    database_url: str,
+    tmp_path: Path,
+    trust_roots: Path,
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+    moto_endpoint: str,
+    bucket: str,
+) -> None:
+    # the same instance, but the archive endpoint is down
+    down = make_app(
+        database_url,
+        tmp_path,
+        SIGNING_TRUST_ROOTS=str(trust_roots),
+        ARCHIVE_STORE=f"s3://{bucket}/cdg",
+        S3_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    kit = signed_kit(client, staff, pki)
+    r = down.test_client().post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    assert r.status_code == 200, r.json
+    assert r.json["status"] == "countersigned"  # the user sees no error; archive pending
+    with down.app_context():
+        from service.archive.models import ArchiveJob
+
+        jobs = db.session.scalars(select(ArchiveJob)).all()
+        assert {j.status for j in jobs} == {"pending"}
+        assert all(j.attempts >= 1 and j.last_error for j in jobs if j.kind != "manifest")
+    assert down.test_cli_runner().invoke(args=["archive", "retry"]).exit_code == 1
+    # storage is back: a retry archives everything
+    result = client.application.test_cli_runner().invoke(args=["archive", "retry"])
+    assert result.exit_code == 0, result.output
+    assert "3 copie(s) archivée(s)" in result.output
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
+
+
+def test_crash_between_upload_and_record_converges_without_duplicate(
+    database_url: str,
+    tmp_path: Path,
+    trust_roots: Path,
+    app: Flask,
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+    moto_endpoint: str,
+    bucket: str,
+) -> None:
+    down = make_app(
+        database_url,
+        tmp_path,
+        SIGNING_TRUST_ROOTS=str(trust_roots),
+        ARCHIVE_STORE=f"s3://{bucket}/cdg",
+        S3_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    kit = signed_kit(client, staff, pki)
+    down.test_client().post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    with app.app_context():
+        from service.archive.domain import run_job
+        from service.archive.models import ArchiveJob, ArchiveRecord
+        from service.backends import archive_policy, archive_store, document_store
+
+        job = db.session.scalar(select(ArchiveJob).where(ArchiveJob.kind == PIECES[0]))
+        run_job(job, documents=document_store(), archive=archive_store(), policy=archive_policy())
+        db.session.rollback()  # the process "dies" after the upload, before the commit
+        assert db.session.scalar(select(ArchiveRecord)) is None
+    assert app.test_cli_runner().invoke(args=["archive", "retry"]).exit_code == 0
+    key = f"cdg/81/CDG81-PREV-2025-2030/{SIRET}/{kit['reference']}/{PIECES[0]}.pdf"
+    versions = s3(moto_endpoint).list_object_versions(Bucket=bucket, Prefix=key)
+    assert len(versions.get("Versions", [])) == 1
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
+    assert app.test_cli_runner().invoke(args=["archive", "retry"]).output.startswith("0 copie")
+    result = app.test_cli_runner().invoke(args=["archive", "verify"])
+    assert result.exit_code == 0 and "3 copie(s) relue(s), 0 écart(s)" in result.output
+
+
+@pytest.mark.parametrize("app_config", [{}])
+def test_archive_verify_detects_changed_and_missing_copies(
+    app: Flask,
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+    tmp_path: Path,
+) -> None:
+    kit = signed_kit(client, staff, pki)
+    client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["archive", "verify", "--sample", "2"]).exit_code == 0
+    folder = tmp_path / "instance" / "archive" / "81" / "CDG81-PREV-2025-2030" / SIRET
+    piece = folder / kit["reference"] / f"{PIECES[0]}.pdf"
+    original = piece.read_bytes()
+    piece.write_bytes(original + b"%")
+    result = runner.invoke(args=["archive", "verify"])
+    assert result.exit_code == 1 and "empreinte" in result.output
+    piece.unlink()
+    result = runner.invoke(args=["archive", "verify"])
+    assert result.exit_code == 1 and "absent" in result.output
+    # locally, content is streamed (no presigned URL)
+    item = client.get("/api/v1/archive?cdg=81", headers=staff).json["items"][1]
+    r = client.get(item["content_url"], headers=staff)
+    assert r.status_code == 200 and hashlib.sha256(r.data).hexdigest() == item["sha256"]
+
+
+@pytest.mark.parametrize("app_config", [{}])
+def test_tracking_csv_opens_in_a_french_spreadsheet(
+    app: Flask,
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+) -> None:
+    from tests.conftest import employer_payload
+
+    client.post(
+        "/api/v1/employers",
+        json=employer_payload(
+            employer["convention_id"],
+            siret="21810001400016",
+            name="Aguts",
+            contribution={
+                "mode": "by_category",
+                "amounts": {"A": "7", "B": "12.5", "C": "18"},
+                "criteria": "Catégorie hiérarchique ; revenus modestes",
+            },
+        ),
+        headers=staff,
+    )
+    kit = signed_kit(client, staff, pki)
+    client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    own = auth(create_token(app, "cdg", "suivi@cdg81.fr", cdg="81"))
+    r = client.get("/api/v1/cdgs/81/tracking.csv", headers=own)
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert r.data.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(r.data.decode("utf-8-sig")), delimiter=";"))
+    assert rows[0][:5] == ["SIRET", "Collectivité", "Type", "Effectif", "Statut du kit"]
+    by_name = {row[1]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    assert by_name["Albi"]["Statut du kit"] == "archivé"
+    assert by_name["Albi"]["Montant forfaitaire"] == "15,00"
+    assert by_name["Albi"]["Archivé le"] and by_name["Albi"]["Contresigné le"]
+    assert by_name["Aguts"]["Statut du kit"] == "pas de kit"
+    assert (by_name["Aguts"]["Montant A"], by_name["Aguts"]["Montant B"]) == ("7,00", "12,50")
+    assert by_name["Aguts"]["Critères de modulation"] == "Catégorie hiérarchique ; revenus modestes"
