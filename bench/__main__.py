@@ -5,6 +5,7 @@
 Single kits: median and p95 of one whole kit (render, store, record) issued in-process.
 Batch: every Tarn commune and EPCI through `flask kits issue --cdg 81`'s code path, on both cores.
 Returns: verifying and storing one signed return; countersigning one piece.
+Archive: objects archived per second to moto's S3 server; the CDG listing over 10 000 records.
 Targets (2-core machine): median ≤ 0.5 s per kit; the 314 communes in ≤ 90 s; ≤ 150 ms median
 for a return and for a countersignature.
 """
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--returns", type=int, default=20, help="rounds of return benchmarks")
+    parser.add_argument("--archive", type=int, default=100, help="objects archived to moto")
     args = parser.parse_args()
 
     from service import create_app
@@ -117,6 +119,7 @@ def main() -> int:
                     f"(target ≤ {TARGET_BATCH_S:.0f} s) {'OK' if batch_ok else 'OVER TARGET'}"
                 )
             returns_ok = bench_returns(employers[0], store, rounds=args.returns)
+            archive_ok = bench_archive(app, employers[0], store, objects=args.archive)
             own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             print(
@@ -125,7 +128,75 @@ def main() -> int:
             )
             stored = sum(1 for _ in store.list("kits/"))
             print(f"objects stored: {stored}")
-    return 0 if median <= TARGET_MEDIAN_S and batch_ok and returns_ok else 1
+    return 0 if median <= TARGET_MEDIAN_S and batch_ok and returns_ok and archive_ok else 1
+
+
+def bench_archive(app, employer, store, *, objects: int) -> bool:  # type: ignore[no-untyped-def]
+    """Objects archived per second to moto's S3 server; the CDG listing over 10 000 records."""
+    import os
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from service.accounts.auth import create_user
+    from service.archive.domain import ArchivePolicy, _put_verified, retain_until
+    from service.archive.models import ArchiveRecord
+    from service.extensions import db
+    from service.kits.domain import current_kit
+    from storage.s3 import S3Store
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "eu-west-3"}.items():
+        os.environ.setdefault(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3").create_bucket(
+            Bucket="bench-archive", ObjectLockEnabledForBucket=True,
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        archive = S3Store("bench-archive", "cdg", endpoint_url=endpoint)
+        kit = current_kit(employer)
+        data = store.get(kit.documents[0].pdf_key)
+        until = retain_until(kit.convention.ends_on, 10)
+        start = time.perf_counter()
+        for n in range(objects):
+            _put_verified(archive, f"81/bench/{n:06d}.pdf", data, metadata={"n": str(n)},
+                          until=until, policy=ArchivePolicy(), content_type="application/pdf")
+        elapsed = time.perf_counter() - start
+        print(f"archive: {objects / elapsed:.1f} objects/s to moto's S3 server "
+              f"({len(data) // 1024} KiB each, put with checksum + read-back verification)")
+    finally:
+        server.stop()
+
+    total = 10_000
+    db.session.bulk_insert_mappings(ArchiveRecord, [
+        {"kit_id": kit.id, "cdg_code": "81", "siret": employer.siret,
+         "kit_reference": f"PSC-81-2025-{n:06d}", "kind": "special-conditions",
+         "key": f"81/listing/{n:06d}.pdf", "sha256": "0" * 64, "size": 80000, "signers": [],
+         "retain_until": until.replace(tzinfo=None)}
+        for n in range(total)
+    ])
+    _, token = create_user(email="bench-cdg@cdg81.fr", role="cdg", cdg_code="81")
+    db.session.commit()
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    times, after, pages = [], None, 0
+    while True:
+        url = "/api/v1/archive?cdg=81&limit=100" + (f"&after={after}" if after else "")
+        start = time.perf_counter()
+        page = client.get(url, headers=headers).json
+        times.append(time.perf_counter() - start)
+        pages += 1
+        after = page["next"]
+        if after is None:
+            break
+    listing = statistics.median(times)
+    print(f"         CDG listing over {total} records: {pages} pages of 100, median "
+          f"{listing * 1000:.1f} ms, p95 {sorted(times)[int(len(times) * 0.95) - 1] * 1000:.1f} ms "
+          f"(target ≤ 200 ms) {'OK' if listing <= 0.2 else 'OVER'}")
+    return listing <= 0.2
 
 
 def bench_returns(employer, store, *, rounds: int) -> bool:  # type: ignore[no-untyped-def]
