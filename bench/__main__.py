@@ -145,8 +145,11 @@ def bench_archive(app, employer, store, *, objects: int) -> bool:  # type: ignor
     from service.kits.domain import current_kit
     from storage.s3 import S3Store
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "eu-west-3"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "eu-west-3",
+    }.items():
         os.environ.setdefault(key, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -154,30 +157,52 @@ def bench_archive(app, employer, store, *, objects: int) -> bool:  # type: ignor
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3").create_bucket(
-            Bucket="bench-archive", ObjectLockEnabledForBucket=True,
-            CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+            Bucket="bench-archive",
+            ObjectLockEnabledForBucket=True,
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-3"},
+        )
         archive = S3Store("bench-archive", "cdg", endpoint_url=endpoint)
         kit = current_kit(employer)
         data = store.get(kit.documents[0].pdf_key)
         until = retain_until(kit.convention.ends_on, 10)
         start = time.perf_counter()
         for n in range(objects):
-            _put_verified(archive, f"81/bench/{n:06d}.pdf", data, metadata={"n": str(n)},
-                          until=until, policy=ArchivePolicy(), content_type="application/pdf")
+            _put_verified(
+                archive,
+                f"81/bench/{n:06d}.pdf",
+                data,
+                metadata={"n": str(n)},
+                until=until,
+                policy=ArchivePolicy(),
+                content_type="application/pdf",
+            )
         elapsed = time.perf_counter() - start
-        print(f"archive: {objects / elapsed:.1f} objects/s to moto's S3 server "
-              f"({len(data) // 1024} KiB each, put with checksum + read-back verification)")
+        print(
+            f"archive: {objects / elapsed:.1f} objects/s to moto's S3 server "
+            f"({len(data) // 1024} KiB each, put with checksum + read-back verification)"
+        )
     finally:
         server.stop()
 
     total = 10_000
-    db.session.bulk_insert_mappings(ArchiveRecord, [
-        {"kit_id": kit.id, "cdg_code": "81", "siret": employer.siret,
-         "kit_reference": f"PSC-81-2025-{n:06d}", "kind": "special-conditions",
-         "key": f"81/listing/{n:06d}.pdf", "sha256": "0" * 64, "size": 80000, "signers": [],
-         "retain_until": until.replace(tzinfo=None)}
-        for n in range(total)
-    ])
+    db.session.bulk_insert_mappings(
+        ArchiveRecord,
+        [
+            {
+                "kit_id": kit.id,
+                "cdg_code": "81",
+                "siret": employer.siret,
+                "kit_reference": f"PSC-81-2025-{n:06d}",
+                "kind": "special-conditions",
+                "key": f"81/listing/{n:06d}.pdf",
+                "sha256": "0" * 64,
+                "size": 80000,
+                "signers": [],
+                "retain_until": until.replace(tzinfo=None),
+            }
+            for n in range(total)
+        ],
+    )
     _, token = create_user(email="bench-cdg@cdg81.fr", role="cdg", cdg_code="81")
     db.session.commit()
     client = app.test_client()
@@ -193,9 +218,11 @@ def bench_archive(app, employer, store, *, objects: int) -> bool:  # type: ignor
         if after is None:
             break
     listing = statistics.median(times)
-    print(f"         CDG listing over {total} records: {pages} pages of 100, median "
-          f"{listing * 1000:.1f} ms, p95 {sorted(times)[int(len(times) * 0.95) - 1] * 1000:.1f} ms "
-          f"(target ≤ 200 ms) {'OK' if listing <= 0.2 else 'OVER'}")
+    print(
+        f"         CDG listing over {total} records: {pages} pages of 100, median "
+        f"{listing * 1000:.1f} ms, p95 {sorted(times)[int(len(times) * 0.95) - 1] * 1000:.1f} ms "
+        f"(target ≤ 200 ms) {'OK' if listing <= 0.2 else 'OVER'}"
+    )
     return listing <= 0.2
 
 

@@ -28,6 +28,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        SESSION_COOKIE_NAME="psc_session",
+        PERMANENT_SESSION_LIFETIME=8 * 3600,
+        WTF_CSRF_TIME_LIMIT=8 * 3600,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["psc.settings"] = settings
@@ -39,7 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for noisy in ("pyhanko", "pyhanko_certvalidator"):  # logs expected validation failures
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
-    from service.extensions import db, migrate
+    from service.extensions import csrf, db, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
@@ -52,12 +56,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.archive import api as _archive_api  # noqa: F401
     from service.errors import register_error_handlers
     from service.kits import api as _kits_api  # noqa: F401
-    from service.pages.views import bp as pages_bp
+    from service.pages import cdg as _cdg_pages  # noqa: F401
+    from service.pages import portal as _portal_pages  # noqa: F401
+    from service.pages import staff as _staff_pages  # noqa: F401
+    from service.pages.blueprint import bp as pages_bp
     from service.reference import api as _reference_api  # noqa: F401
     from service.returns import api as _returns_api  # noqa: F401
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
+    csrf.init_app(app)
+    csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing to forge
     register_error_handlers(app)
 
     from service.cli import register_cli
@@ -68,12 +77,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def _security_headers(response: Any) -> Any:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         response.headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; "
-            "base-uri 'self'; form-action 'self'",
+            "default-src 'self'; img-src 'self' data:; object-src 'self'; frame-src 'self'; "
+            "frame-ancestors 'self'; base-uri 'self'; form-action 'self'",
         )
+        response.headers.setdefault(
+            "Permissions-Policy", "camera=(), microphone=(), geolocation=()"
+        )
+        if settings.public_url.startswith("https://"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     return app

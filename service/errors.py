@@ -129,6 +129,16 @@ def register_error_handlers(app: Flask) -> None:
             Unavailable("Le stockage des documents est momentanément indisponible.")
         )
 
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(error: CSRFError) -> Response:
+        mapped = ServiceError(
+            "Le formulaire a expiré ou n'est pas valide : rechargez la page et recommencez.",
+            code="csrf_failed",
+        )
+        return error_response(mapped)
+
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500

@@ -4,6 +4,7 @@ from service.accounts.models import ApiToken, User
 from service.archive.models import ArchiveJob, ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
 from service.kits.models import Kit, KitCounter, KitDocument
+from service.pages.models import BatchRun
 from service.reference.models import Cdg, Convention, Employer
 from service.returns.models import AccessThrottle, KitReturn
 
@@ -14,6 +15,7 @@ __all__ = [
     "ArchiveRecord",
     "AuditEvent",
     "AuditHead",
+    "BatchRun",
     "Cdg",
     "Convention",
     "Employer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import multiprocessing
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -239,7 +240,7 @@ def issue_kit(
 
 
 def render_many(
-    inputs: Iterable[KitInput], *, workers: int
+    inputs: Iterable[KitInput], *, workers: int, start_method: str | None = None
 ) -> Iterator[tuple[KitInput, RenderedKit | BaseException]]:
     """Render kits on `workers` processes, yielding results as they complete in input order."""
     items = list(inputs)
@@ -250,7 +251,8 @@ def render_many(
             except Exception as exc:  # reported per kit by the caller
                 yield data, exc
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    context = multiprocessing.get_context(start_method) if start_method else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures: list[Future[RenderedKit]] = [pool.submit(render_kit, d) for d in items]
         for data, future in zip(items, futures, strict=True):
             try:
@@ -268,14 +270,20 @@ def issue_batch(
     portal_url: str,
     workers: int = 2,
     on_done: Callable[[Employer, IssuedKit | None, BaseException | None], None] | None = None,
+    start_method: str | None = None,
 ) -> list[IssuedKit]:
-    """Issue kits for many employers: rendering on several processes, one commit per kit."""
+    """Issue kits for many employers: rendering on several processes, one commit per kit.
+
+    From a threaded server, pass `start_method="spawn"`: forking a multi-threaded process is
+    unsafe.
+    """
     by_id = {e.id: e for e in employers}
     prepared = [prepare_kit(e, code_days=code_days, portal_url=portal_url) for e in employers]
     db.session.commit()  # reserve the references before the (long) rendering
     inputs = {p.data.reference: p for p in prepared}
     issued = []
-    for data, result in render_many((p.data for p in prepared), workers=workers):
+    rendered = render_many((p.data for p in prepared), workers=workers, start_method=start_method)
+    for data, result in rendered:
         p = inputs[data.reference]
         employer = by_id[p.employer_id]
         if isinstance(result, BaseException):

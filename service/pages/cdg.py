@@ -1,0 +1,118 @@
+"""The CDG's space: tracking of its employers, progress over time, archived copies."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask import Response, redirect, render_template, request
+from sqlalchemy import func, select
+
+from service.archive import domain as archive
+from service.archive.models import ArchiveRecord
+from service.backends import archive_store
+from service.extensions import db
+from service.kits.api import _stream_from
+from service.kits.models import Kit
+from service.pages.auth import current_principal, page_roles
+from service.pages.blueprint import bp
+from service.reference.models import Cdg, Employer
+
+SERIES = (
+    ("issued_at", "Émis", "s-issued"),
+    ("employer_signed_at", "Signés", "s-signed"),
+    ("countersigned_at", "Contresignés", "s-countersigned"),
+    ("archived_at", "Archivés", "s-archived"),
+)
+
+
+def _cdg_code() -> str:
+    who = current_principal()
+    if who is not None and who.role == "cdg":
+        return who.cdg_code or ""
+    return request.args.get("cdg", "81")
+
+
+@dataclass(frozen=True)
+class Chart:
+    weeks: list[date]
+    series: list[tuple[str, str, list[int]]]
+    top: int
+
+
+def _monday(value: datetime) -> date:
+    day = value.date()
+    return day - timedelta(days=day.weekday())
+
+
+def progress_chart(cdg_code: str, weeks: int = 12) -> Chart:
+    """Kits issued, signed, countersigned and archived per week (the last `weeks` weeks)."""
+    kits = db.session.scalars(
+        select(Kit)
+        .join(Employer, Kit.employer_id == Employer.id)
+        .join(Cdg)
+        .where(Cdg.code == cdg_code)
+    ).all()
+    this_week = _monday(datetime.now())
+    axis = [this_week - timedelta(weeks=n) for n in reversed(range(weeks))]
+    series = []
+    for attribute, label, css in SERIES:
+        counts = Counter(_monday(getattr(k, attribute)) for k in kits if getattr(k, attribute))
+        series.append((label, css, [counts.get(w, 0) for w in axis]))
+    top = max([1, *(v for _, _, values in series for v in values)])
+    return Chart(axis, series, top)
+
+
+@bp.get("/cdg")
+@page_roles("cdg", "admin", "staff")
+def cdg_home() -> Any:
+    code = _cdg_code()
+    cdg = db.session.scalar(select(Cdg).where(Cdg.code == code))
+    if cdg is None:
+        return redirect("/")
+    q = (request.args.get("q") or "").strip().lower()
+    latest = (
+        select(Kit.employer_id, func.max(Kit.id).label("kit_id"))
+        .where(Kit.status != "superseded")
+        .group_by(Kit.employer_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Employer, Kit)
+        .outerjoin(latest, latest.c.employer_id == Employer.id)
+        .outerjoin(Kit, Kit.id == latest.c.kit_id)
+        .where(Employer.cdg_id == cdg.id)
+        .order_by(Employer.name)
+    ).all()
+    if q:
+        rows = [r for r in rows if q in r[0].name.lower() or q in r[0].siret]
+    records = db.session.scalars(
+        select(ArchiveRecord)
+        .where(ArchiveRecord.cdg_code == code)
+        .order_by(ArchiveRecord.id.desc())
+        .limit(200)
+    ).all()
+    return render_template(
+        "cdg.html", cdg=cdg, rows=rows, q=q, records=records, chart=progress_chart(code)
+    )
+
+
+@bp.get("/cdg/suivi.csv")
+@page_roles("cdg", "admin", "staff")
+def cdg_tracking() -> Response:
+    code = _cdg_code()
+    response = Response(archive.tracking_csv(code).encode("utf-8"), mimetype="text/csv")
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    response.headers["Content-Disposition"] = f'attachment; filename="suivi-cdg-{code}.csv"'
+    return response
+
+
+@bp.get("/cdg/archives/<int:record_id>")
+@page_roles("cdg", "admin", "staff")
+def cdg_archive(record_id: int) -> Response:
+    rec = archive.get_record(record_id, principal=current_principal())
+    name = rec.key.rsplit("/", 1)[-1]
+    mimetype = "application/json" if name.endswith(".json") else "application/pdf"
+    return _stream_from(archive_store(), rec.key, mimetype, f"{rec.kit_reference}-{name}", rec.size)

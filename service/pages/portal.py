@@ -1,0 +1,136 @@
+"""The employers' portal: sign in with SIRET and access code, download, upload signed pieces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, flash, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+
+from service.backends import document_store, send_mail, settings, trust_settings
+from service.errors import ServiceError
+from service.extensions import db
+from service.kits import domain as kits
+from service.kits.api import _stream_from
+from service.kits.models import Kit
+from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
+from service.pages.blueprint import bp
+from service.returns import domain as returns
+from service.returns.models import KitReturn
+from signing.errors import Refused
+
+
+@bp.route("/portail", methods=["GET", "POST"])
+def portal_login() -> Any:
+    error = None
+    values = {"siret": request.form.get("siret", "")}
+    if request.method == "POST":
+        try:
+            opened = returns.open_portal_session(
+                siret=request.form.get("siret", ""),
+                access_code=request.form.get("access_code", ""),
+                address=request.remote_addr,
+            )
+        except ServiceError as exc:
+            error = exc.message
+        else:
+            siret = "".join(ch for ch in request.form.get("siret", "") if ch.isdigit())
+            sign_in_employer(siret, opened.kit_id)
+            return redirect(url_for("pages.portal_kit"))
+    status = 200 if error is None else 429 if "essais" in (error or "") else 401
+    return render_template("portal_login.html", error=error, values=values), status
+
+
+@bp.post("/portail/deconnexion")
+def portal_logout() -> Any:
+    sign_out()
+    flash("Vous êtes déconnecté.")
+    return redirect(url_for("pages.portal_login"))
+
+
+def _portal_kit() -> Kit:
+    return kits.get_kit(int(session.get("kit_id", 0)), principal=current_principal())
+
+
+@bp.get("/portail/kit")
+@page_roles("employer")
+def portal_kit() -> Any:
+    kit = _portal_kit()
+    history = db.session.scalars(
+        select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id.desc())
+    ).all()
+    latest = {}
+    for ret in history:
+        if ret.kind not in latest or ret.status == "accepted":
+            latest.setdefault(ret.kind, ret)
+            if ret.status == "accepted":
+                latest[ret.kind] = ret
+    return render_template(
+        "portal_kit.html", kit=kit, latest=latest, history=history, max_mb=settings().max_upload_mb
+    )
+
+
+@bp.get("/portail/documents/<kind>.pdf")
+@page_roles("employer")
+def portal_document(kind: str) -> Response:
+    kit = _portal_kit()
+    if kind == "kit-complet":
+        return _stream_from(
+            document_store(), kit.bundle_key, "application/pdf", f"{kit.reference}.pdf"
+        )
+    doc = kits.get_document(kit, kind)
+    return _stream_from(
+        document_store(), doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size
+    )
+
+
+@bp.get("/portail/signes/<kind>.pdf")
+@page_roles("employer")
+def portal_signed(kind: str) -> Response:
+    kit = _portal_kit()
+    ret = returns.accepted_return(kit, kind)
+    return _stream_from(
+        document_store(),
+        ret.countersigned_key or ret.storage_key,
+        "application/pdf",
+        f"{kit.reference}-{kind}-signe.pdf",
+    )
+
+
+@bp.post("/portail/retours/<kind>")
+@page_roles("employer")
+def portal_upload(kind: str) -> Any:
+    kit = _portal_kit()
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        flash("Choisissez le fichier signé à déposer.", "error")
+        return redirect(url_for("pages.portal_kit"))
+    s = settings()
+    max_bytes = s.max_upload_mb * 1024 * 1024
+    ctx = returns.ReturnContext(store=document_store(), trust=trust_settings(), max_bytes=max_bytes)
+    try:
+        ret = returns.receive_return(
+            kit,
+            kind,
+            upload.stream.read(max_bytes + 1),
+            principal=current_principal(),
+            address=request.remote_addr,
+            ctx=ctx,
+        )
+    except Refused as refusal:
+        flash(f"Pièce refusée : {refusal.message}", "error")
+        send_mail(
+            kit.employer.email,
+            f"Pièce signée refusée – kit {kit.reference}",
+            f"Bonjour,\n\nLa pièce « {kind} » n'a pas pu être acceptée : {refusal.message}\n",
+            kit_id=kit.id,
+        )
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(f"Pièce refusée : {exc.message}", "error")
+    else:
+        if ret.status == "accepted":
+            flash("Pièce signée acceptée : merci.")
+        else:
+            flash("Pièce reçue : elle sera vérifiée par nos équipes.")
+    return redirect(url_for("pages.portal_kit"))

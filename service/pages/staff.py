@@ -1,0 +1,478 @@
+"""Pages of the manager's production staff: dashboard, employers, kits, review, countersign."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from typing import Any
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import func, select
+
+from service.audit.domain import kit_events
+from service.backends import document_store, run_archive_jobs, settings, signing_key
+from service.errors import InvalidInput, ServiceError
+from service.extensions import db
+from service.kits import domain as kits
+from service.kits.api import _stream_from
+from service.kits.models import Kit
+from service.pages.auth import current_principal, page_roles, sign_in_user, sign_out
+from service.pages.blueprint import bp
+from service.pages.models import BatchRun
+from service.reference import domain as reference
+from service.reference.listing import list_employers
+from service.reference.models import Cdg, Convention, Employer
+from service.reference.schemas import EMPLOYER_KINDS
+from service.reference.simulation import EXCLUDED, simulate
+from service.returns import domain as returns
+from service.returns.models import KitReturn
+from service.timeutil import utcnow
+
+STAFF = ("admin", "staff")
+STATUS_LABELS = {
+    "none": "Pas de kit",
+    "issued": "Émis",
+    "employer_signed": "Signé par la collectivité",
+    "countersigned": "Contresigné",
+    "archived": "Archivé",
+    "superseded": "Remplacé",
+}
+RETURN_LABELS = {"accepted": "Accepté", "pending_review": "À revoir", "refused": "Refusé"}
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {
+        "who": current_principal(),
+        "status_labels": STATUS_LABELS,
+        "return_labels": RETURN_LABELS,
+        "kinds": EMPLOYER_KINDS,
+    }
+
+
+# -- sign-in ---------------------------------------------------------------------------------
+
+
+@bp.route("/connexion", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        try:
+            user = sign_in_user(request.form.get("email", ""), request.form.get("password", ""))
+        except ServiceError as exc:
+            error = exc.message
+        else:
+            target = request.args.get("suivant", "")
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("pages.cdg_home" if user.role == "cdg" else "pages.index")
+            return redirect(target)
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@bp.post("/deconnexion")
+def logout() -> Any:
+    sign_out()
+    flash("Vous êtes déconnecté.")
+    return redirect(url_for("pages.login"))
+
+
+# -- dashboard -------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> Any:
+    who = current_principal()
+    if who is None:
+        return redirect(url_for("pages.login"))
+    if who.role == "cdg":
+        return redirect(url_for("pages.cdg_home"))
+    if who.role == "employer":
+        return redirect(url_for("pages.portal_kit"))
+    return dashboard()
+
+
+@page_roles(*STAFF)
+def dashboard() -> Any:
+    cdgs = reference.list_cdgs()
+    cdg = request.args.get("cdg") or (cdgs[0].code if cdgs else None)
+    status = request.args.get("statut") or None
+    kind = request.args.get("type") or None
+    q = request.args.get("q") or None
+    waiting = request.args.get("attente") or None
+    try:
+        page = max(int(request.args.get("page", 1)), 1)
+    except ValueError:
+        page = 1
+    counts: dict[str, int] = {}
+    employers: list[Employer] = []
+    total = 0
+    if cdg:
+        current = (
+            select(Kit.status, func.count())
+            .join(Employer, Kit.employer_id == Employer.id)
+            .join(Cdg, Employer.cdg_id == Cdg.id)
+            .where(Cdg.code == cdg, Kit.status != "superseded")
+            .group_by(Kit.status)
+        )
+        counts = dict(db.session.execute(current).all())  # type: ignore[arg-type]
+        all_count = (
+            db.session.scalar(
+                select(func.count()).select_from(Employer).join(Cdg).where(Cdg.code == cdg)
+            )
+            or 0
+        )
+        counts["none"] = all_count - sum(counts.values())
+        try:
+            total, rows = list_employers(cdg=cdg, status=status, q=q, limit=1000, offset=0)
+        except InvalidInput:
+            total, rows = 0, []
+        employers = [e for e in rows if not kind or e.kind == kind]
+        if waiting:
+            days = int(waiting) if waiting.isdigit() else 0
+            employers = [e for e in employers if _waiting_days(e) >= days]
+        total = len(employers)
+        employers = employers[(page - 1) * 50 : page * 50]
+    return render_template(
+        "dashboard.html",
+        cdgs=cdgs,
+        cdg=cdg,
+        counts=counts,
+        employers=employers,
+        total=total,
+        page=page,
+        filters={"statut": status, "type": kind, "q": q, "attente": waiting},
+        current_kit=kits.current_kit,
+        waiting_days=_waiting_days,
+        batches=db.session.scalars(select(BatchRun).order_by(BatchRun.id.desc()).limit(3)).all(),
+    )
+
+
+def _waiting_days(employer: Employer) -> int:
+    kit = kits.current_kit(employer)
+    if kit is None or kit.status not in ("issued", "employer_signed"):
+        return 0
+    return (utcnow() - kit.status_changed_at).days
+
+
+# -- employers -------------------------------------------------------------------------------
+
+
+EMPLOYER_FIELDS = (
+    "siret",
+    "name",
+    "kind",
+    "address",
+    "email",
+    "headcount",
+    "cst_opinion_on",
+    "deliberation_on",
+    "joins_on",
+)
+
+
+def _contribution_from_form(form: Any) -> dict[str, Any]:
+    if form.get("mode") == "by_category":
+        return {
+            "mode": "by_category",
+            "amounts": {
+                c: form.get(f"amount_{c}", "") for c in "ABC" if form.get(f"amount_{c}", "").strip()
+            },
+            "criteria": form.get("criteria", ""),
+        }
+    return {"mode": "flat", "amount": form.get("amount", "")}
+
+
+@bp.route("/employeurs/nouveau", methods=["GET", "POST"])
+@page_roles(*STAFF)
+def employer_new() -> Any:
+    conventions = db.session.scalars(select(Convention).order_by(Convention.id)).all()
+    values: dict[str, Any] = {"mode": "flat"}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        values = request.form.to_dict()
+        try:
+            convention = db.session.get(Convention, int(values.get("convention_id") or 0))
+            if convention is None:
+                raise InvalidInput(
+                    "Choisissez une convention.", code="unknown_convention", field="convention_id"
+                )
+            dates = {}
+            for name in ("cst_opinion_on", "deliberation_on", "joins_on"):
+                raw = values.get(name, "").strip()
+                if raw:
+                    try:
+                        dates[name] = date.fromisoformat(raw)
+                    except ValueError as exc:
+                        raise InvalidInput(
+                            "Date invalide.", code="invalid_field", field=name
+                        ) from exc
+                elif name != "joins_on":
+                    raise InvalidInput(
+                        "Ce champ est obligatoire.", code="invalid_field", field=name
+                    )
+            try:
+                headcount = int(values.get("headcount", ""))
+            except ValueError as exc:
+                raise InvalidInput(
+                    "Nombre entier attendu.", code="invalid_field", field="headcount"
+                ) from exc
+            for name in ("name", "address", "email"):
+                if not values.get(name, "").strip():
+                    raise InvalidInput(
+                        "Ce champ est obligatoire.", code="invalid_field", field=name
+                    )
+            employer = reference.create_employer(
+                siret=values.get("siret", ""),
+                name=values["name"].strip(),
+                kind=values.get("kind", ""),
+                address=values["address"].strip(),
+                email=values["email"].strip(),
+                cdg=convention.cdg.code,
+                convention_id=convention.id,
+                headcount=headcount,
+                cst_opinion_on=dates["cst_opinion_on"],
+                deliberation_on=dates["deliberation_on"],
+                joins_on=dates.get("joins_on"),
+                contribution=_contribution_from_form(values),
+            )
+            db.session.commit()
+        except ServiceError as exc:
+            db.session.rollback()
+            errors[(exc.field or "form").split(".")[0]] = exc.message
+            if exc.field and exc.field.startswith("contribution"):
+                errors["contribution"] = exc.message
+        else:
+            flash(f"Employeur « {employer.name} » créé.")
+            return redirect(url_for("pages.employer_page", siret=employer.siret))
+    return render_template(
+        "employer_form.html", conventions=conventions, values=values, errors=errors
+    ), 422 if errors else 200
+
+
+@bp.get("/employeurs/<siret>")
+@page_roles(*STAFF)
+def employer_page(siret: str) -> Any:
+    employer = reference.get_employer(siret)
+    kit = kits.current_kit(employer)
+    kit_returns = (
+        db.session.scalars(
+            select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id)
+        ).all()
+        if kit
+        else []
+    )
+    return render_template("employer.html", employer=employer, kit=kit, returns=kit_returns)
+
+
+@bp.post("/employeurs/<siret>/kit")
+@page_roles(*STAFF)
+def employer_issue(siret: str) -> Any:
+    employer = reference.get_employer(siret)
+    s = settings()
+    issued = kits.issue_kit(
+        employer,
+        store=document_store(),
+        actor=current_principal().actor,
+        code_days=s.access_code_days,
+        portal_url=f"{s.public_url}/portail",
+    )
+    db.session.commit()
+    code = "-".join(issued.access_code[i : i + 4] for i in range(0, 16, 4))
+    return render_template("issued.html", employer=employer, kit=issued.kit, code=code)
+
+
+@bp.get("/kits/<int:kit_id>/documents/<kind>.pdf")
+@page_roles(*STAFF, "cdg")
+def kit_document(kit_id: int, kind: str) -> Response:
+    kit = kits.get_kit(kit_id, principal=current_principal())
+    doc = kits.get_document(kit, kind)
+    return _stream_from(
+        document_store(), doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size
+    )
+
+
+@bp.get("/retours/<int:return_id>.pdf")
+@page_roles(*STAFF)
+def return_file(return_id: int) -> Response:
+    ret = returns.get_return(return_id)
+    return _stream_from(
+        document_store(),
+        ret.countersigned_key or ret.storage_key,
+        "application/pdf",
+        f"retour-{ret.id}.pdf",
+        None,
+    )
+
+
+@bp.post("/kits/<int:kit_id>/contreseing")
+@page_roles(*STAFF)
+def kit_countersign(kit_id: int) -> Any:
+    kit = kits.get_kit(kit_id, principal=current_principal())
+    try:
+        returns.countersign_kit(
+            kit_id,
+            principal=current_principal(),
+            store=document_store(),
+            key=signing_key(),
+            tsa_url=settings().signing_tsa_url,
+        )
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        run_archive_jobs(kit_id)
+        flash("Kit contresigné.")
+    return redirect(url_for("pages.employer_page", siret=kit.employer.siret))
+
+
+@bp.get("/kits/<int:kit_id>/journal")
+@page_roles(*STAFF, "cdg")
+def kit_audit(kit_id: int) -> Any:
+    kit = kits.get_kit(kit_id, principal=current_principal())
+    return render_template("audit.html", kit=kit, events=kit_events(kit.id))
+
+
+# -- simulator -------------------------------------------------------------------------------
+
+
+@bp.get("/simulateur")
+@page_roles(*STAFF, "cdg")
+def simulator() -> Any:
+    conventions = db.session.scalars(select(Convention).order_by(Convention.id)).all()
+    result = error = None
+    args = request.args
+    if args.get("gross") or args.get("tbi"):
+        try:
+            convention = reference.get_convention(int(args.get("convention", "0") or 0))
+            result = simulate(
+                base_rate=convention.base_rate,
+                available_options=reference.convention_options(convention),
+                elements=args,
+                contribution=args.get("contribution"),
+                option_codes=args.getlist("options"),
+            )
+        except (ServiceError, ValueError) as exc:
+            error = getattr(exc, "message", "Donnée invalide.")
+    return render_template(
+        "simulator.html",
+        conventions=conventions,
+        result=result,
+        error=error,
+        args=args,
+        excluded=EXCLUDED,
+    )
+
+
+# -- review ----------------------------------------------------------------------------------
+
+
+@bp.get("/revue")
+@page_roles(*STAFF)
+def review_list() -> Any:
+    return render_template("review_list.html", items=returns.review_queue())
+
+
+@bp.get("/revue/<int:return_id>")
+@page_roles(*STAFF)
+def review(return_id: int) -> Any:
+    ret = returns.get_return(return_id)
+    issued = kits.get_document(ret.kit, ret.kind)
+    return render_template("review.html", ret=ret, issued=issued)
+
+
+@bp.post("/revue/<int:return_id>")
+@page_roles(*STAFF)
+def review_decide(return_id: int) -> Any:
+    accept = request.form.get("decision") == "accept"
+    try:
+        ret = returns.decide(
+            return_id,
+            accept=accept,
+            reason=request.form.get("reason"),
+            principal=current_principal(),
+            version=int(request.form.get("version") or 0) or None,
+        )
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.review", return_id=return_id))
+    flash("Retour accepté." if accept else "Retour refusé.")
+    return redirect(url_for("pages.employer_page", siret=ret.kit.employer.siret))
+
+
+# -- CDG-wide batches ------------------------------------------------------------------------
+
+
+@bp.post("/lots")
+@page_roles(*STAFF)
+def batch_start() -> Any:
+    cdg = reference.get_cdg(request.form.get("cdg", ""))
+    employers = kits.employers_without_kit(cdg.code)
+    if not employers:
+        flash("Tous les employeurs de ce CDG ont déjà un kit.")
+        return redirect(url_for("pages.index", cdg=cdg.code))
+    run = BatchRun(cdg_code=cdg.code, total=len(employers), started_by=current_principal().actor)
+    db.session.add(run)
+    db.session.commit()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    threading.Thread(
+        target=_run_batch,
+        args=(app, run.id, [e.id for e in employers]),
+        daemon=True,
+        name=f"batch-{run.id}",
+    ).start()
+    return redirect(url_for("pages.batch_page", run_id=run.id))
+
+
+def _run_batch(app: Any, run_id: int, employer_ids: list[int]) -> None:
+    with app.app_context():
+        run = db.session.get(BatchRun, run_id)
+        employers = [db.session.get(Employer, i) for i in employer_ids]
+        s = settings()
+
+        def done(employer: Employer, kit: Any, error: BaseException | None) -> None:
+            current = db.session.get(BatchRun, run_id)
+            if error is not None:
+                current.failed += 1
+                current.errors = [*current.errors, f"{employer.name} : {error}"][:50]
+            else:
+                current.done += 1
+            db.session.commit()
+
+        try:
+            kits.issue_batch(
+                [e for e in employers if e is not None],
+                store=document_store(),
+                actor=run.started_by,
+                code_days=s.access_code_days,
+                portal_url=f"{s.public_url}/portail",
+                workers=2,
+                on_done=done,
+                start_method="spawn",
+            )
+            status = "done"
+        except Exception:  # reported on the page; the thread must not die silently
+            current_app.logger.exception("batch %s failed", run_id)
+            db.session.rollback()
+            status = "failed"
+        run = db.session.get(BatchRun, run_id)
+        run.status, run.finished_at = status, utcnow()
+        db.session.commit()
+
+
+@bp.get("/lots/<int:run_id>")
+@page_roles(*STAFF)
+def batch_page(run_id: int) -> Any:
+    run = db.session.get(BatchRun, run_id)
+    if run is None:
+        abort(404)
+    return render_template("batch.html", run=run)
