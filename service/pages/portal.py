@@ -37,8 +37,7 @@ def portal_login() -> Any:
             siret = "".join(ch for ch in request.form.get("siret", "") if ch.isdigit())
             sign_in_employer(siret, opened.kit_id)
             return redirect(url_for("pages.portal_kit"))
-    status = 200 if error is None else 429 if "essais" in (error or "") else 401
-    return render_template("portal_login.html", error=error, values=values), status
+    return render_template("portal_login.html", error=error, values=values)
 
 
 @bp.post("/portail/deconnexion")

@@ -75,7 +75,8 @@ def login() -> Any:
             if not target.startswith("/") or target.startswith("//"):
                 target = url_for("pages.cdg_home" if user.role == "cdg" else "pages.index")
             return redirect(target)
-    return render_template("login.html", error=error), 401 if error else 200
+    # a page, not an API answer: the form is shown again with its message (status 200)
+    return render_template("login.html", error=error)
 
 
 @bp.post("/deconnexion")
@@ -255,7 +256,7 @@ def employer_new() -> Any:
             return redirect(url_for("pages.employer_page", siret=employer.siret))
     return render_template(
         "employer_form.html", conventions=conventions, values=values, errors=errors
-    ), 422 if errors else 200
+    )
 
 
 @bp.get("/employeurs/<siret>")
