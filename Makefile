@@ -23,7 +23,7 @@ $(VENV)/.test-deps: requirements.txt requirements-test.txt | $(BIN)/python
 run: $(VENV)/.run-deps
 	@scripts/system-deps.sh run
 	$(BIN)/flask db upgrade
-	$(BIN)/flask demo load --if-empty
+	$(BIN)/flask demo load --if-empty --quiet
 	@$(BIN)/flask demo credentials
 	@echo "Service sur http://$(HOST):$(PORT) (Ctrl+C pour arrêter)"
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --threads 4 --timeout 120 \

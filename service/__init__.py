@@ -38,7 +38,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3"):
+    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for noisy in ("pyhanko", "pyhanko_certvalidator"):  # logs expected validation failures
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

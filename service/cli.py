@@ -48,7 +48,8 @@ def users_create(role: str, cdg_code: str | None, email: str, password: str | No
 @demo.command("load")
 @click.option("--all", "everything", is_flag=True, help="Les 314 communes du Tarn et leurs EPCI.")
 @click.option("--if-empty", is_flag=True, help="Ne fait rien si la base contient déjà un CDG.")
-def demo_load(everything: bool, if_empty: bool) -> None:
+@click.option("--quiet", is_flag=True, help="Sans afficher les comptes créés.")
+def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
     """Charge le CDG du Tarn, sa convention 2025–2030 et des employeurs."""
     from service.backends import settings
     from service.demo.load import load_demo
@@ -62,7 +63,7 @@ def demo_load(everything: bool, if_empty: bool) -> None:
         f"CDG 81 {'créé' if result.cdg_created else 'déjà présent'} ; "
         f"{result.employers_created} employeur(s) ajouté(s)."
     )
-    for role, email, password, token in result.credentials:
+    for role, email, password, token in [] if quiet else result.credentials:
         click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
 
 

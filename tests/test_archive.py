@@ -36,6 +36,18 @@ def app_config(moto_endpoint: str, bucket: str) -> dict[str, str]:
     return {"ARCHIVE_STORE": f"s3://{bucket}/cdg", "S3_ENDPOINT_URL": moto_endpoint}
 
 
+@pytest.fixture
+def down_app(database_url: str, tmp_path: Path, trust_roots: Path, bucket: str) -> Flask:
+    """The same instance as `app`, but its archive endpoint does not answer."""
+    return make_app(
+        database_url,
+        tmp_path,
+        SIGNING_TRUST_ROOTS=str(trust_roots),
+        ARCHIVE_STORE=f"s3://{bucket}/cdg",
+        S3_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+
+
 def signed_kit(
     client: FlaskClient, staff: dict[str, str], pki: Pki, siret: str = SIRET
 ) -> dict[str, Any]:

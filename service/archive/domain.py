@@ -371,8 +371,8 @@ def _day(value: datetime | None) -> str:
     return f"{value:%d/%m/%Y}" if value else ""
 
 
-def tracking_csv(cdg_code: str) -> str:
-    """Every employer of the CDG with its kit status: `;`-separated, for French spreadsheets."""
+def employers_with_current_kit(cdg_code: str) -> list[tuple[Employer, Kit | None]]:
+    """Every employer of a CDG with its current (latest not superseded) kit, by name."""
     cdg = db.session.scalar(select(Cdg).where(Cdg.code == cdg_code))
     if cdg is None:
         raise NotFound("CDG inconnu.", code="unknown_cdg")
@@ -389,6 +389,12 @@ def tracking_csv(cdg_code: str) -> str:
         .where(Employer.cdg_id == cdg.id)
         .order_by(Employer.name)
     ).all()
+    return [(employer, kit) for employer, kit in rows]
+
+
+def tracking_csv(cdg_code: str) -> str:
+    """Every employer of the CDG with its kit status: `;`-separated, for French spreadsheets."""
+    rows = employers_with_current_kit(cdg_code)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
     writer.writerow(TRACKING_COLUMNS)

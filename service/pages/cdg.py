@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Response, redirect, render_template, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from service.archive import domain as archive
 from service.archive.models import ArchiveRecord
@@ -73,19 +73,7 @@ def cdg_home() -> Any:
     if cdg is None:
         return redirect("/")
     q = (request.args.get("q") or "").strip().lower()
-    latest = (
-        select(Kit.employer_id, func.max(Kit.id).label("kit_id"))
-        .where(Kit.status != "superseded")
-        .group_by(Kit.employer_id)
-        .subquery()
-    )
-    rows = db.session.execute(
-        select(Employer, Kit)
-        .outerjoin(latest, latest.c.employer_id == Employer.id)
-        .outerjoin(Kit, Kit.id == latest.c.kit_id)
-        .where(Employer.cdg_id == cdg.id)
-        .order_by(Employer.name)
-    ).all()
+    rows = archive.employers_with_current_kit(code)
     if q:
         rows = [r for r in rows if q in r[0].name.lower() or q in r[0].siret]
     records = db.session.scalars(

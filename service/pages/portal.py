@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response, flash, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
-from service.backends import document_store, send_mail, settings, trust_settings
+from service.backends import document_store, settings, trust_settings
 from service.errors import ServiceError
 from service.extensions import db
 from service.kits import domain as kits
@@ -16,6 +16,7 @@ from service.kits.models import Kit
 from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
 from service.pages.blueprint import bp
 from service.returns import domain as returns
+from service.returns import notify
 from service.returns.models import KitReturn
 from signing.errors import Refused
 
@@ -118,17 +119,13 @@ def portal_upload(kind: str) -> Any:
         )
     except Refused as refusal:
         flash(f"Pièce refusée : {refusal.message}", "error")
-        send_mail(
-            kit.employer.email,
-            f"Pièce signée refusée – kit {kit.reference}",
-            f"Bonjour,\n\nLa pièce « {kind} » n'a pas pu être acceptée : {refusal.message}\n",
-            kit_id=kit.id,
-        )
+        notify.return_refused(kit, kind, refusal.message)
     except ServiceError as exc:
         db.session.rollback()
         flash(f"Pièce refusée : {exc.message}", "error")
     else:
         if ret.status == "accepted":
+            notify.return_accepted(kit, kind)
             flash("Pièce signée acceptée : merci.")
         else:
             flash("Pièce reçue : elle sera vérifiée par nos équipes.")

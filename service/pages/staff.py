@@ -34,6 +34,7 @@ from service.reference.models import Cdg, Convention, Employer
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
+from service.returns import notify
 from service.returns.models import KitReturn
 from service.timeutil import utcnow
 
@@ -331,6 +332,8 @@ def kit_countersign(kit_id: int) -> Any:
         flash(exc.message, "error")
     else:
         run_archive_jobs(kit_id)
+        db.session.refresh(kit)
+        notify.kit_countersigned(kit)
         flash("Kit contresigné.")
     return redirect(url_for("pages.employer_page", siret=kit.employer.siret))
 
@@ -406,6 +409,8 @@ def review_decide(return_id: int) -> Any:
         db.session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("pages.review", return_id=return_id))
+    if not accept:
+        notify.return_refused(ret.kit, ret.kind, ret.decision_reason or "")
     flash("Retour accepté." if accept else "Retour refusé.")
     return redirect(url_for("pages.employer_page", siret=ret.kit.employer.siret))
 

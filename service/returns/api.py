@@ -12,7 +12,6 @@ from service.audit.domain import kit_events
 from service.backends import (
     document_store,
     run_archive_jobs,
-    send_mail,
     settings,
     signing_key,
     trust_settings,
@@ -22,7 +21,7 @@ from service.extensions import db
 from service.kits.api import _stream
 from service.kits.domain import get_kit
 from service.reference.domain import get_employer
-from service.returns import domain
+from service.returns import domain, notify
 from service.returns.models import KitReturn
 from service.timeutil import iso
 from signing.errors import Refused
@@ -127,28 +126,11 @@ def upload_return(kit_id: int, kind: str) -> Any:
     try:
         ret = domain.receive_return(kit, kind, data, principal=who, address=_address(), ctx=ctx)
     except Refused as refusal:
-        _notify_refused(kit, kind, refusal.message)
+        notify.return_refused(kit, kind, refusal.message)
         raise InvalidInput(refusal.message, code=refusal.code, field="file") from None
     if ret.status == "accepted":
-        send_mail(
-            kit.employer.email,
-            f"Pièce signée reçue – kit {kit.reference}",
-            f"Bonjour,\n\nLa pièce « {kind} » du kit {kit.reference} a été acceptée.\n"
-            "L'assureur va la contresigner.\n",
-            kit_id=kit.id,
-        )
+        notify.return_accepted(kit, kind)
     return jsonify(return_json(ret)), 201
-
-
-def _notify_refused(kit: Any, kind: str, message: str) -> None:
-    send_mail(
-        kit.employer.email,
-        f"Pièce signée refusée – kit {kit.reference}",
-        f"Bonjour,\n\nLa pièce « {kind} » déposée pour le kit {kit.reference} n'a pas pu "
-        f"être acceptée : {message}\nVous pouvez la déposer à nouveau depuis votre espace "
-        f"{settings().public_url}/portail.\n",
-        kit_id=kit.id,
-    )
 
 
 @route(
@@ -185,7 +167,7 @@ def decision(return_id: int) -> Any:
         version=data.version,
     )
     if not data.accept:
-        _notify_refused(ret.kit, ret.kind, ret.decision_reason or "")
+        notify.return_refused(ret.kit, ret.kind, ret.decision_reason or "")
     return jsonify(return_json(ret))
 
 
@@ -210,14 +192,7 @@ def countersign(kit_id: int) -> Any:
     )
     run_archive_jobs(kit.id)  # right after the commit; pending jobs survive a storage outage
     db.session.refresh(kit)
-    send_mail(
-        kit.employer.email,
-        f"Kit {kit.reference} contresigné",
-        f"Bonjour,\n\nL'assureur a contresigné les pièces du kit {kit.reference}. Les "
-        f"exemplaires signés des deux parties sont disponibles dans votre espace "
-        f"{settings().public_url}/portail et seront archivés par votre centre de gestion.\n",
-        kit_id=kit.id,
-    )
+    notify.kit_countersigned(kit)
     return jsonify(kit_json(kit))
 
 

@@ -1,0 +1,44 @@
+"""E-mails to the employer about its signed pieces (the same from the API and the pages)."""
+
+from __future__ import annotations
+
+from service.backends import send_mail, settings
+from service.kits.models import Kit
+from service.kits.render import SPECS
+
+
+def _title(kind: str) -> str:
+    spec = SPECS.get(kind)
+    return spec.title if spec else kind
+
+
+def return_accepted(kit: Kit, kind: str) -> None:
+    send_mail(
+        kit.employer.email,
+        f"Pièce signée reçue – kit {kit.reference}",
+        f"Bonjour,\n\nLa pièce « {_title(kind)} » du kit {kit.reference} a été acceptée. "
+        "L'assureur va la contresigner.\n",
+        kit_id=kit.id,
+    )
+
+
+def return_refused(kit: Kit, kind: str, message: str) -> None:
+    send_mail(
+        kit.employer.email,
+        f"Pièce signée refusée – kit {kit.reference}",
+        f"Bonjour,\n\nLa pièce « {_title(kind)} » déposée pour le kit {kit.reference} n'a pas "
+        f"pu être acceptée : {message}\nVous pouvez la déposer à nouveau depuis votre espace "
+        f"{settings().public_url}/portail.\n",
+        kit_id=kit.id,
+    )
+
+
+def kit_countersigned(kit: Kit) -> None:
+    send_mail(
+        kit.employer.email,
+        f"Kit {kit.reference} contresigné",
+        f"Bonjour,\n\nL'assureur a contresigné les pièces du kit {kit.reference}. Les "
+        f"exemplaires signés des deux parties sont disponibles dans votre espace "
+        f"{settings().public_url}/portail et sont archivés par votre centre de gestion.\n",
+        kit_id=kit.id,
+    )

@@ -1,0 +1,85 @@
+"""Pages without a browser: sign-in rules, scopes, and the background batch with its progress."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service.extensions import db
+from tests.conftest import employer_payload
+
+
+def csrf(client: FlaskClient, path: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert match is not None
+    return match.group(1)
+
+
+def sign_in(
+    app: Flask, client: FlaskClient, email: str, role: str = "staff", cdg: str | None = None
+) -> None:
+    from service.accounts.auth import create_user
+
+    with app.app_context():
+        create_user(email=email, role=role, cdg_code=cdg, password="un long mot de passe")
+        db.session.commit()
+    r = client.post(
+        "/connexion",
+        data={
+            "email": email,
+            "password": "un long mot de passe",
+            "csrf_token": csrf(client, "/connexion"),
+        },
+    )
+    assert r.status_code == 302
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_pages_need_the_right_role(
+    app: Flask, client: FlaskClient, convention: dict[str, Any]
+) -> None:
+    assert client.get("/revue").status_code == 302
+    assert client.get("/portail/kit").headers["Location"].startswith("/portail")
+    sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
+    assert client.get("/").headers["Location"] == "/cdg"
+    assert client.get("/revue").status_code == 302  # staff only
+    page = client.get("/cdg")
+    assert page.status_code == 200 and "Suivi des adhésions" in page.get_data(as_text=True)
+    client.post("/deconnexion", data={"csrf_token": csrf(client, "/cdg")})
+    assert client.get("/cdg").status_code == 302
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_batch_runs_in_the_background_with_progress(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    for siret, name in (
+        ("21810004800014", "Albi"),
+        ("21810001400016", "Aguts"),
+        ("20003402300016", "CC Tarn-Agout"),
+    ):
+        client.post(
+            "/api/v1/employers",
+            json=employer_payload(convention["id"], siret=siret, name=name),
+            headers=staff,
+        )
+    sign_in(app, client, "agent@assureur.fr")
+    r = client.post("/lots", data={"cdg": "81", "csrf_token": csrf(client, "/")})
+    assert r.status_code == 302
+    url = r.headers["Location"]
+    first = client.get(url).get_data(as_text=True)
+    assert '<progress id="progress" max="3"' in first
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        body = client.get(url).get_data(as_text=True)
+        if "Terminé" in body:
+            break
+        time.sleep(0.5)
+    assert "Terminé : 3 kit(s) émis, 0 échec(s)." in body
+    assert 'value="3"' in body and 'http-equiv="refresh"' not in body
+    assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 3
