@@ -95,6 +95,7 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg), avec une barre de progression."""
     from service.backends import document_store, settings
     from service.kits.domain import employers_without_kit, issue_batch, issue_kit
+    from service.mail import notify
     from service.reference.domain import get_cdg, get_employer
 
     if bool(siret) == bool(cdg_code):
@@ -110,6 +111,7 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
         if siret:
             issued = issue_kit(get_employer(siret), **common)  # type: ignore[arg-type]
             db.session.commit()
+            notify.kit_issued(issued.kit)
             click.echo(f"Kit {issued.kit.reference} émis pour {issued.kit.employer.name}.")
             click.echo(
                 f"Code d'accès : {'-'.join(issued.access_code[i : i + 4] for i in range(0, 16, 4))}"
@@ -131,6 +133,8 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
         def done(employer, kit, error) -> None:  # type: ignore[no-untyped-def]
             if error is not None:
                 failures.append(f"{employer.siret} {employer.name} : {error}")
+            else:
+                notify.kit_issued(kit.kit)
             bar.update(1)
 
         issued = issue_batch(employers, workers=workers, on_done=done, **common)  # type: ignore[arg-type]

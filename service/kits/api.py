@@ -8,10 +8,11 @@ from flask import Response, jsonify, request, stream_with_context, url_for
 
 from service.api import principal, route
 from service.audit.domain import record
-from service.backends import document_store, send_mail, settings
+from service.backends import document_store, settings
 from service.extensions import db
 from service.kits import domain
 from service.kits.models import Kit
+from service.mail import notify
 from service.reference.domain import get_employer
 from service.timeutil import iso
 from storage import ObjectStore
@@ -101,15 +102,7 @@ def issue(siret: str) -> Any:
     )
     kit = issued.kit
     db.session.commit()
-    send_mail(
-        employer.email,
-        f"Votre kit contractuel PSC prévoyance {kit.reference}",
-        f"Bonjour,\n\nLe kit contractuel {kit.reference} de {employer.name} est disponible dans "
-        f"l'espace « Nouvel Adhérent » : {s.public_url}/portail\n\nConnectez-vous avec votre "
-        "SIRET et le code d'accès imprimé sur le courrier du kit (il ne vous sera jamais "
-        "communiqué par courriel).\n",
-        kit_id=kit.id,
-    )
+    notify.kit_issued(kit)
     return jsonify(kit_json(kit, access_code=issued.access_code)), 201
 
 

@@ -13,10 +13,10 @@ from service.extensions import db
 from service.kits import domain as kits
 from service.kits.api import _stream_from
 from service.kits.models import Kit
+from service.mail import notify
 from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
 from service.pages.blueprint import bp
 from service.returns import domain as returns
-from service.returns import notify
 from service.returns.models import KitReturn
 from signing.errors import Refused
 

@@ -25,6 +25,7 @@ from service.extensions import db
 from service.kits import domain as kits
 from service.kits.api import _stream_from
 from service.kits.models import Kit
+from service.mail import notify
 from service.pages.auth import current_principal, page_roles, sign_in_user, sign_out
 from service.pages.blueprint import bp
 from service.pages.models import BatchRun
@@ -34,7 +35,6 @@ from service.reference.models import Cdg, Convention, Employer
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
-from service.returns import notify
 from service.returns.models import KitReturn
 from service.timeutil import utcnow
 
@@ -288,6 +288,7 @@ def employer_issue(siret: str) -> Any:
         portal_url=f"{s.public_url}/portail",
     )
     db.session.commit()
+    notify.kit_issued(issued.kit)
     code = "-".join(issued.access_code[i : i + 4] for i in range(0, 16, 4))
     return render_template("issued.html", employer=employer, kit=issued.kit, code=code)
 
@@ -453,6 +454,8 @@ def _run_batch(app: Any, run_id: int, employer_ids: list[int]) -> None:
             else:
                 current.done += 1
             db.session.commit()
+            if kit is not None:
+                notify.kit_issued(kit.kit)
 
         try:
             kits.issue_batch(

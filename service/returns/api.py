@@ -20,8 +20,9 @@ from service.errors import Forbidden, InvalidInput
 from service.extensions import db
 from service.kits.api import _stream
 from service.kits.domain import get_kit
+from service.mail import notify
 from service.reference.domain import get_employer
-from service.returns import domain, notify
+from service.returns import domain
 from service.returns.models import KitReturn
 from service.timeutil import iso
 from signing.errors import Refused

@@ -1,4 +1,4 @@
-"""E-mails to the employer about its signed pieces (the same from the API and the pages)."""
+"""E-mails to employers (the same from the API, the pages and the commands)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ from service.kits.render import SPECS
 def _title(kind: str) -> str:
     spec = SPECS.get(kind)
     return spec.title if spec else kind
+
+
+def kit_issued(kit: Kit) -> None:
+    """The portal's address, never the access code (it travels only in the printed letter)."""
+    employer = kit.employer
+    send_mail(
+        employer.email,
+        f"Votre kit contractuel PSC prévoyance {kit.reference}",
+        f"Bonjour,\n\nLe kit contractuel {kit.reference} de {employer.name} est disponible dans "
+        f"l'espace « Nouvel Adhérent » : {settings().public_url}/portail\n\nConnectez-vous avec "
+        "votre SIRET et le code d'accès imprimé sur le courrier du kit (il ne vous sera jamais "
+        "communiqué par courriel).\n",
+        kit_id=kit.id,
+    )
 
 
 def return_accepted(kit: Kit, kind: str) -> None:
