@@ -114,7 +114,9 @@ def trust_settings() -> TrustSettings:
                 for c in x509.load_pem_x509_certificates(pem)
             )
         cache["trust"] = TrustSettings(
-            roots=roots, forbidden_fingerprints=frozenset({key.fingerprint})
+            roots=roots,
+            forbidden_fingerprints=frozenset({key.fingerprint}),
+            allow_fetching=s.signing_allow_fetching,
         )
     return cache["trust"]
 

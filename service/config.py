@@ -34,6 +34,7 @@ class Settings:
     signing_pkcs12_passphrase: str | None
     signing_trust_roots: str | None
     signing_tsa_url: str | None
+    signing_allow_fetching: bool
     mail_url: str
     max_upload_mb: int
     access_code_days: int
@@ -58,6 +59,8 @@ class Settings:
             signing_pkcs12_passphrase=env.get("SIGNING_PKCS12_PASSPHRASE") or None,
             signing_trust_roots=env.get("SIGNING_TRUST_ROOTS") or None,
             signing_tsa_url=env.get("SIGNING_TSA_URL") or None,
+            signing_allow_fetching=env.get("SIGNING_ALLOW_FETCHING", "").lower()
+            in ("1", "true", "oui", "yes"),
             mail_url=env.get("MAIL_URL") or f"file://{instance / 'outbox'}",
             max_upload_mb=int(env.get("MAX_UPLOAD_MB", "20")),
             access_code_days=int(env.get("ACCESS_CODE_DAYS", "120")),

@@ -83,3 +83,22 @@ def test_batch_runs_in_the_background_with_progress(
     assert "Terminé : 3 kit(s) émis, 0 échec(s)." in body
     assert 'value="3"' in body and 'http-equiv="refresh"' not in body
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_staff_can_lift_a_portal_lockout_from_the_page(app: Flask, client: FlaskClient,
+                                                       staff: dict[str, str],
+                                                       employer: dict[str, Any]) -> None:
+    from service.returns.models import AccessThrottle
+
+    with app.app_context():
+        db.session.add(AccessThrottle(key="siret:21810004800014", failures=10, locked=True))
+        db.session.commit()
+    sign_in(app, client, "agent@assureur.fr")
+    page = client.get("/employeurs/21810004800014").get_data(as_text=True)
+    assert "bloqué après trop d'essais" in page
+    token = csrf(client, "/employeurs/21810004800014")
+    r = client.post("/employeurs/21810004800014/deverrouillage", data={"csrf_token": token})
+    assert r.status_code == 302
+    page = client.get("/employeurs/21810004800014").get_data(as_text=True)
+    assert "bloqué après trop d'essais" not in page and "débloqué" in page

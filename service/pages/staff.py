@@ -35,7 +35,7 @@ from service.reference.models import Cdg, Convention, Employer
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
-from service.returns.models import KitReturn
+from service.returns.models import AccessThrottle, KitReturn
 from service.timeutil import utcnow
 
 STAFF = ("admin", "staff")
@@ -272,7 +272,14 @@ def employer_page(siret: str) -> Any:
         if kit
         else []
     )
-    return render_template("employer.html", employer=employer, kit=kit, returns=kit_returns)
+    throttle = db.session.get(AccessThrottle, f"siret:{siret}")
+    locked = throttle is not None and (
+        throttle.locked
+        or (throttle.blocked_until is not None and throttle.blocked_until > utcnow())
+    )
+    return render_template(
+        "employer.html", employer=employer, kit=kit, returns=kit_returns, locked=locked
+    )
 
 
 @bp.post("/employeurs/<siret>/kit")
@@ -291,6 +298,16 @@ def employer_issue(siret: str) -> Any:
     notify.kit_issued(issued.kit)
     code = "-".join(issued.access_code[i : i + 4] for i in range(0, 16, 4))
     return render_template("issued.html", employer=employer, kit=issued.kit, code=code)
+
+
+@bp.post("/employeurs/<siret>/deverrouillage")
+@page_roles(*STAFF)
+def employer_unlock(siret: str) -> Any:
+    reference.get_employer(siret)
+    returns.unlock_portal(siret, principal=current_principal())
+    db.session.commit()
+    flash("Accès au portail débloqué pour cette collectivité.")
+    return redirect(url_for("pages.employer_page", siret=siret))
 
 
 @bp.get("/kits/<int:kit_id>/documents/<kind>.pdf")
