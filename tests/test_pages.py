@@ -86,9 +86,9 @@ def test_batch_runs_in_the_background_with_progress(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_staff_can_lift_a_portal_lockout_from_the_page(app: Flask, client: FlaskClient,
-                                                       staff: dict[str, str],
-                                                       employer: dict[str, Any]) -> None:
+def test_staff_can_lift_a_portal_lockout_from_the_page(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
     from service.returns.models import AccessThrottle
 
     with app.app_context():
