@@ -102,6 +102,10 @@ def _sqlite_pragmas(app: Flask) -> None:
 
         @event.listens_for(db.engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # SQLite's lower() folds ASCII only: searching « œuilly » must find « Œuilly »
+            dbapi_connection.create_function(
+                "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
+            )
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -145,24 +145,13 @@ def test_cdg_sees_only_its_archive_with_pagination(
 
 
 def test_storage_down_during_countersign_then_retry_archives(
-    database_url: str,
-    tmp_path: Path,
-    trust_roots: Path,
+    down_app: Flask,
     client: FlaskClient,
     staff: dict[str, str],
     employer: dict[str, Any],
     pki: Pki,
-    moto_endpoint: str,
-    bucket: str,
 ) -> None:
-    # the same instance, but the archive endpoint is down
-    down = make_app(
-        database_url,
-        tmp_path,
-        SIGNING_TRUST_ROOTS=str(trust_roots),
-        ARCHIVE_STORE=f"s3://{bucket}/cdg",
-        S3_ENDPOINT_URL="http://127.0.0.1:9",
-    )
+    down = down_app
     kit = signed_kit(client, staff, pki)
     r = down.test_client().post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
     assert r.status_code == 200, r.json
@@ -182,9 +171,7 @@ def test_storage_down_during_countersign_then_retry_archives(
 
 
 def test_crash_between_upload_and_record_converges_without_duplicate(
-    database_url: str,
-    tmp_path: Path,
-    trust_roots: Path,
+    down_app: Flask,
     app: Flask,
     client: FlaskClient,
     staff: dict[str, str],
@@ -193,13 +180,7 @@ def test_crash_between_upload_and_record_converges_without_duplicate(
     moto_endpoint: str,
     bucket: str,
 ) -> None:
-    down = make_app(
-        database_url,
-        tmp_path,
-        SIGNING_TRUST_ROOTS=str(trust_roots),
-        ARCHIVE_STORE=f"s3://{bucket}/cdg",
-        S3_ENDPOINT_URL="http://127.0.0.1:9",
-    )
+    down = down_app
     kit = signed_kit(client, staff, pki)
     down.test_client().post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
     with app.app_context():

@@ -250,11 +250,21 @@ def test_employer_listing_filters(
         headers=staff,
     )
     assert client.get("/api/v1/employers?q=agu", headers=staff).json["total"] == 1
-    assert client.get("/api/v1/employers?status=none", headers=staff).json["total"] == 2
+    client.post(
+        "/api/v1/employers",
+        json=employer_payload(
+            employer["convention_id"], siret="20003402300016", name="Œuilly-Élancourt"
+        ),
+        headers=staff,
+    )
+    for query in ("œuilly", "ŒUILLY", "élan"):
+        found = client.get(f"/api/v1/employers?q={query}", headers=staff).json["items"]
+        assert [e["name"] for e in found] == ["Œuilly-Élancourt"], query
+    assert client.get("/api/v1/employers?status=none", headers=staff).json["total"] == 3
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 0
     assert_error(client.get("/api/v1/employers?status=bogus", headers=staff), 422, "invalid_status")
     page = client.get("/api/v1/employers?limit=1&offset=1", headers=staff).json
-    assert page["total"] == 2 and [e["name"] for e in page["items"]] == ["Albi"]
+    assert page["total"] == 3 and [e["name"] for e in page["items"]] == ["Albi"]
 
 
 def test_simulation_endpoint(
