@@ -257,6 +257,8 @@ def test_employer_listing_filters(
         ),
         headers=staff,
     )
+    assert client.get("/api/v1/employers?kind=commune", headers=staff).json["total"] == 3
+    assert client.get("/api/v1/employers?kind=cc", headers=staff).json["total"] == 0
     for query in ("œuilly", "ŒUILLY", "élan"):
         found = client.get(f"/api/v1/employers?q={query}", headers=staff).json["items"]
         assert [e["name"] for e in found] == ["Œuilly-Élancourt"], query

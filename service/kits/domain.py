@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import multiprocessing
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -49,10 +48,6 @@ def normalize_access_code(code: str) -> str:
 
 def hash_access_code(code: str) -> str:
     return hashlib.sha256(normalize_access_code(code).encode()).hexdigest()
-
-
-def access_code_matches(kit: Kit, code: str) -> bool:
-    return hmac.compare_digest(kit.access_code_hash, hash_access_code(code))
 
 
 def next_reference(cdg_code: str, year: int) -> str:

@@ -134,10 +134,12 @@ def dashboard() -> Any:
         )
         counts["none"] = all_count - sum(counts.values())
         try:
-            total, rows = list_employers(cdg=cdg, status=status, q=q, limit=1000, offset=0)
+            _, rows = list_employers(
+                cdg=cdg, status=status, q=q, kind=kind, limit=100_000, offset=0
+            )
         except InvalidInput:
-            total, rows = 0, []
-        employers = [e for e in rows if not kind or e.kind == kind]
+            rows = []
+        employers = list(rows)
         if waiting:
             days = int(waiting) if waiting.isdigit() else 0
             employers = [e for e in employers if _waiting_days(e) >= days]

@@ -229,6 +229,7 @@ def create_employer() -> Any:
     query={
         "cdg": "code du CDG",
         "status": "état du kit",
+        "kind": "type de collectivité",
         "q": "recherche sur le nom ou le SIRET",
         "limit": "taille de page (200 au plus)",
         "offset": "décalage",
@@ -250,6 +251,7 @@ def list_employers() -> Any:
         cdg=cdg,
         status=request.args.get("status"),
         q=request.args.get("q"),
+        kind=request.args.get("kind"),
         limit=limit,
         offset=offset,
     )

@@ -13,11 +13,19 @@ from service.reference.models import Cdg, Employer
 
 
 def list_employers(
-    *, cdg: str | None, status: str | None, q: str | None, limit: int, offset: int
+    *,
+    cdg: str | None,
+    status: str | None,
+    q: str | None,
+    limit: int,
+    offset: int,
+    kind: str | None = None,
 ) -> tuple[int, Sequence[Employer]]:
     query = select(Employer).join(Cdg, Employer.cdg_id == Cdg.id)
     if cdg:
         query = query.where(Cdg.code == cdg)
+    if kind:
+        query = query.where(Employer.kind == kind)
     if q:
         pattern = f"%{q.strip().lower()}%"
         query = query.where(
