@@ -15,6 +15,9 @@ from typing import Any
 
 from signing.errors import CountersignFailed, KeyUnavailable, TimestampUnavailable
 
+#: embedded in the stamp, so that the countersigned copy keeps every font embedded (PDF/A)
+STAMP_FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans-latin-1000upem.ttf"
+
 
 @dataclass(frozen=True)
 class SigningKey:
@@ -68,6 +71,7 @@ def countersign(
     tsa_url: str | None = None,
 ) -> bytes:
     """Append the insurer's PAdES signature to an already signed PDF."""
+    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.text import TextBoxStyle
     from pyhanko.sign import fields, signers, timestamps
@@ -85,9 +89,9 @@ def countersign(
         use_pades_lta=False,
     )
     stamp = TextStampStyle(
-        stamp_text=f"Contresigne pour {_ascii(signer_label)}\nle %(ts)s",
+        stamp_text=f"Contresigné pour {signer_label}\nle %(ts)s",
         timestamp_format="%d/%m/%Y %H:%M UTC",
-        text_box_style=TextBoxStyle(font_size=8),
+        text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(STAMP_FONT)), font_size=8),
         border_width=1,
     )
     try:
@@ -110,13 +114,6 @@ def countersign(
         if tsa_url and _is_timestamp_failure(exc):
             raise TimestampUnavailable(f"time-stamping authority failed: {exc}") from exc
         raise CountersignFailed(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _ascii(text: str) -> str:
-    """pyHanko's built-in stamp font (Courier) has no accents: keep the text readable."""
-    import unicodedata
-
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 def _is_timestamp_failure(exc: BaseException) -> bool:

@@ -84,3 +84,31 @@ def fonts_embedded(data: bytes) -> list[str]:
 def xmp(data: bytes) -> str:
     reader = PdfReader(io.BytesIO(data))
     return reader.trailer["/Root"]["/Metadata"].get_object().get_data().decode()
+
+
+def every_font_embedded(data: bytes) -> list[str]:
+    """Fonts reachable anywhere from the catalog (pages, annotations' appearances) that are not
+    embedded."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    reader = PdfReader(io.BytesIO(data))
+    missing: list[str] = []
+    seen: set[int] = set()
+    stack: list[object] = [reader.trailer["/Root"]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, IndirectObject):
+            if item.idnum in seen:
+                continue
+            seen.add(item.idnum)
+            item = item.get_object()
+        if isinstance(item, DictionaryObject):
+            if item.get("/Type") == "/Font" and item.get("/Subtype") not in ("/Type0", "/Type3"):
+                descriptor = item.get("/FontDescriptor")
+                descriptor = descriptor.get_object() if descriptor else {}
+                if not any(k in descriptor for k in ("/FontFile", "/FontFile2", "/FontFile3")):
+                    missing.append(str(item.get("/BaseFont")))
+            stack.extend(v for k, v in item.items() if k not in ("/Parent", "/P"))
+        elif isinstance(item, ArrayObject):
+            stack.extend(item)
+    return missing

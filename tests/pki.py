@@ -163,19 +163,29 @@ def build_pki() -> Pki:
 def sign_pdf(
     data: bytes, party: Party, *, field: str = "Signature_collectivite", name: str | None = None
 ) -> bytes:
-    """Sign as a real tool does: an incremental PAdES revision."""
+    """Sign as a real tool does: an incremental PAdES revision, with a visible stamp."""
+    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.pdf_utils.text import TextBoxStyle
     from pyhanko.sign import fields, signers
     from pyhanko.sign.fields import SigSeedSubFilter
+    from pyhanko.stamp import TextStampStyle
+
+    from signing.countersign import STAMP_FONT
 
     writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
     meta = signers.PdfSignatureMetadata(
         field_name=field, md_algorithm="sha256", subfilter=SigSeedSubFilter.PADES, name=name
     )
+    stamp = TextStampStyle(
+        stamp_text="Signé par %(signer)s\nle %(ts)s",
+        text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(STAMP_FONT)), font_size=7),
+    )
     out = io.BytesIO()
     signers.PdfSigner(
         meta,
         signer=party.signer(),
+        stamp_style=stamp,
         new_field_spec=fields.SigFieldSpec(
             sig_field_name=field, on_page=-1, box=(40, 70, 280, 135)
         ),

@@ -19,6 +19,7 @@ from service.extensions import db
 from service.kits.models import Kit
 from tests import attacks
 from tests.conftest import auth, employer_payload
+from tests.pdftools import every_font_embedded
 from tests.pki import Pki, sign_pdf
 from tests.test_reference_api import assert_error
 
@@ -408,6 +409,7 @@ def test_countersign_requires_every_piece_then_signs_incrementally(
             status = validate_pdf_signature(sig, ValidationContext(trust_roots=[]))
             assert status.intact and status.valid
         (artifacts / f"countersigned-{kind}.pdf").write_bytes(signed.data)
+        assert every_font_embedded(signed.data) == []  # the stamp's font too
         report = subprocess.run(
             [
                 "pdfsig",
