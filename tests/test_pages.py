@@ -102,3 +102,28 @@ def test_staff_can_lift_a_portal_lockout_from_the_page(
     assert r.status_code == 302
     page = client.get("/employeurs/21810004800014").get_data(as_text=True)
     assert "bloqué après trop d'essais" not in page and "débloqué" in page
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_batch_whose_worker_died_is_shown_interrupted(
+    app: Flask, client: FlaskClient, convention: dict[str, Any]
+) -> None:
+    from datetime import timedelta
+
+    from service.pages.models import BatchRun
+    from service.timeutil import utcnow
+
+    with app.app_context():
+        run = BatchRun(
+            cdg_code="81",
+            total=10,
+            done=4,
+            started_by="staff:x",
+            started_at=utcnow() - timedelta(hours=2),
+        )
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    sign_in(app, client, "agent@assureur.fr")
+    body = client.get(f"/lots/{run_id}").get_data(as_text=True)
+    assert "Interrompu : 4 kit(s) émis" in body and 'http-equiv="refresh"' not in body

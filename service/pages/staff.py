@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from flask import (
@@ -47,6 +47,7 @@ STATUS_LABELS = {
     "archived": "Archivé",
     "superseded": "Remplacé",
 }
+STALE_BATCH = timedelta(minutes=30)
 RETURN_LABELS = {"accepted": "Accepté", "pending_review": "À revoir", "refused": "Refusé"}
 
 
@@ -503,4 +504,9 @@ def batch_page(run_id: int) -> Any:
     run = db.session.get(BatchRun, run_id)
     if run is None:
         abort(404)
+    if run.status == "running" and utcnow() - run.started_at > STALE_BATCH + timedelta(
+        seconds=10 * run.total
+    ):  # its web worker was restarted: the kits issued so far are kept
+        run.status, run.finished_at = "interrupted", utcnow()
+        db.session.commit()
     return render_template("batch.html", run=run)
