@@ -74,6 +74,7 @@ def _reset(app: Flask) -> None:
         with db.engine.begin() as conn:
             if db.engine.dialect.name == "postgresql":
                 conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER USER"))
             else:
                 for table in tables:
                     conn.execute(text(f"DELETE FROM {table}"))

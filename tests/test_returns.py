@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pypdf import PdfReader, PdfWriter
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from service.extensions import db
 from service.kits.models import Kit
@@ -482,6 +483,17 @@ def test_audit_chain_detects_edits_insertions_and_deletions(
     ]
     assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(events))
     with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            # the service's role cannot rewrite history: the trigger refuses row changes
+            for statement in (
+                "UPDATE audit_event SET actor = 'x' WHERE id = 1",
+                "DELETE FROM audit_event WHERE id = 1",
+            ):
+                with pytest.raises(DBAPIError, match="append-only"):
+                    db.session.execute(text(statement))
+                db.session.rollback()
+            # someone with the owner's rights disables it: the chain still tells
+            db.session.execute(text("ALTER TABLE audit_event DISABLE TRIGGER USER"))
         db.session.execute(text("UPDATE audit_event SET actor = 'staff:quelquun' WHERE id = 1"))
         db.session.commit()
     result = runner.invoke(args=["audit", "verify"])
