@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -269,3 +270,50 @@ def test_tracking_csv_opens_in_a_french_spreadsheet(
     assert by_name["Aguts"]["Statut du kit"] == "pas de kit"
     assert (by_name["Aguts"]["Montant A"], by_name["Aguts"]["Montant B"]) == ("7,00", "12,50")
     assert by_name["Aguts"]["Critères de modulation"] == "Catégorie hiérarchique ; revenus modestes"
+
+
+def test_documents_on_s3_and_a_storage_outage_during_upload(
+    database_url: str, tmp_path: Path, trust_roots: Path, pki: Pki
+) -> None:
+    """Kits issued onto S3; when the store dies, an upload gets a clean 503 and leaves no row."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.conftest import CDG81, CONVENTION, employer_payload
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    documents = f"documents-{uuid.uuid4().hex[:10]}"
+    make_bucket(endpoint, documents, lock=False)
+    app = make_app(
+        database_url,
+        tmp_path,
+        SIGNING_TRUST_ROOTS=str(trust_roots),
+        DOCUMENT_STORE=f"s3://{documents}/kits",
+        S3_ENDPOINT_URL=endpoint,
+    )
+    try:
+        client = app.test_client()
+        staff = auth(create_token(app, "staff", "s3@assureur.fr"))
+        client.post("/api/v1/cdgs", json=CDG81, headers=staff)
+        convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
+        client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+        kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
+        pdf = client.get(kit["documents"][0]["pdf_url"], headers=staff).data
+        assert hashlib.sha256(pdf).hexdigest() == kit["documents"][0]["sha256"]
+        stored = s3(endpoint).list_objects_v2(Bucket=documents)["Contents"]
+        assert len(stored) == 6 + 2 + 2  # PDFs, DOCX, bundle and ZIP
+        employer = auth(portal(client, kit["access_code"]).json["token"])
+        signed = sign_pdf(pdf, pki.trusted)
+        server.stop()
+        r = upload(client, employer, kit, PIECES[0], signed)
+        assert_error(r, 503, "unavailable")
+        assert client.get("/api/v1/health").json["storage"] != "ok"
+        assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["returns"] == []
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        from tests.conftest import _reset
+
+        _reset(app)
