@@ -127,3 +127,23 @@ def test_a_batch_whose_worker_died_is_shown_interrupted(
     sign_in(app, client, "agent@assureur.fr")
     body = client.get(f"/lots/{run_id}").get_data(as_text=True)
     assert "Interrompu : 4 kit(s) émis" in body and 'http-equiv="refresh"' not in body
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:x"])
+def test_sign_in_never_redirects_off_site(app: Flask, client: FlaskClient, target: str) -> None:
+    from service.accounts.auth import create_user
+
+    with app.app_context():
+        create_user(email="agent@assureur.fr", role="staff", password="un long mot de passe")
+        db.session.commit()
+    token = csrf(client, "/connexion")
+    r = client.post(
+        f"/connexion?suivant={target}",
+        data={
+            "email": "agent@assureur.fr",
+            "password": "un long mot de passe",
+            "csrf_token": token,
+        },
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/"
