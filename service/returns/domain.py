@@ -251,38 +251,21 @@ def receive_return(
         details={"kind": kind, "return_id": ret.id},
     )
     if refusal is not None:
-        record(
-            "return_refused",
-            actor="system",
-            kit_id=kit.id,
-            sha256_after=digest,
-            details={"kind": kind, "return_id": ret.id, "code": refusal.code},
-        )
+        event, extra = "return_refused", {"code": refusal.code}
     elif ret.status == "accepted":
-        record(
-            "return_accepted",
-            actor="system",
-            kit_id=kit.id,
-            sha256_after=digest,
-            details={
-                "kind": kind,
-                "return_id": ret.id,
-                "signers": [s["name"] for s in ret.verification.get("signers", [])],
-            },
-        )
-        _update_kit_status(kit)
+        signers = [signer["name"] for signer in ret.verification.get("signers", [])]
+        event, extra = "return_accepted", {"signers": signers}
     else:
-        record(
-            "return_pending_review",
-            actor="system",
-            kit_id=kit.id,
-            sha256_after=digest,
-            details={
-                "kind": kind,
-                "return_id": ret.id,
-                "reasons": ret.verification.get("reasons", []),
-            },
-        )
+        event, extra = "return_pending_review", {"reasons": ret.verification.get("reasons", [])}
+    record(
+        event,
+        actor="system",
+        kit_id=kit.id,
+        sha256_after=digest,
+        details={"kind": kind, "return_id": ret.id, **extra},
+    )
+    if event == "return_accepted":
+        _update_kit_status(kit)
     db.session.commit()
     if refusal is not None:
         raise refusal
