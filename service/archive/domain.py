@@ -28,8 +28,8 @@ from service.audit.domain import record
 from service.audit.models import AuditHead
 from service.errors import InvalidInput, NotFound
 from service.extensions import db
+from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
-from service.reference.models import Cdg, Employer
 from service.timeutil import iso, utcnow
 from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
 
@@ -369,27 +369,6 @@ STATUS_LABELS = {
 
 def _day(value: datetime | None) -> str:
     return f"{value:%d/%m/%Y}" if value else ""
-
-
-def employers_with_current_kit(cdg_code: str) -> list[tuple[Employer, Kit | None]]:
-    """Every employer of a CDG with its current (latest not superseded) kit, by name."""
-    cdg = db.session.scalar(select(Cdg).where(Cdg.code == cdg_code))
-    if cdg is None:
-        raise NotFound("CDG inconnu.", code="unknown_cdg")
-    latest = (
-        select(Kit.employer_id, func.max(Kit.id).label("kit_id"))
-        .where(Kit.status != "superseded")
-        .group_by(Kit.employer_id)
-        .subquery()
-    )
-    rows = db.session.execute(
-        select(Employer, Kit)
-        .outerjoin(latest, latest.c.employer_id == Employer.id)
-        .outerjoin(Kit, Kit.id == latest.c.kit_id)
-        .where(Employer.cdg_id == cdg.id)
-        .order_by(Employer.name)
-    ).all()
-    return [(employer, kit) for employer, kit in rows]
 
 
 def tracking_csv(cdg_code: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.accounts.auth import Principal
 from service.audit.domain import record
@@ -28,7 +28,7 @@ from service.kits.render import (
     render_kit,
 )
 from service.reference.domain import can_see_employer, convention_options
-from service.reference.models import Employer
+from service.reference.models import Cdg, Employer
 from service.reference.schemas import EMPLOYER_KINDS
 from service.timeutil import utcnow
 from storage import ObjectStore
@@ -300,8 +300,6 @@ def issue_batch(
 
 
 def employers_without_kit(cdg_code: str) -> list[Employer]:
-    from service.reference.models import Cdg
-
     has_kit = select(Kit.employer_id).where(Kit.status != "superseded")
     return list(
         db.session.scalars(
@@ -345,3 +343,24 @@ def current_kit(employer: Employer) -> Kit | None:
         .order_by(Kit.issued_at.desc(), Kit.id.desc())
         .limit(1)
     )
+
+
+def employers_with_current_kit(cdg_code: str) -> list[tuple[Employer, Kit | None]]:
+    """Every employer of a CDG with its current (latest not superseded) kit, by name."""
+    cdg = db.session.scalar(select(Cdg).where(Cdg.code == cdg_code))
+    if cdg is None:
+        raise NotFound("CDG inconnu.", code="unknown_cdg")
+    latest = (
+        select(Kit.employer_id, func.max(Kit.id).label("kit_id"))
+        .where(Kit.status != "superseded")
+        .group_by(Kit.employer_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Employer, Kit)
+        .outerjoin(latest, latest.c.employer_id == Employer.id)
+        .outerjoin(Kit, Kit.id == latest.c.kit_id)
+        .where(Employer.cdg_id == cdg.id)
+        .order_by(Employer.name)
+    ).all()
+    return [(employer, kit) for employer, kit in rows]

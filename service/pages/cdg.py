@@ -15,6 +15,7 @@ from service.archive.models import ArchiveRecord
 from service.backends import archive_store
 from service.extensions import db
 from service.kits.api import _stream_from
+from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.pages.auth import current_principal, page_roles
 from service.pages.blueprint import bp
@@ -73,7 +74,7 @@ def cdg_home() -> Any:
     if cdg is None:
         return redirect("/")
     q = (request.args.get("q") or "").strip().lower()
-    rows = archive.employers_with_current_kit(code)
+    rows = employers_with_current_kit(code)
     if q:
         rows = [r for r in rows if q in r[0].name.lower() or q in r[0].siret]
     records = db.session.scalars(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from service.audit.domain import kit_events
 from service.backends import document_store, run_archive_jobs, settings, signing_key
@@ -31,7 +32,7 @@ from service.pages.blueprint import bp
 from service.pages.models import BatchRun
 from service.reference import domain as reference
 from service.reference.listing import list_employers
-from service.reference.models import Cdg, Convention, Employer
+from service.reference.models import Convention, Employer
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
@@ -115,73 +116,42 @@ def dashboard() -> Any:
         page = max(int(request.args.get("page", 1)), 1)
     except ValueError:
         page = 1
-    counts: dict[str, int] = {}
-    employers: list[Employer] = []
-    total = 0
+    counts: Counter[str] = Counter()
+    rows: list[tuple[Employer, Kit | None, int]] = []
     if cdg:
-        current = (
-            select(Kit.status, func.count())
-            .join(Employer, Kit.employer_id == Employer.id)
-            .join(Cdg, Employer.cdg_id == Cdg.id)
-            .where(Cdg.code == cdg, Kit.status != "superseded")
-            .group_by(Kit.status)
-        )
-        counts = dict(db.session.execute(current).all())  # type: ignore[arg-type]
-        all_count = (
-            db.session.scalar(
-                select(func.count()).select_from(Employer).join(Cdg).where(Cdg.code == cdg)
-            )
-            or 0
-        )
-        counts["none"] = all_count - sum(counts.values())
+        # one query for the current kits; the listing below only filters
+        current = {e.id: kit for e, kit in kits.employers_with_current_kit(cdg)}
+        counts = Counter(kit.status if kit else "none" for kit in current.values())
         try:
-            _, rows = list_employers(
+            _, listed = list_employers(
                 cdg=cdg, status=status, q=q, kind=kind, limit=100_000, offset=0
             )
         except InvalidInput:
-            rows = []
-        employers = list(rows)
+            listed = []
+        rows = [(e, current.get(e.id), _waiting_days(current.get(e.id))) for e in listed]
         if waiting:
             days = int(waiting) if waiting.isdigit() else 0
-            employers = [e for e in employers if _waiting_days(e) >= days]
-        total = len(employers)
-        employers = employers[(page - 1) * 50 : page * 50]
+            rows = [row for row in rows if row[2] >= days]
     return render_template(
         "dashboard.html",
         cdgs=cdgs,
         cdg=cdg,
         counts=counts,
-        employers=employers,
-        total=total,
+        rows=rows[(page - 1) * 50 : page * 50],
+        total=len(rows),
         page=page,
         filters={"statut": status, "type": kind, "q": q, "attente": waiting},
-        current_kit=kits.current_kit,
-        waiting_days=_waiting_days,
         batches=db.session.scalars(select(BatchRun).order_by(BatchRun.id.desc()).limit(3)).all(),
     )
 
 
-def _waiting_days(employer: Employer) -> int:
-    kit = kits.current_kit(employer)
+def _waiting_days(kit: Kit | None) -> int:
     if kit is None or kit.status not in ("issued", "employer_signed"):
         return 0
     return (utcnow() - kit.status_changed_at).days
 
 
 # -- employers -------------------------------------------------------------------------------
-
-
-EMPLOYER_FIELDS = (
-    "siret",
-    "name",
-    "kind",
-    "address",
-    "email",
-    "headcount",
-    "cst_opinion_on",
-    "deliberation_on",
-    "joins_on",
-)
 
 
 def _contribution_from_form(form: Any) -> dict[str, Any]:

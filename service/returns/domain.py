@@ -17,7 +17,7 @@ from service.audit.domain import record
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
-from service.kits.domain import get_document, hash_access_code
+from service.kits.domain import current_kit, get_document, hash_access_code
 from service.kits.models import Kit, KitDocument
 from service.reference.models import Employer
 from service.returns.models import AccessThrottle, KitReturn
@@ -92,14 +92,7 @@ def open_portal_session(*, siret: str, access_code: str, address: str | None) ->
         db.session.commit()
         raise
     employer = db.session.scalar(select(Employer).where(Employer.siret == siret))
-    kit = None
-    if employer is not None:
-        kit = db.session.scalar(
-            select(Kit)
-            .where(Kit.employer_id == employer.id, Kit.status != "superseded")
-            .order_by(Kit.id.desc())
-            .limit(1)
-        )
+    kit = current_kit(employer) if employer is not None else None
     candidate = kit.access_code_hash if kit is not None else _DUMMY_HASH
     matches = hmac.compare_digest(candidate, hash_access_code(access_code or ""))
     if kit is None or not matches or kit.access_code_expires_at <= now:
