@@ -10,8 +10,8 @@ from service.api import principal, route
 from service.archive import domain
 from service.archive.models import ArchiveRecord
 from service.backends import archive_store
+from service.downloads import archived_copy, csv_attachment
 from service.errors import InvalidInput, NotFound
-from service.kits.api import _stream_from
 from service.timeutil import iso
 
 READERS = ("admin", "staff", "cdg")
@@ -79,9 +79,7 @@ def archive_content(record_id: int) -> Response:
         response = redirect(url, code=302)
         response.headers["Cache-Control"] = "no-store"
         return response
-    name = rec.key.rsplit("/", 1)[-1]
-    mimetype = "application/json" if name.endswith(".json") else "application/pdf"
-    return _stream_from(store, rec.key, mimetype, f"{rec.kit_reference}-{name}", rec.size)
+    return archived_copy(rec)
 
 
 @route(
@@ -93,8 +91,4 @@ def tracking(code: str) -> Response:
     who = principal()
     if who.role == "cdg" and who.cdg_code != code:
         raise NotFound("CDG inconnu.", code="unknown_cdg")
-    body = domain.tracking_csv(code)
-    response = Response(body.encode("utf-8"), mimetype="text/csv")
-    response.headers["Content-Type"] = "text/csv; charset=utf-8"
-    response.headers["Content-Disposition"] = f'attachment; filename="suivi-cdg-{code}.csv"'
-    return response
+    return csv_attachment(domain.tracking_csv(code), f"suivi-cdg-{code}.csv")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request, stream_with_context, url_for
+from flask import Response, jsonify, request, url_for
 
 from service.api import principal, route
 from service.audit.domain import record
 from service.backends import document_store, settings
+from service.downloads import stream_object
 from service.extensions import db
 from service.kits import domain
 from service.kits.models import Kit
 from service.mail import notify
 from service.reference.domain import get_employer
 from service.timeutil import iso
-from storage import ObjectStore
 
 READERS = ("admin", "staff", "cdg", "employer")
 
@@ -124,34 +124,12 @@ def _downloaded(kit: Kit, what: str, sha256: str | None = None) -> None:
     db.session.commit()
 
 
-def _stream(key: str, mimetype: str, filename: str, size: int | None = None) -> Response:
-    return _stream_from(document_store(), key, mimetype, filename, size)
-
-
-def _stream_from(
-    store: ObjectStore, key: str, mimetype: str, filename: str, size: int | None = None
-) -> Response:
-    chunks = store.iter_chunks(key)
-    first = next(chunks, b"")  # surfaces a missing object before the response starts
-
-    def generate() -> Any:
-        yield first
-        yield from chunks
-
-    response = Response(stream_with_context(generate()), mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    if size is not None:
-        response.headers["Content-Length"] = str(size)
-    response.headers["Cache-Control"] = "private, no-store"
-    return response
-
-
 @route("/kits/<int:kit_id>/documents/<kind>.pdf", summary="Un document du kit (PDF)", roles=READERS)
 def document_pdf(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     doc = domain.get_document(kit, kind)
     _downloaded(kit, f"{kind}.pdf", doc.sha256)
-    return _stream(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
+    return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
 
 
 @route(
@@ -163,7 +141,7 @@ def document_docx(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     key = domain.require_docx(domain.get_document(kit, kind))
     _downloaded(kit, f"{kind}.docx")
-    return _stream(
+    return stream_object(
         key,
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         f"{kit.reference}-{kind}.docx",
@@ -176,11 +154,11 @@ def document_docx(kit_id: int, kind: str) -> Response:
 def kit_bundle(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     _downloaded(kit, "bundle.pdf", kit.bundle_sha256)
-    return _stream(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
+    return stream_object(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
 
 
 @route("/kits/<int:kit_id>/kit.zip", summary="Tout le kit en ZIP", roles=READERS)
 def kit_zip(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     _downloaded(kit, "kit.zip", kit.zip_sha256)
-    return _stream(kit.zip_key, "application/zip", f"{kit.reference}.zip")
+    return stream_object(kit.zip_key, "application/zip", f"{kit.reference}.zip")

@@ -12,9 +12,8 @@ from sqlalchemy import select
 
 from service.archive import domain as archive
 from service.archive.models import ArchiveRecord
-from service.backends import archive_store
+from service.downloads import archived_copy, csv_attachment
 from service.extensions import db
-from service.kits.api import _stream_from
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.pages.auth import current_principal, page_roles
@@ -92,16 +91,11 @@ def cdg_home() -> Any:
 @page_roles("cdg", "admin", "staff")
 def cdg_tracking() -> Response:
     code = _cdg_code()
-    response = Response(archive.tracking_csv(code).encode("utf-8"), mimetype="text/csv")
-    response.headers["Content-Type"] = "text/csv; charset=utf-8"
-    response.headers["Content-Disposition"] = f'attachment; filename="suivi-cdg-{code}.csv"'
-    return response
+    return csv_attachment(archive.tracking_csv(code), f"suivi-cdg-{code}.csv")
 
 
 @bp.get("/cdg/archives/<int:record_id>")
 @page_roles("cdg", "admin", "staff")
 def cdg_archive(record_id: int) -> Response:
     rec = archive.get_record(record_id, principal=current_principal())
-    name = rec.key.rsplit("/", 1)[-1]
-    mimetype = "application/json" if name.endswith(".json") else "application/pdf"
-    return _stream_from(archive_store(), rec.key, mimetype, f"{rec.kit_reference}-{name}", rec.size)
+    return archived_copy(rec)

@@ -8,10 +8,10 @@ from flask import Response, flash, redirect, render_template, request, session, 
 from sqlalchemy import select
 
 from service.backends import document_store, settings, trust_settings
+from service.downloads import stream_object
 from service.errors import ServiceError
 from service.extensions import db
 from service.kits import domain as kits
-from service.kits.api import _stream_from
 from service.kits.models import Kit
 from service.mail import notify
 from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
@@ -75,13 +75,9 @@ def portal_kit() -> Any:
 def portal_document(kind: str) -> Response:
     kit = _portal_kit()
     if kind == "kit-complet":
-        return _stream_from(
-            document_store(), kit.bundle_key, "application/pdf", f"{kit.reference}.pdf"
-        )
+        return stream_object(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
     doc = kits.get_document(kit, kind)
-    return _stream_from(
-        document_store(), doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size
-    )
+    return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
 
 
 @bp.get("/portail/signes/<kind>.pdf")
@@ -89,8 +85,7 @@ def portal_document(kind: str) -> Response:
 def portal_signed(kind: str) -> Response:
     kit = _portal_kit()
     ret = returns.accepted_return(kit, kind)
-    return _stream_from(
-        document_store(),
+    return stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",
         f"{kit.reference}-{kind}-signe.pdf",

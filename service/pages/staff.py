@@ -21,10 +21,10 @@ from sqlalchemy import select
 
 from service.audit.domain import kit_events
 from service.backends import document_store, run_archive_jobs, settings, signing_key
+from service.downloads import stream_object
 from service.errors import InvalidInput, ServiceError
 from service.extensions import db
 from service.kits import domain as kits
-from service.kits.api import _stream_from
 from service.kits.models import Kit
 from service.mail import notify
 from service.pages.auth import current_principal, page_roles, sign_in_user, sign_out
@@ -288,17 +288,14 @@ def employer_unlock(siret: str) -> Any:
 def kit_document(kit_id: int, kind: str) -> Response:
     kit = kits.get_kit(kit_id, principal=current_principal())
     doc = kits.get_document(kit, kind)
-    return _stream_from(
-        document_store(), doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size
-    )
+    return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
 
 
 @bp.get("/retours/<int:return_id>.pdf")
 @page_roles(*STAFF)
 def return_file(return_id: int) -> Response:
     ret = returns.get_return(return_id)
-    return _stream_from(
-        document_store(),
+    return stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",
         f"retour-{ret.id}.pdf",

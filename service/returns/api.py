@@ -16,9 +16,9 @@ from service.backends import (
     signing_key,
     trust_settings,
 )
+from service.downloads import stream_object
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
-from service.kits.api import _stream
 from service.kits.domain import get_kit
 from service.mail import notify
 from service.reference.domain import get_employer
@@ -206,7 +206,7 @@ def signed_pdf(kit_id: int, kind: str) -> Any:
     kit = get_kit(kit_id, principal=principal())
     ret = domain.accepted_return(kit, kind)
     key = ret.countersigned_key or ret.storage_key
-    return _stream(key, "application/pdf", f"{kit.reference}-{kind}-signe.pdf")
+    return stream_object(key, "application/pdf", f"{kit.reference}-{kind}-signe.pdf")
 
 
 @route(
