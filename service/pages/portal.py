@@ -7,16 +7,16 @@ from typing import Any
 from flask import Response, flash, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
-from service.backends import document_store, settings, trust_settings
+from service.backends import settings
 from service.downloads import stream_object
 from service.errors import ServiceError
 from service.extensions import db
 from service.kits import domain as kits
 from service.kits.models import Kit
-from service.mail import notify
 from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
 from service.pages.blueprint import bp
 from service.returns import domain as returns
+from service.returns.actions import receive_upload
 from service.returns.models import KitReturn
 from signing.errors import Refused
 
@@ -100,27 +100,17 @@ def portal_upload(kind: str) -> Any:
     if upload is None or not upload.filename:
         flash("Choisissez le fichier signé à déposer.", "error")
         return redirect(url_for("pages.portal_kit"))
-    s = settings()
-    max_bytes = s.max_upload_mb * 1024 * 1024
-    ctx = returns.ReturnContext(store=document_store(), trust=trust_settings(), max_bytes=max_bytes)
     try:
-        ret = returns.receive_return(
-            kit,
-            kind,
-            upload.stream.read(max_bytes + 1),
-            principal=current_principal(),
-            address=request.remote_addr,
-            ctx=ctx,
+        ret = receive_upload(
+            kit, kind, upload.stream, principal=current_principal(), address=request.remote_addr
         )
     except Refused as refusal:
         flash(f"Pièce refusée : {refusal.message}", "error")
-        notify.return_refused(kit, kind, refusal.message)
     except ServiceError as exc:
         db.session.rollback()
         flash(f"Pièce refusée : {exc.message}", "error")
     else:
         if ret.status == "accepted":
-            notify.return_accepted(kit, kind)
             flash("Pièce signée acceptée : merci.")
         else:
             flash("Pièce reçue : elle sera vérifiée par nos équipes.")

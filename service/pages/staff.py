@@ -20,7 +20,7 @@ from flask import (
 from sqlalchemy import select
 
 from service.audit.domain import kit_events
-from service.backends import document_store, run_archive_jobs, settings, signing_key
+from service.backends import document_store, settings
 from service.downloads import stream_object
 from service.errors import InvalidInput, ServiceError
 from service.extensions import db
@@ -36,6 +36,7 @@ from service.reference.models import Convention, Employer
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
+from service.returns.actions import countersign_and_archive
 from service.returns.models import AccessThrottle, KitReturn
 from service.timeutil import utcnow
 
@@ -308,20 +309,11 @@ def return_file(return_id: int) -> Response:
 def kit_countersign(kit_id: int) -> Any:
     kit = kits.get_kit(kit_id, principal=current_principal())
     try:
-        returns.countersign_kit(
-            kit_id,
-            principal=current_principal(),
-            store=document_store(),
-            key=signing_key(),
-            tsa_url=settings().signing_tsa_url,
-        )
+        countersign_and_archive(kit_id, principal=current_principal())
     except ServiceError as exc:
         db.session.rollback()
         flash(exc.message, "error")
     else:
-        run_archive_jobs(kit_id)
-        db.session.refresh(kit)
-        notify.kit_countersigned(kit)
         flash("Kit contresigné.")
     return redirect(url_for("pages.employer_page", siret=kit.employer.siret))
 

@@ -9,13 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api import json_body, parse, principal, route
 from service.audit.domain import kit_events
-from service.backends import (
-    document_store,
-    run_archive_jobs,
-    settings,
-    signing_key,
-    trust_settings,
-)
 from service.downloads import stream_object
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
@@ -23,6 +16,7 @@ from service.kits.domain import get_kit
 from service.mail import notify
 from service.reference.domain import get_employer
 from service.returns import domain
+from service.returns.actions import countersign_and_archive, receive_upload
 from service.returns.models import KitReturn
 from service.timeutil import iso
 from signing.errors import Refused
@@ -120,17 +114,10 @@ def upload_return(kit_id: int, kind: str) -> Any:
         raise InvalidInput(
             "Joignez le fichier signé (champ « file »).", code="file_missing", field="file"
         )
-    s = settings()
-    max_bytes = s.max_upload_mb * 1024 * 1024
-    data = upload.stream.read(max_bytes + 1)
-    ctx = domain.ReturnContext(store=document_store(), trust=trust_settings(), max_bytes=max_bytes)
     try:
-        ret = domain.receive_return(kit, kind, data, principal=who, address=_address(), ctx=ctx)
+        ret = receive_upload(kit, kind, upload.stream, principal=who, address=_address())
     except Refused as refusal:
-        notify.return_refused(kit, kind, refusal.message)
         raise InvalidInput(refusal.message, code=refusal.code, field="file") from None
-    if ret.status == "accepted":
-        notify.return_accepted(kit, kind)
     return jsonify(return_json(ret)), 201
 
 
@@ -184,16 +171,7 @@ def countersign(kit_id: int) -> Any:
 
     who = principal()
     get_kit(kit_id, principal=who)
-    kit = domain.countersign_kit(
-        kit_id,
-        principal=who,
-        store=document_store(),
-        key=signing_key(),
-        tsa_url=settings().signing_tsa_url,
-    )
-    run_archive_jobs(kit.id)  # right after the commit; pending jobs survive a storage outage
-    db.session.refresh(kit)
-    notify.kit_countersigned(kit)
+    kit = countersign_and_archive(kit_id, principal=who)
     return jsonify(kit_json(kit))
 
 

@@ -1,0 +1,53 @@
+"""What the API and the pages both do with returns: receive an upload, countersign a kit."""
+
+from __future__ import annotations
+
+from typing import IO
+
+from service.accounts.auth import Principal
+from service.backends import (
+    document_store,
+    run_archive_jobs,
+    settings,
+    signing_key,
+    trust_settings,
+)
+from service.extensions import db
+from service.kits.models import Kit
+from service.mail import notify
+from service.returns.domain import ReturnContext, countersign_kit, receive_return
+from service.returns.models import KitReturn
+from signing.errors import Refused
+
+
+def receive_upload(
+    kit: Kit, kind: str, stream: IO[bytes], *, principal: Principal, address: str | None
+) -> KitReturn:
+    """Verify and record an upload; the employer is told by e-mail. `Refused` is re-raised."""
+    max_bytes = settings().max_upload_mb * 1024 * 1024
+    ctx = ReturnContext(store=document_store(), trust=trust_settings(), max_bytes=max_bytes)
+    try:
+        ret = receive_return(
+            kit, kind, stream.read(max_bytes + 1), principal=principal, address=address, ctx=ctx
+        )
+    except Refused as refusal:
+        notify.return_refused(kit, kind, refusal.message)
+        raise
+    if ret.status == "accepted":
+        notify.return_accepted(kit, kind)
+    return ret
+
+
+def countersign_and_archive(kit_id: int, *, principal: Principal) -> Kit:
+    """Countersign, then archive right after the commit (pending jobs survive an outage)."""
+    kit = countersign_kit(
+        kit_id,
+        principal=principal,
+        store=document_store(),
+        key=signing_key(),
+        tsa_url=settings().signing_tsa_url,
+    )
+    run_archive_jobs(kit.id)
+    db.session.refresh(kit)
+    notify.kit_countersigned(kit)
+    return kit
