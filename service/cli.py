@@ -93,29 +93,19 @@ def demo_credentials() -> None:
 )
 def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg), avec une barre de progression."""
-    from service.backends import document_store, settings
-    from service.kits.domain import employers_without_kit, issue_batch, issue_kit
-    from service.mail import notify
+    from service.formatting import group_code
+    from service.kits.actions import issue_many, issue_one
+    from service.kits.domain import employers_without_kit
     from service.reference.domain import get_cdg, get_employer
 
     if bool(siret) == bool(cdg_code):
         raise click.UsageError("Indiquez --siret ou --cdg (l'un des deux).")
-    s = settings()
-    common = {
-        "store": document_store(),
-        "actor": "cli:" + os.environ.get("USER", "inconnu"),
-        "code_days": s.access_code_days,
-        "portal_url": f"{s.public_url}/portail",
-    }
+    actor = "cli:" + os.environ.get("USER", "inconnu")
     try:
         if siret:
-            issued = issue_kit(get_employer(siret), **common)  # type: ignore[arg-type]
-            db.session.commit()
-            notify.kit_issued(issued.kit)
+            issued = issue_one(get_employer(siret), actor=actor)
             click.echo(f"Kit {issued.kit.reference} émis pour {issued.kit.employer.name}.")
-            click.echo(
-                f"Code d'accès : {'-'.join(issued.access_code[i : i + 4] for i in range(0, 16, 4))}"
-            )
+            click.echo(f"Code d'accès : {group_code(issued.access_code)}")
             return
         get_cdg(cdg_code or "")
         employers = employers_without_kit(cdg_code or "")
@@ -133,11 +123,9 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
         def done(employer, kit, error) -> None:  # type: ignore[no-untyped-def]
             if error is not None:
                 failures.append(f"{employer.siret} {employer.name} : {error}")
-            else:
-                notify.kit_issued(kit.kit)
             bar.update(1)
 
-        issued = issue_batch(employers, workers=workers, on_done=done, **common)  # type: ignore[arg-type]
+        issued = issue_many(employers, actor=actor, workers=workers, on_done=done)
     click.echo(f"{len(issued)} kit(s) émis, {len(failures)} échec(s).")
     for line in failures:
         click.echo(f"  échec : {line}", err=True)

@@ -8,12 +8,12 @@ from flask import Response, jsonify, request, url_for
 
 from service.api import principal, route
 from service.audit.domain import record
-from service.backends import document_store, settings
 from service.downloads import stream_object
 from service.extensions import db
+from service.formatting import group_code
 from service.kits import domain
+from service.kits.actions import issue_one
 from service.kits.models import Kit
-from service.mail import notify
 from service.reference.domain import get_employer
 from service.timeutil import iso
 
@@ -76,9 +76,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
     }
     if access_code is not None:
-        data["access_code"] = "-".join(
-            access_code[i : i + 4] for i in range(0, len(access_code), 4)
-        )
+        data["access_code"] = group_code(access_code)
     return data
 
 
@@ -92,17 +90,8 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
 def issue(siret: str) -> Any:
     who = principal()
     employer = get_employer(siret)
-    s = settings()
-    issued = domain.issue_kit(
-        employer,
-        store=document_store(),
-        actor=who.actor,
-        code_days=s.access_code_days,
-        portal_url=f"{s.public_url}/portail",
-    )
+    issued = issue_one(employer, actor=who.actor)
     kit = issued.kit
-    db.session.commit()
-    notify.kit_issued(kit)
     return jsonify(kit_json(kit, access_code=issued.access_code)), 201
 
 

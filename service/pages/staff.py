@@ -20,11 +20,12 @@ from flask import (
 from sqlalchemy import select
 
 from service.audit.domain import kit_events
-from service.backends import document_store, settings
 from service.downloads import stream_object
 from service.errors import InvalidInput, ServiceError
 from service.extensions import db
+from service.formatting import group_code
 from service.kits import domain as kits
+from service.kits.actions import issue_many, issue_one
 from service.kits.models import Kit
 from service.mail import notify
 from service.pages.auth import current_principal, page_roles, sign_in_user, sign_out
@@ -260,17 +261,8 @@ def employer_page(siret: str) -> Any:
 @page_roles(*STAFF)
 def employer_issue(siret: str) -> Any:
     employer = reference.get_employer(siret)
-    s = settings()
-    issued = kits.issue_kit(
-        employer,
-        store=document_store(),
-        actor=current_principal().actor,
-        code_days=s.access_code_days,
-        portal_url=f"{s.public_url}/portail",
-    )
-    db.session.commit()
-    notify.kit_issued(issued.kit)
-    code = "-".join(issued.access_code[i : i + 4] for i in range(0, 16, 4))
+    issued = issue_one(employer, actor=current_principal().actor)
+    code = group_code(issued.access_code)
     return render_template("issued.html", employer=employer, kit=issued.kit, code=code)
 
 
@@ -423,7 +415,6 @@ def _run_batch(app: Any, run_id: int, employer_ids: list[int]) -> None:
     with app.app_context():
         run = db.session.get(BatchRun, run_id)
         employers = [db.session.get(Employer, i) for i in employer_ids]
-        s = settings()
 
         def done(employer: Employer, kit: Any, error: BaseException | None) -> None:
             current = db.session.get(BatchRun, run_id)
@@ -433,17 +424,11 @@ def _run_batch(app: Any, run_id: int, employer_ids: list[int]) -> None:
             else:
                 current.done += 1
             db.session.commit()
-            if kit is not None:
-                notify.kit_issued(kit.kit)
 
         try:
-            kits.issue_batch(
+            issue_many(
                 [e for e in employers if e is not None],
-                store=document_store(),
                 actor=run.started_by,
-                code_days=s.access_code_days,
-                portal_url=f"{s.public_url}/portail",
-                workers=2,
                 on_done=done,
                 start_method="spawn",
             )

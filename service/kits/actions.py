@@ -1,0 +1,53 @@
+"""Issuing as the API, the pages and the commands all do it: with the configured store and
+portal address, committed, and the employer told by e-mail (never the code)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.backends import document_store, settings
+from service.extensions import db
+from service.kits.domain import IssuedKit, issue_batch, issue_kit
+from service.mail import notify
+from service.reference.models import Employer
+
+OnDone = Callable[[Employer, IssuedKit | None, BaseException | None], None]
+
+
+def _options(actor: str) -> dict[str, object]:
+    s = settings()
+    return {
+        "store": document_store(),
+        "actor": actor,
+        "code_days": s.access_code_days,
+        "portal_url": f"{s.public_url}/portail",
+    }
+
+
+def issue_one(employer: Employer, *, actor: str) -> IssuedKit:
+    issued = issue_kit(employer, **_options(actor))  # type: ignore[arg-type]
+    db.session.commit()
+    notify.kit_issued(issued.kit)
+    return issued
+
+
+def issue_many(
+    employers: list[Employer],
+    *,
+    actor: str,
+    on_done: OnDone,
+    workers: int = 2,
+    start_method: str | None = None,
+) -> list[IssuedKit]:
+    def done(employer: Employer, kit: IssuedKit | None, error: BaseException | None) -> None:
+        on_done(employer, kit, error)
+        if kit is not None:
+            notify.kit_issued(kit.kit)
+
+    return issue_batch(
+        employers,
+        workers=workers,
+        on_done=done,
+        start_method=start_method,
+        **_options(actor),  # type: ignore[arg-type]
+    )
