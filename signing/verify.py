@@ -378,12 +378,12 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
     except Exception as exc:
         raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
 
-    issued_pages = len(PdfReader(io.BytesIO(issued)).pages)
     if not embedded:
         if data == issued:
             raise Refused(
                 "not_signed", "Ce document n'est pas signé : c'est l'exemplaire vierge du kit."
             )
+        issued_pages = len(PdfReader(io.BytesIO(issued)).pages)
         if pages != issued_pages:
             raise Refused(
                 "page_count_mismatch",
