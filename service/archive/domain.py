@@ -83,19 +83,8 @@ def enqueue_archive(kit: Kit, kinds: list[str]) -> None:
     db.session.flush()
 
 
-def _signers(kit: Kit, kind: str) -> list[str]:
-    from service.returns.models import KitReturn
-
-    ret = db.session.scalar(
-        select(KitReturn).where(
-            KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
-        )
-    )
-    names = [s.get("name", "") for s in (ret.verification or {}).get("signers", [])] if ret else []
-    return [*names, f"{kit.convention.insurer} (contreseing)"]
-
-
 def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[str]]:
+    """The countersigned copy of a piece and who signed it (employer signers, then insurer)."""
     from service.returns.models import KitReturn
 
     ret = db.session.scalar(
@@ -105,7 +94,8 @@ def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[st
     )
     if ret is None or ret.countersigned_key is None:
         raise NotFound("Aucun exemplaire contresigné pour cette pièce.", code="not_countersigned")
-    return documents.get(ret.countersigned_key), _signers(kit, kind)
+    names = [s.get("name", "") for s in (ret.verification or {}).get("signers", [])]
+    return documents.get(ret.countersigned_key), [*names, f"{kit.convention.insurer} (contreseing)"]
 
 
 def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> bytes:
