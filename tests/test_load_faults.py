@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,23 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from service import create_app
+from service.archive.models import ArchiveJob
 from service.audit.domain import record, verify_chain
 from service.audit.models import AuditEvent
 from service.extensions import db
+from storage import StorageUnavailable, Timeouts, open_store
+from tests.conftest import (
+    CDG81,
+    CONVENTION,
+    _reset,
+    auth,
+    create_token,
+    employer_payload,
+    make_app,
+    make_bucket,
+)
+from tests.pki import Pki
+from tests.test_archive import signed_kit
 
 # -- the audit chain stays linear under processes x threads ---------------------------------
 
@@ -167,3 +182,152 @@ def test_make_run_prints_the_address_it_serves() -> None:
     ).stdout
     assert "http://127.0.0.2:9123" in out
     assert "scripts/serve.sh" in out
+
+
+# -- a hung store: bounded calls, a quick countersignature, a truthful health check ---------
+
+
+class HungServer:
+    """Accepts TCP connections on loopback and never answers a byte."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=2)
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def hung() -> Iterator[HungServer]:
+    server = HungServer()
+    yield server
+    server.stop()
+
+
+def test_s3_store_calls_are_bounded_when_the_server_never_answers(hung: HungServer) -> None:
+    store = open_store(
+        "s3://archive/cdg",
+        s3_endpoint_url=hung.url,
+        timeouts=Timeouts(connect=1, read=1, attempts=2),
+    )
+    for call in (store.ping, lambda: store.get("a.pdf"), lambda: store.put("a.pdf", b"x")):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            call()
+        assert time.monotonic() - started < 6  # 2 attempts of 1 s, plus a short backoff
+    assert len(hung.held) >= 2  # the server was reached: it is the answer that never came
+
+
+@pytest.fixture
+def hung_archive_app(
+    database_url: str, tmp_path: Path, trust_roots: Path, hung: HungServer
+) -> Iterator[Flask]:
+    """Documents in the local folder; the archive on an S3 endpoint that never answers."""
+    application = make_app(
+        database_url,
+        tmp_path,
+        SIGNING_TRUST_ROOTS=str(trust_roots),
+        ARCHIVE_STORE="s3://archive-hung/cdg",
+        S3_ENDPOINT_URL=hung.url,
+        HEALTH_TIMEOUT="1",
+    )
+    try:
+        yield application
+    finally:
+        _reset(application)
+
+
+def test_countersign_answers_quickly_while_the_archive_hangs_then_retry_archives(
+    hung_archive_app: Flask,
+    database_url: str,
+    tmp_path: Path,
+    trust_roots: Path,
+    pki: Pki,
+    moto_endpoint: str,
+) -> None:
+    client = hung_archive_app.test_client()
+    staff = auth(create_token(hung_archive_app, "staff", "prod@assureur.fr"))
+    assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
+    convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
+    client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    kit = signed_kit(client, staff, pki)
+
+    started = time.monotonic()
+    r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200, r.json
+    assert r.json["status"] == "countersigned"
+    assert elapsed < 10, elapsed  # one short attempt (ARCHIVE_INLINE_TIMEOUT), not minutes
+    with hung_archive_app.app_context():
+        jobs = db.session.scalars(select(ArchiveJob)).all()
+        assert len(jobs) == 3 and {j.status for j in jobs} == {"pending"}
+        assert sum(j.attempts for j in jobs) == 1  # the first timeout stopped the run
+
+    # the store is back (another endpoint here): `flask archive retry` sends the copies
+    bucket = f"archive-{uuid.uuid4().hex[:10]}"
+    make_bucket(moto_endpoint, bucket, lock=True)
+    later = make_app(
+        database_url,
+        tmp_path,
+        SIGNING_TRUST_ROOTS=str(trust_roots),
+        ARCHIVE_STORE=f"s3://{bucket}/cdg",
+        S3_ENDPOINT_URL=moto_endpoint,
+    )
+    out = later.test_cli_runner().invoke(args=["archive", "retry"])
+    assert out.exit_code == 0, out.output
+    assert "3 copie(s) archivée(s), 0 échec(s)" in out.output
+    assert (
+        later.test_client().get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"]
+        == "archived"
+    )
+
+
+def test_health_reports_each_component_and_503_when_the_archive_hangs(
+    hung_archive_app: Flask,
+) -> None:
+    client = hung_archive_app.test_client()
+    started = time.monotonic()
+    r = client.get("/api/v1/health")
+    assert time.monotonic() - started < 3
+    assert r.status_code == 503
+    assert r.json["status"] == "degraded"
+    assert r.json["database"] == "ok" and r.json["documents"] == "ok"
+    assert r.json["archive"] != "ok" and r.json["storage"] == r.json["archive"]
+
+
+def test_health_reports_an_unreachable_database(tmp_path: Path) -> None:
+    app = create_app(
+        {
+            "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/psc",
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "HEALTH_TIMEOUT": "2",
+        }
+    )
+    r = app.test_client().get("/api/v1/health")
+    assert r.status_code == 503
+    assert r.json["database"] == "injoignable"
+    assert r.json["documents"] == "ok" and r.json["archive"] == "ok"

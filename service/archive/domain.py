@@ -31,7 +31,7 @@ from service.extensions import db
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.timeutil import iso, utcnow
-from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
+from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest"
@@ -227,8 +227,12 @@ def run_pending(
     policy: ArchivePolicy,
     kit_id: int | None = None,
     ignore_schedule: bool = False,
+    stop_when_unavailable: bool = False,
 ) -> tuple[int, int]:
-    """Run due jobs (pieces before manifests); (done, failed). Never raises storage errors."""
+    """Run due jobs (pieces before manifests); (done, failed). Never raises storage errors.
+
+    `stop_when_unavailable`: the first job that finds a store unreachable ends the run (the
+    others stay pending, untouched), instead of each waiting for its own timeout."""
     done = failed = 0
     query = select(ArchiveJob.id).where(ArchiveJob.status == "pending")
     if kit_id is not None:
@@ -266,6 +270,8 @@ def run_pending(
             db.session.commit()
             log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
             failed += 1
+            if stop_when_unavailable and isinstance(exc, StorageUnavailable):
+                break
     return done, failed
 
 

@@ -47,7 +47,7 @@ def countersign_and_archive(kit_id: int, *, principal: Principal) -> Kit:
         key=signing_key(),
         tsa_url=settings().signing_tsa_url,
     )
-    run_archive_jobs(kit.id)
+    run_archive_jobs(kit.id, inline=True)
     db.session.refresh(kit)
     notify.kit_countersigned(kit)
     return kit
