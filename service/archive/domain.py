@@ -242,7 +242,11 @@ def run_pending(
     ids = db.session.scalars(
         query.order_by((ArchiveJob.kind == MANIFEST).asc(), ArchiveJob.id)
     ).all()
+    unavailable: StorageUnavailable | None = None
     for job_id in ids:
+        if unavailable is not None:  # not tried again: it would only wait for the same timeout
+            failed += _record_failure(job_id, unavailable)
+            continue
         job = db.session.execute(
             select(ArchiveJob)
             .where(ArchiveJob.id == job_id, ArchiveJob.status == "pending")
@@ -259,20 +263,25 @@ def run_pending(
             done += 1
         except (StorageError, NotFound, OSError) as exc:
             db.session.rollback()
-            job = db.session.get(ArchiveJob, job_id)
-            if job is None:
-                continue
-            job.attempts += 1
-            job.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            job.next_attempt_at = utcnow() + _backoff(job.attempts)
-            if isinstance(exc, ArchiveConflict):
-                job.status = "failed"
-            db.session.commit()
-            log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
-            failed += 1
+            failed += _record_failure(job_id, exc)
             if stop_when_unavailable and isinstance(exc, StorageUnavailable):
-                break
+                unavailable = exc
     return done, failed
+
+
+def _record_failure(job_id: int, exc: Exception) -> int:
+    """Note the failure on a pending job and schedule its next attempt; 1 if noted."""
+    job = db.session.get(ArchiveJob, job_id)
+    if job is None or job.status != "pending":
+        return 0
+    job.attempts += 1
+    job.last_error = f"{type(exc).__name__}: {exc}"[:500]
+    job.next_attempt_at = utcnow() + _backoff(job.attempts)
+    if isinstance(exc, ArchiveConflict):
+        job.status = "failed"
+    db.session.commit()
+    log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
+    return 1
 
 
 @dataclass(frozen=True)
