@@ -19,13 +19,17 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from service import create_app
 from service.archive.models import ArchiveJob
 from service.audit.domain import record, verify_chain
 from service.audit.models import AuditEvent
+from service.backends import document_store, settings
 from service.extensions import db
+from service.kits.models import KitDocument
+from service.returns.models import KitReturn
 from storage import StorageUnavailable, Timeouts, open_store
 from tests.conftest import (
     CDG81,
@@ -37,8 +41,9 @@ from tests.conftest import (
     make_app,
     make_bucket,
 )
-from tests.pki import Pki
+from tests.pki import Pki, sign_pdf
 from tests.test_archive import signed_kit
+from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
 
 # -- the audit chain stays linear under processes x threads ---------------------------------
 
@@ -331,3 +336,122 @@ def test_health_reports_an_unreachable_database(tmp_path: Path) -> None:
     assert r.status_code == 503
     assert r.json["database"] == "injoignable"
     assert r.json["documents"] == "ok" and r.json["archive"] == "ok"
+
+
+# -- upload copies: nothing piles up, volume bounded per kit --------------------------------
+
+QUOTA = 3
+
+
+@pytest.fixture
+def app_config() -> dict[str, str]:
+    return {"UPLOAD_QUOTA_COUNT": str(QUOTA), "UPLOAD_QUOTA_MB": "5"}
+
+
+@pytest.fixture
+def issued(client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]) -> dict[str, Any]:
+    r = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff)
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+@pytest.fixture
+def employer_token(client: FlaskClient, issued: dict[str, Any]) -> dict[str, str]:
+    r = portal(client, issued["access_code"])
+    assert r.status_code == 200, r.json
+    return auth(r.json["token"])
+
+
+def upload_copies(app: Flask) -> set[str]:
+    with app.app_context():
+        store = document_store()
+        return {info.key for p in ("quarantine/", "returns/") for info in store.list(p)}
+
+
+def return_keys(app: Flask) -> set[str]:
+    with app.app_context():
+        return set(db.session.scalars(select(KitReturn.storage_key)))
+
+
+def test_uploads_leave_only_the_copies_their_rows_refer_to(
+    app: Flask,
+    client: FlaskClient,
+    issued: dict[str, Any],
+    employer_token: dict[str, str],
+    pki: Pki,
+) -> None:
+    pdf = issued_pdf(client, employer_token, issued, PIECES[0])
+    accepted = upload(client, employer_token, issued, PIECES[0], sign_pdf(pdf, pki.trusted))
+    assert accepted.status_code == 201 and accepted.json["status"] == "accepted"
+    refused = upload(client, employer_token, issued, PIECES[1], b"pas un PDF")
+    assert refused.status_code == 422
+    keys = return_keys(app)
+    assert len(keys) == 2
+    assert upload_copies(app) == keys  # the accepted upload's quarantine copy is gone
+    assert sorted(k.split("/")[0] for k in keys) == ["quarantine", "returns"]  # refused, accepted
+
+
+def test_an_upload_failing_after_quarantine_leaves_no_copy(
+    app: Flask,
+    client: FlaskClient,
+    issued: dict[str, Any],
+    employer_token: dict[str, str],
+    pki: Pki,
+) -> None:
+    pdf = issued_pdf(client, employer_token, issued, PIECES[0])
+    with app.app_context():  # the issued document vanished from the store: a storage fault
+        doc = db.session.scalar(select(KitDocument).where(KitDocument.kind == PIECES[0]))
+        assert doc is not None
+        document_store().delete(doc.pdf_key)
+    r = upload(client, employer_token, issued, PIECES[0], sign_pdf(pdf, pki.trusted))
+    assert r.status_code == 503 and r.json["error"]["code"] == "unavailable"
+    assert return_keys(app) == set()
+    assert upload_copies(app) == set()
+
+
+def test_sweep_removes_old_copies_no_row_refers_to(
+    app: Flask,
+    client: FlaskClient,
+    issued: dict[str, Any],
+    employer_token: dict[str, str],
+) -> None:
+    assert upload(client, employer_token, issued, PIECES[1], b"pas un PDF").status_code == 422
+    kept = return_keys(app)
+    with app.app_context():  # what a process killed between the copy and the commit leaves
+        store = document_store()
+        ref = issued["reference"]
+        for key in (f"quarantine/{ref}/{PIECES[0]}/old.pdf", f"returns/{ref}/{PIECES[0]}/old.pdf"):
+            store.put(key, b"%PDF-1.7 orphan")
+            path = Path(settings().document_store.removeprefix("file://")) / key
+            os.utime(path, (time.time() - 7200, time.time() - 7200))
+        store.put(f"quarantine/{ref}/{PIECES[0]}/fresh.pdf", b"%PDF-1.7 in flight")
+        for key in kept:  # the refused upload's own copy is old too, but a row refers to it
+            path = Path(settings().document_store.removeprefix("file://")) / key
+            os.utime(path, (time.time() - 7200, time.time() - 7200))
+    out = app.test_cli_runner().invoke(args=["returns", "sweep", "--older-than", "60"])
+    assert out.exit_code == 0, out.output
+    assert "2 copie(s) orpheline(s) supprimée(s)" in out.output
+    assert upload_copies(app) == kept | {f"quarantine/{ref}/{PIECES[0]}/fresh.pdf"}
+
+
+def test_upload_quota_per_kit_and_hour(
+    client: FlaskClient, issued: dict[str, Any], employer_token: dict[str, str]
+) -> None:
+    for _ in range(QUOTA):
+        assert upload(client, employer_token, issued, PIECES[0], b"pas un PDF").status_code == 422
+    r = upload(client, employer_token, issued, PIECES[0], b"pas un PDF")
+    assert r.status_code == 429
+    assert r.json["error"]["code"] == "upload_quota_exceeded"
+    assert (
+        "Trop de dépôts pour ce kit en une heure (3 fichiers ou 5 Mo au plus)"
+        in (r.json["error"]["message"])
+    )
+
+
+def test_upload_quota_counts_bytes(
+    client: FlaskClient, issued: dict[str, Any], employer_token: dict[str, str]
+) -> None:
+    big = b"x" * (3 * 1024 * 1024)
+    assert upload(client, employer_token, issued, PIECES[0], big).status_code == 422
+    r = upload(client, employer_token, issued, PIECES[0], big)  # 6 Mo > 5 Mo in the hour
+    assert r.status_code == 429 and r.json["error"]["code"] == "upload_quota_exceeded"
