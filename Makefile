@@ -20,14 +20,17 @@ $(VENV)/.test-deps: requirements.txt requirements-test.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-test.txt
 	touch $@ $(VENV)/.run-deps
 
+# The addresses printed, served and written in the access letters follow HOST and PORT.
+run: export PUBLIC_URL ?= http://$(HOST):$(PORT)
+run: export HOST := $(HOST)
+run: export PORT := $(PORT)
 run: $(VENV)/.run-deps
 	@scripts/system-deps.sh run
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load --if-empty --quiet
 	@$(BIN)/flask demo credentials
 	@echo "Service sur http://$(HOST):$(PORT) (Ctrl+C pour arrêter)"
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --threads 4 --timeout 120 \
-		--access-logfile - 'service:create_app()'
+	VENV_BIN=$(BIN) scripts/serve.sh
 
 test: $(VENV)/.test-deps
 	@scripts/system-deps.sh test

@@ -15,18 +15,44 @@ from service.mail import outbox
 from signing.countersign import SigningKey, load_pkcs12
 from signing.devcert import create_dev_certificate
 from signing.verify import TrustSettings
-from storage import ObjectStore, StorageError, open_store
+from storage import ObjectStore, StorageError, Timeouts, open_store
 
 
 def settings() -> Settings:
     return current_app.extensions["psc.settings"]
 
 
+def store_timeouts() -> Timeouts:
+    """STORE_CONNECT_TIMEOUT, STORE_READ_TIMEOUT, STORE_MAX_ATTEMPTS: every call to a store."""
+    s = settings()
+    return Timeouts(
+        connect=s.store_connect_timeout, read=s.store_read_timeout, attempts=s.store_max_attempts
+    )
+
+
+def _quick(seconds: float) -> Timeouts:
+    """One attempt, each wait bounded by `seconds`: for answers a person is waiting for."""
+    return Timeouts(
+        connect=min(seconds, settings().store_connect_timeout), read=seconds, attempts=1
+    )
+
+
+def _store(name: str, url: str, timeouts: Timeouts) -> ObjectStore:
+    stores = current_app.extensions.setdefault("psc.stores", {})
+    if name not in stores:
+        stores[name] = open_store(
+            url, s3_endpoint_url=settings().s3_endpoint_url, timeouts=timeouts
+        )
+    return stores[name]
+
+
 def archive_store() -> ObjectStore:
     stores = current_app.extensions.setdefault("psc.stores", {})
     if "archive" not in stores:
         s = settings()
-        store = open_store(s.archive_store, s3_endpoint_url=s.s3_endpoint_url)
+        store = open_store(
+            s.archive_store, s3_endpoint_url=s.s3_endpoint_url, timeouts=store_timeouts()
+        )
         try:
             enforced = store.enforces_retention
         except Exception:  # unreachable now: the jobs will retry; say nothing false
@@ -44,21 +70,44 @@ def archive_store() -> ObjectStore:
     return stores["archive"]
 
 
+def inline_archive_store() -> ObjectStore:
+    """The archive store for the attempt made right after countersigning, in the request:
+    one attempt with short waits (ARCHIVE_INLINE_TIMEOUT), so that a hung store cannot hold
+    the answer; what fails waits for `flask archive retry` or the worker."""
+    s = settings()
+    return _store("archive-inline", s.archive_store, _quick(s.archive_inline_timeout))
+
+
+def health_stores() -> dict[str, ObjectStore]:
+    """The stores as the health check sees them: one attempt, HEALTH_TIMEOUT each."""
+    s = settings()
+    quick = _quick(s.health_timeout)
+    return {
+        "documents": _store("documents-health", s.document_store, quick),
+        "archive": _store("archive-health", s.archive_store, quick),
+    }
+
+
 def archive_policy() -> ArchivePolicy:
     s = settings()
     return ArchivePolicy(lock_mode=s.archive_lock_mode, retention_years=s.archive_retention_years)
 
 
-def run_archive_jobs(kit_id: int | None = None) -> tuple[int, int]:
-    """Run due archive jobs now; storage failures leave them pending, never raise."""
+def run_archive_jobs(kit_id: int | None = None, *, inline: bool = False) -> tuple[int, int]:
+    """Run due archive jobs now; storage failures leave them pending, never raise.
+
+    `inline` (right after a commit, in a request): short timeouts, and the first unreachable
+    store stops the run, so the answer never waits on a hung store for more than a few seconds.
+    """
     from service.archive.domain import run_pending
 
     try:
         return run_pending(
             documents=document_store(),
-            archive=archive_store(),
+            archive=inline_archive_store() if inline else archive_store(),
             policy=archive_policy(),
             kit_id=kit_id,
+            stop_when_unavailable=inline,
         )
     except StorageError:
         current_app.logger.warning("archive store unavailable: jobs stay pending")
@@ -66,11 +115,7 @@ def run_archive_jobs(kit_id: int | None = None) -> tuple[int, int]:
 
 
 def document_store() -> ObjectStore:
-    stores = current_app.extensions.setdefault("psc.stores", {})
-    if "documents" not in stores:
-        s = settings()
-        stores["documents"] = open_store(s.document_store, s3_endpoint_url=s.s3_endpoint_url)
-    return stores["documents"]
+    return _store("documents", settings().document_store, store_timeouts())
 
 
 _signing_lock = threading.Lock()

@@ -253,6 +253,25 @@ def archive_verify(sample: int | None) -> None:
         sys.exit(1)
 
 
+returns = AppGroup("returns", help="Pièces signées déposées.")
+
+
+@returns.command("sweep")
+@click.option(
+    "--older-than",
+    "minutes",
+    type=int,
+    default=None,
+    help="Âge minimal en minutes (défaut : QUARANTINE_MAX_AGE_MINUTES, 60).",
+)
+def returns_sweep(minutes: int | None) -> None:
+    """Supprime les copies de dépôts qu'aucun retour ne référence (laissées par un arrêt brutal)."""
+    from service.returns.actions import sweep_leftover_uploads
+
+    removed = sweep_leftover_uploads(older_than_minutes=minutes)
+    click.echo(f"{removed} copie(s) orpheline(s) supprimée(s).")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (users, demo, kits, signing, audit, archive):
+    for group in (users, demo, kits, signing, audit, archive, returns):
         app.cli.add_command(group)

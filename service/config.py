@@ -39,6 +39,14 @@ class Settings:
     max_upload_mb: int
     access_code_days: int
     public_url: str
+    store_connect_timeout: float = 3.0
+    store_read_timeout: float = 10.0
+    store_max_attempts: int = 3
+    archive_inline_timeout: float = 3.0
+    health_timeout: float = 2.0
+    upload_quota_count: int = 30
+    upload_quota_mb: int = 200
+    quarantine_max_age_minutes: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -65,4 +73,12 @@ class Settings:
             max_upload_mb=int(env.get("MAX_UPLOAD_MB", "20")),
             access_code_days=int(env.get("ACCESS_CODE_DAYS", "120")),
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            store_connect_timeout=float(env.get("STORE_CONNECT_TIMEOUT", "3")),
+            store_read_timeout=float(env.get("STORE_READ_TIMEOUT", "10")),
+            store_max_attempts=int(env.get("STORE_MAX_ATTEMPTS", "3")),
+            archive_inline_timeout=float(env.get("ARCHIVE_INLINE_TIMEOUT", "3")),
+            health_timeout=float(env.get("HEALTH_TIMEOUT", "2")),
+            upload_quota_count=int(env.get("UPLOAD_QUOTA_COUNT", "30")),
+            upload_quota_mb=int(env.get("UPLOAD_QUOTA_MB", "200")),
+            quarantine_max_age_minutes=int(env.get("QUARANTINE_MAX_AGE_MINUTES", "60")),
         )

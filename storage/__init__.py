@@ -15,7 +15,7 @@ from storage.base import (
     StorageUnavailable,
     sha256_hex,
 )
-from storage.factory import open_store
+from storage.factory import Timeouts, open_store
 
 __all__ = [
     "ChecksumMismatch",
@@ -26,6 +26,7 @@ __all__ = [
     "RetentionActive",
     "StorageError",
     "StorageUnavailable",
+    "Timeouts",
     "open_store",
     "sha256_hex",
 ]

@@ -57,8 +57,9 @@ class S3Store(ObjectStore):
         *,
         endpoint_url: str | None = None,
         client: Any = None,
-        connect_timeout: float = 5,
-        read_timeout: float = 30,
+        connect_timeout: float = 3,
+        read_timeout: float = 10,
+        max_attempts: int = 3,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -68,7 +69,7 @@ class S3Store(ObjectStore):
             config=Config(
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                retries={"max_attempts": 3, "mode": "standard"},
+                retries={"total_max_attempts": max(1, max_attempts), "mode": "standard"},
                 s3={"addressing_style": "path"},
             ),
         )

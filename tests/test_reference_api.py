@@ -23,7 +23,13 @@ def assert_error(response: Any, status: int, code: str, field: str | None = None
 def test_health_reports_database_and_storage(client: FlaskClient) -> None:
     r = client.get("/api/v1/health")
     assert r.status_code == 200
-    assert r.json == {"status": "ok", "database": "ok", "storage": "ok"}
+    assert r.json == {
+        "status": "ok",
+        "database": "ok",
+        "documents": "ok",
+        "archive": "ok",
+        "storage": "ok",
+    }
 
 
 def test_api_requires_a_valid_token(client: FlaskClient) -> None:

@@ -31,7 +31,7 @@ from service.extensions import db
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.timeutil import iso, utcnow
-from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
+from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest"
@@ -227,8 +227,12 @@ def run_pending(
     policy: ArchivePolicy,
     kit_id: int | None = None,
     ignore_schedule: bool = False,
+    stop_when_unavailable: bool = False,
 ) -> tuple[int, int]:
-    """Run due jobs (pieces before manifests); (done, failed). Never raises storage errors."""
+    """Run due jobs (pieces before manifests); (done, failed). Never raises storage errors.
+
+    `stop_when_unavailable`: the first job that finds a store unreachable ends the run (the
+    others stay pending, untouched), instead of each waiting for its own timeout."""
     done = failed = 0
     query = select(ArchiveJob.id).where(ArchiveJob.status == "pending")
     if kit_id is not None:
@@ -238,7 +242,11 @@ def run_pending(
     ids = db.session.scalars(
         query.order_by((ArchiveJob.kind == MANIFEST).asc(), ArchiveJob.id)
     ).all()
+    unavailable: StorageUnavailable | None = None
     for job_id in ids:
+        if unavailable is not None:  # not tried again: it would only wait for the same timeout
+            failed += _record_failure(job_id, unavailable)
+            continue
         job = db.session.execute(
             select(ArchiveJob)
             .where(ArchiveJob.id == job_id, ArchiveJob.status == "pending")
@@ -255,18 +263,25 @@ def run_pending(
             done += 1
         except (StorageError, NotFound, OSError) as exc:
             db.session.rollback()
-            job = db.session.get(ArchiveJob, job_id)
-            if job is None:
-                continue
-            job.attempts += 1
-            job.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            job.next_attempt_at = utcnow() + _backoff(job.attempts)
-            if isinstance(exc, ArchiveConflict):
-                job.status = "failed"
-            db.session.commit()
-            log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
-            failed += 1
+            failed += _record_failure(job_id, exc)
+            if stop_when_unavailable and isinstance(exc, StorageUnavailable):
+                unavailable = exc
     return done, failed
+
+
+def _record_failure(job_id: int, exc: Exception) -> int:
+    """Note the failure on a pending job and schedule its next attempt; 1 if noted."""
+    job = db.session.get(ArchiveJob, job_id)
+    if job is None or job.status != "pending":
+        return 0
+    job.attempts += 1
+    job.last_error = f"{type(exc).__name__}: {exc}"[:500]
+    job.next_attempt_at = utcnow() + _backoff(job.attempts)
+    if isinstance(exc, ArchiveConflict):
+        job.status = "failed"
+    db.session.commit()
+    log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
+    return 1
 
 
 @dataclass(frozen=True)

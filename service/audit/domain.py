@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from service.audit.models import AuditEvent, AuditHead
 from service.extensions import db
@@ -47,13 +49,8 @@ def record(
     sha256_after: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append an event in the caller's transaction; the head row lock keeps the chain linear."""
-    head = db.session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, last_hash=GENESIS, count=0)
-        db.session.add(head)
+    """Append an event in the caller's transaction, after the previous one in any process."""
+    head = _lock_head()
     row = AuditEvent(
         event=event,
         actor=actor,
@@ -68,10 +65,43 @@ def record(
     )
     row.hash = _digest(head.last_hash, row)
     head.last_hash = row.hash
-    head.count += 1
     db.session.add(row)
     db.session.flush()
     return row
+
+
+def _lock_head() -> AuditHead:
+    """Take the chain's write lock first, then read the head (its count already bumped).
+
+    UPDATE before SELECT: on PostgreSQL the UPDATE takes the head row's lock and waits for the
+    transaction holding it; on SQLite (pysqlite begins a transaction only before a write) it
+    takes the database write lock, waiting up to the connection's busy_timeout. A locking
+    SELECT first would not lock anything on SQLite, and two writers would share a predecessor.
+    """
+    bump = (
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(count=AuditHead.count + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if db.session.execute(bump).rowcount == 0:  # type: ignore[attr-defined]
+        _create_head()
+        db.session.execute(bump)
+    return db.session.execute(
+        select(AuditHead).where(AuditHead.id == 1).execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def _create_head() -> None:
+    """The migration creates the head row; recreate it (emptied database) without racing."""
+    values = {"id": 1, "last_hash": GENESIS, "count": 0}
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        db.session.execute(pg_insert(AuditHead).values(values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        db.session.execute(sqlite_insert(AuditHead).values(values).on_conflict_do_nothing())
+    else:
+        db.session.execute(insert(AuditHead).values(values))
 
 
 def kit_events(kit_id: int) -> Sequence[AuditEvent]:

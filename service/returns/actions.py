@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import IO
 
 from service.accounts.auth import Principal
@@ -15,7 +16,13 @@ from service.backends import (
 from service.extensions import db
 from service.kits.models import Kit
 from service.mail import notify
-from service.returns.domain import ReturnContext, countersign_kit, receive_return
+from service.returns.domain import (
+    ReturnContext,
+    UploadQuota,
+    countersign_kit,
+    receive_return,
+    sweep_uploads,
+)
 from service.returns.models import KitReturn
 from signing.errors import Refused
 
@@ -24,8 +31,14 @@ def receive_upload(
     kit: Kit, kind: str, stream: IO[bytes], *, principal: Principal, address: str | None
 ) -> KitReturn:
     """Verify and record an upload; the employer is told by e-mail. `Refused` is re-raised."""
-    max_bytes = settings().max_upload_mb * 1024 * 1024
-    ctx = ReturnContext(store=document_store(), trust=trust_settings(), max_bytes=max_bytes)
+    s = settings()
+    max_bytes = s.max_upload_mb * 1024 * 1024
+    ctx = ReturnContext(
+        store=document_store(),
+        trust=trust_settings(),
+        max_bytes=max_bytes,
+        quota=UploadQuota(uploads=s.upload_quota_count, bytes=s.upload_quota_mb * 1024 * 1024),
+    )
     try:
         ret = receive_return(
             kit, kind, stream.read(max_bytes + 1), principal=principal, address=address, ctx=ctx
@@ -47,7 +60,15 @@ def countersign_and_archive(kit_id: int, *, principal: Principal) -> Kit:
         key=signing_key(),
         tsa_url=settings().signing_tsa_url,
     )
-    run_archive_jobs(kit.id)
+    run_archive_jobs(kit.id, inline=True)
     db.session.refresh(kit)
     notify.kit_countersigned(kit)
     return kit
+
+
+def sweep_leftover_uploads(*, older_than_minutes: int | None = None) -> int:
+    """Delete upload copies no return refers to, older than QUARANTINE_MAX_AGE_MINUTES."""
+    minutes = (
+        settings().quarantine_max_age_minutes if older_than_minutes is None else older_than_minutes
+    )
+    return sweep_uploads(store=document_store(), older_than=timedelta(minutes=minutes))

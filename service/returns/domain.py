@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from service.accounts.auth import Principal, issue_token
@@ -26,8 +27,9 @@ from signing.countersign import SignatureBox, SigningKey, countersign
 from signing.errors import Refused, SigningError, TimestampUnavailable
 from signing.sandbox import Limits, run_limited
 from signing.verify import TrustSettings, Verdict, verify_return
-from storage import ObjectStore, sha256_hex
+from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
 
+log = logging.getLogger(__name__)
 SESSION_HOURS = 2
 WINDOW = timedelta(minutes=15)
 SIRET_LIMIT = 5  # failures per window before 429
@@ -167,11 +169,59 @@ def _signable(kit: Kit, kind: str) -> KitDocument:
 
 
 @dataclass(frozen=True)
+class UploadQuota:
+    """Uploads a kit may receive in an hour, in number and in bytes (0: no limit)."""
+
+    uploads: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
 class ReturnContext:
     store: ObjectStore
     trust: TrustSettings
     max_bytes: int
     limits: Limits = field(default_factory=Limits)
+    quota: UploadQuota = field(default_factory=UploadQuota)
+
+
+QUARANTINE = "quarantine/"
+RETURNS = "returns/"
+QUOTA_WINDOW = timedelta(hours=1)
+
+
+def _check_quota(kit: Kit, size: int, quota: UploadQuota) -> None:
+    """The uploads of the last hour on this kit, refused or not, plus this one, within quota."""
+    if not quota.uploads and not quota.bytes:
+        return
+    count, total = db.session.execute(
+        select(func.count(KitReturn.id), func.coalesce(func.sum(KitReturn.size), 0)).where(
+            KitReturn.kit_id == kit.id, KitReturn.uploaded_at > utcnow() - QUOTA_WINDOW
+        )
+    ).one()
+    if (quota.uploads and count + 1 > quota.uploads) or (
+        quota.bytes and total + size > quota.bytes
+    ):
+        limits = []
+        if quota.uploads:
+            limits.append(f"{quota.uploads} fichier{'s' if quota.uploads > 1 else ''}")
+        if quota.bytes:
+            limits.append(f"{quota.bytes / (1024 * 1024):.0f} Mo")
+        raise TooManyRequests(
+            f"Trop de dépôts pour ce kit en une heure ({' ou '.join(limits)} au plus) : "
+            "réessayez plus tard ou contactez votre gestionnaire.",
+            code="upload_quota_exceeded",
+        )
+
+
+def _discard(store: ObjectStore, key: str) -> None:
+    """Delete a copy no row refers to; a failure is left to `sweep_uploads`."""
+    try:
+        store.delete(key)
+    except ObjectNotFound:
+        pass
+    except StorageError:
+        log.warning("could not delete %s now: the sweep will", key)
 
 
 def receive_return(
@@ -191,11 +241,48 @@ def receive_return(
         )
     if not data:
         raise InvalidInput("Le fichier envoyé est vide.", code="empty_file", field="file")
+    _check_quota(kit, len(data), ctx.quota)
     digest = sha256_hex(data)
     token = uuid.uuid4().hex[:12]
-    quarantine_key = f"quarantine/{kit.reference}/{kind}/{token}.pdf"
+    quarantine_key = f"{QUARANTINE}{kit.reference}/{kind}/{token}.pdf"
     ctx.store.put(quarantine_key, data, sha256=digest, content_type="application/pdf")
+    # Whatever happens next, no copy may stay without a row: the quarantine copy goes once
+    # the row refers to the verified copy, every copy goes when no row was committed.
+    kept: str | None = None
+    try:
+        ret, refusal = _verify_and_record(
+            kit,
+            doc,
+            data,
+            digest=digest,
+            token=token,
+            principal=principal,
+            address=address,
+            ctx=ctx,
+        )
+        kept = ret.storage_key
+    finally:
+        for key in {quarantine_key, f"{RETURNS}{kit.reference}/{kind}/{token}.pdf"} - {kept}:
+            _discard(ctx.store, key)
+    if refusal is not None:
+        raise refusal
+    return ret
 
+
+def _verify_and_record(
+    kit: Kit,
+    doc: KitDocument,
+    data: bytes,
+    *,
+    digest: str,
+    token: str,
+    principal: Principal,
+    address: str | None,
+    ctx: ReturnContext,
+) -> tuple[KitReturn, Refused | None]:
+    """Verify the quarantined copy, keep the verified one, commit the row and its events."""
+    kind = doc.kind
+    quarantine_key = f"{QUARANTINE}{kit.reference}/{kind}/{token}.pdf"
     issued = ctx.store.get(doc.pdf_key)
     refusal: Refused | None = None
     verdict: Verdict | None = None
@@ -213,7 +300,7 @@ def receive_return(
         )
     key = quarantine_key
     if refusal is None:
-        key = f"returns/{kit.reference}/{kind}/{token}.pdf"
+        key = f"{RETURNS}{kit.reference}/{kind}/{token}.pdf"
         ctx.store.put(key, data, sha256=digest, content_type="application/pdf")
     ret = KitReturn(
         kit_id=kit.id,
@@ -260,9 +347,7 @@ def receive_return(
     if event == "return_accepted":
         _update_kit_status(kit)
     db.session.commit()
-    if refusal is not None:
-        raise refusal
-    return ret
+    return ret, refusal
 
 
 def _update_kit_status(kit: Kit) -> None:
@@ -424,6 +509,31 @@ def countersign_kit(
     enqueue_archive(kit, [doc.kind for doc, _, _, _ in signed])
     db.session.commit()
     return kit
+
+
+def sweep_uploads(*, store: ObjectStore, older_than: timedelta) -> int:
+    """Delete upload copies (quarantine and verified) that no return refers to and that are
+    older than `older_than` (left by a crash between the copy and the commit); their number."""
+    cutoff = datetime.now(UTC) - older_than
+    removed = 0
+    for prefix in (QUARANTINE, RETURNS):
+        old = [
+            info.key
+            for info in store.list(prefix)
+            if info.last_modified is None or info.last_modified < cutoff
+        ]
+        for start in range(0, len(old), 500):
+            batch = old[start : start + 500]
+            referred = set(
+                db.session.scalars(
+                    select(KitReturn.storage_key).where(KitReturn.storage_key.in_(batch))
+                )
+            )
+            for key in batch:
+                if key not in referred:
+                    _discard(store, key)
+                    removed += 1
+    return removed
 
 
 def kits_waiting(after_days: int) -> Sequence[Kit]:
