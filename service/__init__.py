@@ -7,10 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from service.config import Settings
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+ID_MAX = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL)
+
+
+class IdConverter(IntegerConverter):
+    """`<int:…>` in every route: a positive id within the columns' range. Anything else (0,
+    2^63, a hundred digits) matches no route, hence 404, instead of overflowing the driver."""
+
+    def __init__(self, map: Any, fixed_digits: int = 0, min: int = 1, max: int = ID_MAX) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -20,6 +30,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     env = {**os.environ, **(config or {})}
     settings = Settings.from_env(env)
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    # before any route is added: every `<int:…>` (blueprints included) binds this converter
+    app.url_map.converters["int"] = IdConverter
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # the client address is the N-th X-Forwarded-For entry from the right: the one the
+        # outermost trusted proxy saw; the throttles and the audit trail read it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
@@ -43,7 +61,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for noisy in ("pyhanko", "pyhanko_certvalidator"):  # logs expected validation failures
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
+    from service import ratelimit
     from service.extensions import csrf, db, migrate
+
+    ratelimit.init_app(app, redis_url=settings.redis_url, prefix=settings.ratelimit_prefix)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)

@@ -20,6 +20,17 @@ def _secret_key(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def _count(value: str, name: str) -> int:
+    """A non-negative integer setting; anything else stops the start with a clear message."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_path: Path
@@ -39,6 +50,9 @@ class Settings:
     max_upload_mb: int
     access_code_days: int
     public_url: str
+    redis_url: str | None = None
+    trusted_proxies: int = 0
+    ratelimit_prefix: str = "psc"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -65,4 +79,7 @@ class Settings:
             max_upload_mb=int(env.get("MAX_UPLOAD_MB", "20")),
             access_code_days=int(env.get("ACCESS_CODE_DAYS", "120")),
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            redis_url=env.get("REDIS_URL") or None,
+            trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
+            ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
         )
