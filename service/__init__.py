@@ -15,9 +15,26 @@ MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 ID_MAX = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL)
 
 
+def _digits_up_to(limit: int) -> str:
+    """A regex of the decimal numbers 1…`limit` (no sign, no leading zero)."""
+    top = str(limit)
+    n = len(top)
+    parts = [rf"[1-9]\d{{0,{n - 2}}}"] if n > 1 else []
+    for i, digit in enumerate(top):
+        low = "1" if i == 0 else "0"
+        if int(digit) > int(low):
+            parts.append(rf"{top[:i]}[{low}-{int(digit) - 1}]\d{{{n - i - 1}}}")
+    parts.append(top)
+    return "(?:" + "|".join(parts) + ")"
+
+
 class IdConverter(IntegerConverter):
     """`<int:…>` in every route: a positive id within the columns' range. Anything else (0,
-    2^63, a hundred digits) matches no route, hence 404, instead of overflowing the driver."""
+    2^63, a hundred digits) matches no route, whatever the method, hence 404, instead of
+    overflowing the driver: the bound is in the pattern, since a value refused after matching
+    would answer 405 to a method that another route of the same path accepts."""
+
+    regex = _digits_up_to(ID_MAX)
 
     def __init__(self, map: Any, fixed_digits: int = 0, min: int = 1, max: int = ID_MAX) -> None:
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max)

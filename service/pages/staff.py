@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from service.audit.domain import kit_events
 from service.downloads import stream_object
-from service.errors import InvalidInput, ServiceError, TooManyRequests
+from service.errors import InvalidInput, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain as kits
@@ -86,7 +86,7 @@ def login() -> Any:
         except TooManyRequests as exc:
             page = render_template("login.html", error=exc.message)
             return page, 429, {"Retry-After": str(exc.retry_after or 60)}
-        except ServiceError as exc:
+        except Unauthorized as exc:
             error = exc.message
         else:
             target = safe_next_path(request.args.get("suivant"))
