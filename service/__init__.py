@@ -7,10 +7,37 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from service.config import Settings
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+ID_MAX = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL)
+
+
+def _digits_up_to(limit: int) -> str:
+    """A regex of the decimal numbers 1…`limit` (no sign, no leading zero)."""
+    top = str(limit)
+    n = len(top)
+    parts = [rf"[1-9]\d{{0,{n - 2}}}"] if n > 1 else []
+    for i, digit in enumerate(top):
+        low = "1" if i == 0 else "0"
+        if int(digit) > int(low):
+            parts.append(rf"{top[:i]}[{low}-{int(digit) - 1}]\d{{{n - i - 1}}}")
+    parts.append(top)
+    return "(?:" + "|".join(parts) + ")"
+
+
+class IdConverter(IntegerConverter):
+    """`<int:…>` in every route: a positive id within the columns' range. Anything else (0,
+    2^63, a hundred digits) matches no route, whatever the method, hence 404, instead of
+    overflowing the driver: the bound is in the pattern, since a value refused after matching
+    would answer 405 to a method that another route of the same path accepts."""
+
+    regex = _digits_up_to(ID_MAX)
+
+    def __init__(self, map: Any, fixed_digits: int = 0, min: int = 1, max: int = ID_MAX) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -20,6 +47,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     env = {**os.environ, **(config or {})}
     settings = Settings.from_env(env)
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    # before any route is added: every `<int:…>` (blueprints included) binds this converter
+    app.url_map.converters["int"] = IdConverter
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # the client address is the N-th X-Forwarded-For entry from the right: the one the
+        # outermost trusted proxy saw; the throttles and the audit trail read it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
@@ -43,7 +78,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for noisy in ("pyhanko", "pyhanko_certvalidator"):  # logs expected validation failures
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
+    from service import ratelimit
     from service.extensions import csrf, db, migrate
+
+    ratelimit.init_app(app, redis_url=settings.redis_url, prefix=settings.ratelimit_prefix)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)

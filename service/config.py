@@ -20,6 +20,17 @@ def _secret_key(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def _count(value: str, name: str) -> int:
+    """A non-negative integer setting; anything else stops the start with a clear message."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_path: Path
@@ -47,6 +58,9 @@ class Settings:
     upload_quota_count: int = 30
     upload_quota_mb: int = 200
     quarantine_max_age_minutes: int = 60
+    redis_url: str | None = None
+    trusted_proxies: int = 0
+    ratelimit_prefix: str = "psc"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -81,4 +95,7 @@ class Settings:
             upload_quota_count=int(env.get("UPLOAD_QUOTA_COUNT", "30")),
             upload_quota_mb=int(env.get("UPLOAD_QUOTA_MB", "200")),
             quarantine_max_age_minutes=int(env.get("QUARANTINE_MAX_AGE_MINUTES", "60")),
+            redis_url=env.get("REDIS_URL") or None,
+            trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
+            ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
         )

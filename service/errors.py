@@ -72,6 +72,17 @@ class TooManyRequests(ServiceError):
     code = "too_many_attempts"
     message = "Trop de tentatives : réessayez plus tard."
 
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, field=field)
+        self.retry_after = retry_after
+
 
 class PayloadTooLarge(ServiceError):
     status = 413
@@ -112,6 +123,9 @@ def error_response(error: ServiceError) -> Response:
             render_template("error.html", error=error), mimetype="text/html; charset=utf-8"
         )
     response.status_code = error.status
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -145,7 +159,12 @@ def register_error_handlers(app: Flask) -> None:
         code, message = _HTTP_MESSAGES.get(status, ("http_error", "Erreur de la requête."))
         mapped = ServiceError(message, code=code)
         mapped.status = status
-        return error_response(mapped)
+        response = error_response(mapped)
+        # keep what the exception says beyond its body: `Allow` on 405, `Retry-After`…
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -1,15 +1,14 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
-from service.accounts.models import ApiToken, User
+from service.accounts.models import ApiToken, User, WebSession
 from service.archive.models import ArchiveJob, ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.pages.models import BatchRun
 from service.reference.models import Cdg, Convention, Employer
-from service.returns.models import AccessThrottle, KitReturn
+from service.returns.models import KitReturn
 
 __all__ = [
-    "AccessThrottle",
     "ApiToken",
     "ArchiveJob",
     "ArchiveRecord",
@@ -24,4 +23,5 @@ __all__ = [
     "KitDocument",
     "KitReturn",
     "User",
+    "WebSession",
 ]

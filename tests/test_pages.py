@@ -89,11 +89,14 @@ def test_batch_runs_in_the_background_with_progress(
 def test_staff_can_lift_a_portal_lockout_from_the_page(
     app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
-    from service.returns.models import AccessThrottle
-
-    with app.app_context():
-        db.session.add(AccessThrottle(key="siret:21810004800014", failures=10, locked=True))
-        db.session.commit()
+    kit = client.post("/api/v1/employers/21810004800014/kits", headers=staff).json
+    for _ in range(5):  # from one address: it is blocked, and staff see the guessing
+        r = client.post(
+            "/api/v1/portal/session",
+            json={"siret": "21810004800014", "access_code": "AAAA-BBBB-CCCC-DDDD"},
+            environ_base={"REMOTE_ADDR": "192.0.2.66"},
+        )
+        assert r.status_code == 401
     sign_in(app, client, "agent@assureur.fr")
     page = client.get("/employeurs/21810004800014").get_data(as_text=True)
     assert "bloqué après trop d'essais" in page
@@ -102,6 +105,12 @@ def test_staff_can_lift_a_portal_lockout_from_the_page(
     assert r.status_code == 302
     page = client.get("/employeurs/21810004800014").get_data(as_text=True)
     assert "bloqué après trop d'essais" not in page and "débloqué" in page
+    r = client.post(
+        "/api/v1/portal/session",
+        json={"siret": "21810004800014", "access_code": kit["access_code"]},
+        environ_base={"REMOTE_ADDR": "192.0.2.66"},
+    )
+    assert r.status_code == 200
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

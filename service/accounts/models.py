@@ -43,3 +43,26 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User | None] = relationship()
+
+
+class WebSession(db.Model):
+    """A signed-in browser (staff, CDG, admin or employer pages).
+
+    The signed session cookie carries a random id; the row, found by the id's SHA-256, says who
+    and until when. Signing out deletes the row, so a cookie copied before sign-out is worthless
+    after it; every request checks the row.
+    """
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    siret: Mapped[str | None] = mapped_column(String(14))
+    kit_id: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    user: Mapped[User | None] = relationship()

@@ -28,6 +28,7 @@ from service.audit.domain import record
 from service.audit.models import AuditHead
 from service.errors import InvalidInput, NotFound
 from service.extensions import db
+from service.formatting import siret as format_siret
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.timeutil import iso, utcnow
@@ -376,8 +377,26 @@ def _day(value: datetime | None) -> str:
     return f"{value:%d/%m/%Y}" if value else ""
 
 
+# a cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula gets a leading `'`, shown as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def tracking_csv(cdg_code: str) -> str:
-    """Every employer of the CDG with its kit status: `;`-separated, for French spreadsheets."""
+    """Every employer of the CDG with its kit status: `;`-separated, for French spreadsheets.
+
+    Cells that would start a formula are neutralised (`'=…`). The SIRET is written grouped as
+    INSEE prints it, `218 100 048 00014`: with a last group of five digits no locale can read it
+    as a number, so a spreadsheet keeps all fourteen digits as text (a bare 21810004800014 would
+    show as 2,18E+13 and lose its digits), and no formula (`="…"`) is needed; programs reading
+    the file drop the spaces.
+    """
     rows = employers_with_current_kit(cdg_code)
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
@@ -386,8 +405,9 @@ def tracking_csv(cdg_code: str) -> str:
         c = employer.contribution
         amounts = c.get("amounts", {}) if c["mode"] != "flat" else {}
         writer.writerow(
-            [
-                employer.siret,
+            _cell(value)
+            for value in [
+                format_siret(employer.siret),
                 employer.name,
                 employer.kind,
                 employer.headcount,

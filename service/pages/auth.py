@@ -1,65 +1,151 @@
 """Sessions for the pages: staff, CDG and admin sign in with e-mail and password; employers
-with SIRET and access code. The signed session cookie holds who is signed in and until when."""
+with SIRET and access code.
+
+A session lives on the server (`WebSession`, one row per signed-in browser); the signed cookie
+only carries its random id, so signing out (which deletes the row) ends it for every copy of the
+cookie. Password sign-in is throttled per address, per e-mail + address (with backoff) and per
+e-mail from all addresses (see `LOGIN_*`).
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import g, redirect, request, session, url_for
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from service.accounts.auth import Principal, verify_password
-from service.accounts.models import User
+from service.accounts.auth import Principal, hash_token, verify_password
+from service.accounts.models import User, WebSession
 from service.errors import Unauthorized
 from service.extensions import db
+from service.ratelimit import Rule, limiter
 from service.timeutil import utcnow
 
 STAFF_SESSION = timedelta(hours=8)
 EMPLOYER_SESSION = timedelta(hours=2)
 
+# failed password sign-ins; each rule's windows step up (backoff) and lift by themselves
+LOGIN_ADDRESS = Rule.of("login-address", "20/15 minutes; 100/day")
+LOGIN_ACCOUNT_ADDRESS = Rule.of("login-account-address", "5/15 minutes; 10/hour; 20/day")
+LOGIN_ACCOUNT = Rule.of("login-account", "50/hour; 200/day")
 
-def sign_in_user(email: str, password: str) -> User:
-    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+
+def _address(address: str | None) -> str:
+    return address or "inconnue"
+
+
+def sign_in_user(email: str, password: str, *, address: str | None) -> User:
+    """Check the password and open a session; 429 (with `Retry-After`) while throttled."""
+    email = email.strip().lower()
+    address = _address(address)
+    rules = (
+        (LOGIN_ADDRESS, (address,)),
+        (LOGIN_ACCOUNT_ADDRESS, (email, address)),
+        (LOGIN_ACCOUNT, (email,)),
+    )
+    limits = limiter()
+    for rule, ids in rules:
+        limits.check(rule, *ids)
+    user = db.session.scalar(select(User).where(User.email == email))
     if user is None or not user.active or not verify_password(user.password_hash, password):
+        for rule, ids in rules:
+            limits.hit(rule, *ids)
         raise Unauthorized("Adresse ou mot de passe incorrect.", code="invalid_credentials")
-    session.clear()
-    session.permanent = True
-    session["user_id"] = user.id
-    session["expires"] = (utcnow() + STAFF_SESSION).timestamp()
+    limits.clear(LOGIN_ACCOUNT_ADDRESS, email, address)
+    _open_session(lifetime=STAFF_SESSION, user_id=user.id)
     return user
 
 
 def sign_in_employer(siret: str, kit_id: int) -> None:
-    session.clear()
-    session.permanent = True
-    session["employer_siret"] = siret
+    _open_session(lifetime=EMPLOYER_SESSION, siret=siret, kit_id=kit_id)
     session["kit_id"] = kit_id
-    session["expires"] = (utcnow() + EMPLOYER_SESSION).timestamp()
+
+
+def _open_session(
+    *,
+    lifetime: timedelta,
+    user_id: int | None = None,
+    siret: str | None = None,
+    kit_id: int | None = None,
+) -> None:
+    now = utcnow()
+    _end_session()  # a new id at every sign-in (no fixation)
+    db.session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+    sid = secrets.token_urlsafe(32)
+    db.session.add(
+        WebSession(
+            token_hash=hash_token(sid),
+            user_id=user_id,
+            siret=siret,
+            kit_id=kit_id,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    db.session.commit()
+    session.permanent = True
+    session["sid"] = sid
+    g.pop("principal", None)
+
+
+def _end_session() -> None:
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        db.session.execute(delete(WebSession).where(WebSession.token_hash == hash_token(sid)))
+    session.clear()
 
 
 def sign_out() -> None:
-    session.clear()
+    """End the session on the server: the cookie, wherever it was copied, no longer works."""
+    _end_session()
+    db.session.commit()
+    g.pop("principal", None)
 
 
 def current_principal() -> Principal | None:
     if "principal" in g:
         return g.principal
     who = None
-    expires = session.get("expires")
-    if expires is not None and expires > utcnow().timestamp():
-        if "user_id" in session:
-            user = db.session.get(User, session["user_id"])
+    sid = session.get("sid")
+    row = (
+        db.session.scalar(select(WebSession).where(WebSession.token_hash == hash_token(sid)))
+        if isinstance(sid, str)
+        else None
+    )
+    if row is not None and row.expires_at > utcnow():
+        if row.user_id is not None:
+            user = row.user
             if user is not None and user.active:
                 who = Principal(
                     role=user.role, email=user.email, user_id=user.id, cdg_code=user.cdg_code
                 )
-        elif "employer_siret" in session:
-            who = Principal(role="employer", siret=session["employer_siret"])
+        elif row.siret is not None:
+            who = Principal(role="employer", siret=row.siret)
     g.principal = who
     return who
+
+
+def safe_next_path(target: str | None) -> str | None:
+    """`target` when it is a path of this site, else None.
+
+    Browsers drop tabs and line breaks inside a URL, read `\\` as `/` and skip leading control
+    characters and spaces, so `/\\t/evil.example` or `\\\\evil.example` would leave the site:
+    any control character or backslash refuses the target, and what remains must start with one
+    `/` and name no scheme or host.
+    """
+    if not target or any(ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in target):
+        return None
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
 
 
 def page_roles(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

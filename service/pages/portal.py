@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from service.backends import settings
 from service.downloads import stream_object
-from service.errors import ServiceError
+from service.errors import ServiceError, TooManyRequests, Unavailable
 from service.extensions import db
 from service.kits import domain as kits
 from service.kits.models import Kit
@@ -32,6 +32,11 @@ def portal_login() -> Any:
                 access_code=request.form.get("access_code", ""),
                 address=request.remote_addr,
             )
+        except TooManyRequests as exc:
+            page = render_template("portal_login.html", error=exc.message, values=values)
+            return page, 429, {"Retry-After": str(exc.retry_after or 60)}
+        except Unavailable:
+            raise
         except ServiceError as exc:
             error = exc.message
         else:

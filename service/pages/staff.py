@@ -21,14 +21,20 @@ from sqlalchemy import select
 
 from service.audit.domain import kit_events
 from service.downloads import stream_object
-from service.errors import InvalidInput, ServiceError
+from service.errors import InvalidInput, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain as kits
 from service.kits.actions import issue_many, issue_one
 from service.kits.models import Kit
 from service.mail import notify
-from service.pages.auth import current_principal, page_roles, sign_in_user, sign_out
+from service.pages.auth import (
+    current_principal,
+    page_roles,
+    safe_next_path,
+    sign_in_user,
+    sign_out,
+)
 from service.pages.blueprint import bp
 from service.pages.models import BatchRun
 from service.reference import domain as reference
@@ -38,7 +44,7 @@ from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
 from service.returns.actions import countersign_and_archive
-from service.returns.models import AccessThrottle, KitReturn
+from service.returns.models import KitReturn
 from service.timeutil import utcnow
 
 STAFF = ("admin", "staff")
@@ -72,12 +78,19 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         try:
-            user = sign_in_user(request.form.get("email", ""), request.form.get("password", ""))
-        except ServiceError as exc:
+            user = sign_in_user(
+                request.form.get("email", ""),
+                request.form.get("password", ""),
+                address=request.remote_addr,
+            )
+        except TooManyRequests as exc:
+            page = render_template("login.html", error=exc.message)
+            return page, 429, {"Retry-After": str(exc.retry_after or 60)}
+        except Unauthorized as exc:
             error = exc.message
         else:
-            target = request.args.get("suivant", "")
-            if not target.startswith("/") or target.startswith("//"):
+            target = safe_next_path(request.args.get("suivant"))
+            if target is None:
                 target = url_for("pages.cdg_home" if user.role == "cdg" else "pages.index")
             return redirect(target)
     # a page, not an API answer: the form is shown again with its message (status 200)
@@ -247,11 +260,7 @@ def employer_page(siret: str) -> Any:
         if kit
         else []
     )
-    throttle = db.session.get(AccessThrottle, f"siret:{siret}")
-    locked = throttle is not None and (
-        throttle.locked
-        or (throttle.blocked_until is not None and throttle.blocked_until > utcnow())
-    )
+    locked = returns.portal_throttled(siret)
     return render_template(
         "employer.html", employer=employer, kit=kit, returns=kit_returns, locked=locked
     )

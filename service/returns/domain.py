@@ -15,13 +15,14 @@ from sqlalchemy.orm.exc import StaleDataError
 from service.accounts.auth import Principal, issue_token
 from service.archive.domain import enqueue_archive
 from service.audit.domain import record
-from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
 from service.kits.domain import current_kit, get_document, hash_access_code
 from service.kits.models import Kit, KitDocument
+from service.ratelimit import Rule, limiter
 from service.reference.models import Employer
-from service.returns.models import AccessThrottle, KitReturn
+from service.returns.models import KitReturn
 from service.timeutil import utcnow
 from signing.countersign import SignatureBox, SigningKey, countersign
 from signing.errors import Refused, SigningError, TimestampUnavailable
@@ -31,47 +32,46 @@ from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
 
 log = logging.getLogger(__name__)
 SESSION_HOURS = 2
-WINDOW = timedelta(minutes=15)
-SIRET_LIMIT = 5  # failures per window before 429
-SIRET_LOCK = 10  # consecutive failures before a lockout that staff lift
-ADDRESS_LIMIT = 20
+# Failed portal sign-ins (see README, "Portal throttling"). Windows of growing length make a
+# stepped backoff that lifts with time; nothing is ever locked for good. A SIRET's counters are
+# kept per address, so a stranger guessing a SIRET never gets the real employer refused from
+# its own address; an access code has 31^16 (about 2^79) values, so spreading guesses over many
+# addresses gains nothing.
+PORTAL_ADDRESS = Rule.of("portal-address", "20/15 minutes; 100/day")
+PORTAL_SIRET_ADDRESS = Rule.of("portal-siret-address", "5/15 minutes; 10/hour; 20/day")
+# every address together, per SIRET: never refuses, tells staff that someone keeps guessing
+PORTAL_SIRET_WATCH = Rule.of("portal-siret-watch", "5/15 minutes")
 _DUMMY_HASH = hash_access_code("AAAAAAAAAAAAAAAA")
 
 
 # -- portal sessions -----------------------------------------------------------------------
 
 
-def _throttle(key: str) -> AccessThrottle:
-    row = db.session.execute(
-        select(AccessThrottle).where(AccessThrottle.key == key).with_for_update()
-    ).scalar_one_or_none()
-    if row is None:
-        row = AccessThrottle(key=key, failures=0, window_started_at=utcnow(), locked=False)
-        db.session.add(row)
-        db.session.flush()
-    return row
+def _throttle(siret: str, address: str) -> list[tuple[Rule, tuple[str, ...]]]:
+    """The limits a portal attempt counts against; the SIRET's generation changes when staff
+    clear its limits, which drops the counters of every address at once."""
+    generation = str(limiter().generation(f"portal-siret:{siret}"))
+    return [
+        (PORTAL_ADDRESS, (address,)),
+        (PORTAL_SIRET_ADDRESS, (siret, generation, address)),
+    ]
 
 
-def _check_throttle(row: AccessThrottle, now: datetime) -> None:
-    if row.locked:
-        raise TooManyRequests(
-            "Accès verrouillé après trop d'essais : "
-            "contactez votre gestionnaire pour le débloquer.",
-            code="access_locked",
-        )
-    if row.blocked_until is not None and row.blocked_until > now:
-        raise TooManyRequests()
+def _check_throttle(rules: list[tuple[Rule, tuple[str, ...]]]) -> None:
+    for rule, ids in rules:
+        limiter().check(rule, *ids)
 
 
-def _fail(row: AccessThrottle, now: datetime, limit: int, lock_at: int | None) -> None:
-    if now - row.window_started_at > WINDOW:
-        row.window_started_at, row.blocked_until = now, None
-        row.failures = row.failures if lock_at else 0
-    row.failures += 1
-    if row.failures >= limit:
-        row.blocked_until = now + WINDOW
-    if lock_at is not None and row.failures >= lock_at:
-        row.locked = True
+def _fail(siret: str, rules: list[tuple[Rule, tuple[str, ...]]]) -> None:
+    for rule, ids in rules:
+        limiter().hit(rule, *ids)
+    limiter().hit(PORTAL_SIRET_WATCH, siret, str(limiter().generation(f"portal-siret:{siret}")))
+
+
+def portal_throttled(siret: str) -> bool:
+    """Whether wrong codes keep coming for this SIRET (from any address): staff see it."""
+    generation = str(limiter().generation(f"portal-siret:{siret}"))
+    return limiter().retry_after(PORTAL_SIRET_WATCH, siret, generation) is not None
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,22 @@ class PortalSession:
 
 
 def open_portal_session(*, siret: str, access_code: str, address: str | None) -> PortalSession:
-    """Exchange SIRET + access code for an employer token; never says whether the SIRET exists."""
+    """Exchange SIRET + access code for an employer token; never says whether the SIRET exists.
+
+    429 with `Retry-After` while this address, or this SIRET from this address, is throttled;
+    the right code from another address is always accepted."""
     now = utcnow()
     siret = "".join(ch for ch in str(siret) if ch.isdigit())[:14]
-    by_siret = _throttle(f"siret:{siret}")
-    by_address = _throttle(f"ip:{address or 'inconnue'}")
-    try:
-        _check_throttle(by_siret, now)
-        _check_throttle(by_address, now)
-    except TooManyRequests:
-        db.session.commit()
-        raise
+    address = address or "inconnue"
+    rules = _throttle(siret, address)
+    _check_throttle(rules)
     employer = db.session.scalar(select(Employer).where(Employer.siret == siret))
     kit = current_kit(employer) if employer is not None else None
     candidate = kit.access_code_hash if kit is not None else _DUMMY_HASH
     matches = hmac.compare_digest(candidate, hash_access_code(access_code or ""))
     if kit is None or not matches or kit.access_code_expires_at <= now:
         expired = kit is not None and matches
-        _fail(by_siret, now, SIRET_LIMIT, SIRET_LOCK)
-        _fail(by_address, now, ADDRESS_LIMIT, None)
+        _fail(siret, rules)
         record(
             "portal_failed",
             actor=f"portail:{siret}",
@@ -116,7 +113,8 @@ def open_portal_session(*, siret: str, access_code: str, address: str | None) ->
                 code="access_code_expired",
             )
         raise ServiceUnauthorized("SIRET ou code d'accès incorrect.", code="invalid_credentials")
-    by_siret.failures, by_siret.blocked_until = 0, None
+    rule, ids = rules[1]  # this address knows the code: its own guesses no longer count
+    limiter().clear(rule, *ids)
     expires = now + timedelta(hours=SESSION_HOURS)
     token = issue_token(role="employer", siret=siret, expires_at=expires)
     record("portal_session", actor=f"employer:{siret}", kit_id=kit.id, siret=siret, address=address)
@@ -125,9 +123,8 @@ def open_portal_session(*, siret: str, access_code: str, address: str | None) ->
 
 
 def unlock_portal(siret: str, *, principal: Principal) -> None:
-    row = db.session.get(AccessThrottle, f"siret:{siret}")
-    if row is not None:
-        row.failures, row.blocked_until, row.locked = 0, None, False
+    """Staff clear the SIRET's limits, for every address (the address limits stay)."""
+    limiter().generation(f"portal-siret:{siret}", bump=True)
     record("portal_unlocked", actor=principal.actor, siret=siret)
 
 

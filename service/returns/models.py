@@ -43,15 +43,3 @@ class KitReturn(db.Model):
     kit: Mapped[Kit] = relationship()
 
     __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
-
-
-class AccessThrottle(db.Model):
-    """Failed portal sign-ins per key (`siret:…` or `ip:…`): rate limit, then lockout."""
-
-    __tablename__ = "access_throttle"
-
-    key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    failures: Mapped[int] = mapped_column(default=0)
-    window_started_at: Mapped[datetime] = mapped_column(default=utcnow)
-    blocked_until: Mapped[datetime | None]
-    locked: Mapped[bool] = mapped_column(default=False)

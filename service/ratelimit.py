@@ -1,0 +1,112 @@
+"""Rate limits on the `limits` library: shared in Redis when `REDIS_URL` is set, in the process's
+memory otherwise (one process: the embedded default).
+
+A `Rule` is a named set of moving windows ("5 per 15 minutes", "10 per hour"…): several windows
+of growing length make a stepped backoff that lifts by itself with time. Callers `check` a rule
+before the guarded action (a `TooManyRequests` carrying `Retry-After` when any window is full),
+`hit` it on failure and `clear` it on success.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError as LimitsStorageError
+from limits.storage import Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from service.errors import TooManyRequests, Unavailable
+
+EXTENSION = "psc.ratelimiter"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    windows: tuple[RateLimitItem, ...]
+
+    @classmethod
+    def of(cls, name: str, spec: str) -> Rule:
+        """`Rule.of("portal-address", "20/15 minutes; 100/day")`."""
+        return cls(name, tuple(parse_many(spec)))
+
+
+class RateLimiter:
+    def __init__(self, storage_uri: str, *, prefix: str) -> None:
+        self.storage: Storage = storage_from_string(storage_uri, wrap_exceptions=True)
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.prefix = prefix
+
+    def _ids(self, rule: Rule, identifiers: tuple[str, ...]) -> tuple[str, ...]:
+        return (self.prefix, rule.name, *identifiers)
+
+    def retry_after(self, rule: Rule, *identifiers: str) -> int | None:
+        """Seconds until the rule lets one more attempt through; None when it does now."""
+        ids = self._ids(rule, identifiers)
+        wait = 0.0
+        try:
+            for window in rule.windows:
+                if not self.strategy.test(window, *ids):
+                    reset = self.strategy.get_window_stats(window, *ids).reset_time
+                    wait = max(wait, reset - time.time(), 1.0)
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+        return math.ceil(wait) if wait else None
+
+    def check(self, rule: Rule, *identifiers: str, message: str | None = None) -> None:
+        wait = self.retry_after(rule, *identifiers)
+        if wait is not None:
+            raise TooManyRequests(message, retry_after=wait)
+
+    def hit(self, rule: Rule, *identifiers: str) -> None:
+        ids = self._ids(rule, identifiers)
+        try:
+            for window in rule.windows:
+                self.strategy.hit(window, *ids)
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+
+    def count(self, rule: Rule, *identifiers: str) -> int:
+        """Attempts recorded in the rule's longest window."""
+        window = max(rule.windows, key=lambda w: w.get_expiry())
+        try:
+            stats = self.strategy.get_window_stats(window, *self._ids(rule, identifiers))
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+        return window.amount - stats.remaining
+
+    def clear(self, rule: Rule, *identifiers: str) -> None:
+        ids = self._ids(rule, identifiers)
+        try:
+            for window in rule.windows:
+                self.strategy.clear(window, *ids)
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+
+    def generation(self, name: str, *, bump: bool = False) -> int:
+        """A counter that lets one action clear many keys at once (e.g. every address that
+        guessed one SIRET's code): include it in the identifiers, bump it to start afresh.
+        It lives two days, longer than any window, so its reset never revives old attempts."""
+        key = f"{self.prefix}/generation/{name}"
+        try:
+            if bump:
+                return self.storage.incr(key, 2 * 86400)
+            return self.storage.get(key)
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("Le contrôle des tentatives est momentanément indisponible.")
+
+
+def init_app(app: Flask, *, redis_url: str | None, prefix: str) -> None:
+    app.extensions[EXTENSION] = RateLimiter(redis_url or "memory://", prefix=prefix)
+
+
+def limiter() -> RateLimiter:
+    return current_app.extensions[EXTENSION]
