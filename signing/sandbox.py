@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import resource
@@ -27,13 +28,16 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _TOO_LONG = "La lecture de ce PDF dépasse le temps de calcul autorisé : il est refusé par sécurité."
+_POLL = 0.1
+_TICKS = os.sysconf("SC_CLK_TCK")
 _UNREADABLE = "Ce PDF n'a pas pu être lu sans risque."
 
 
 @dataclass(frozen=True)
 class Limits:
-    #: CPU seconds the child may use (the file's cost, whatever the load)
-    cpu_seconds: int = 5
+    #: CPU seconds the child may use: the file's cost, whatever the load (the kernel enforces it
+    #: in whole seconds, rounded up)
+    seconds: float = 5.0
     #: wall-clock seconds before giving up (machine busy) when the CPU budget is not spent
     wall_seconds: float = 60.0
     memory_mb: int = 1024
@@ -44,7 +48,7 @@ def _child(
 ) -> None:
     try:
         signal.signal(signal.SIGXCPU, signal.SIG_DFL)
-        cpu = max(1, int(limits.cpu_seconds))
+        cpu = max(1, math.ceil(limits.seconds))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         memory = limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -64,16 +68,31 @@ def _child(
         os._exit(0)
 
 
-def _read_until(read_fd: int, deadline: float) -> bytes | None:
-    """Everything the child writes until it closes the pipe; None when the deadline passes."""
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time a live child has used so far (Linux `/proc`); None where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _read_until(read_fd: int, pid: int, limits: Limits) -> bytes | None:
+    """Everything the child writes until it closes the pipe; None when it runs out of wall-clock
+    time or of CPU budget (checked every tenth of a second: RLIMIT_CPU counts whole seconds)."""
+    deadline = time.monotonic() + limits.wall_seconds
     chunks: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        ready, _, _ = select.select([read_fd], [], [], remaining)
+        ready, _, _ = select.select([read_fd], [], [], min(remaining, _POLL))
         if not ready:
-            return None
+            used = _cpu_seconds(pid)
+            if used is not None and used >= limits.seconds:
+                return None
+            continue
         chunk = os.read(read_fd, 1 << 16)
         if not chunk:
             return b"".join(chunks)
@@ -91,7 +110,7 @@ def _reap(pid: int, *, kill: bool) -> tuple[int, float]:
 
 def _spent(cpu_used: float, limits: Limits) -> bool:
     """The CPU budget is spent (the kernel's accounting is a tick coarse)."""
-    return cpu_used >= 0.9 * max(1, int(limits.cpu_seconds))
+    return cpu_used >= min(0.9 * limits.seconds, limits.seconds - 0.05)
 
 
 def run_limited(fn: Callable[..., T], *args: Any, limits: Limits = Limits(), **kwargs: Any) -> T:
@@ -106,7 +125,7 @@ def run_limited(fn: Callable[..., T], *args: Any, limits: Limits = Limits(), **k
         _child(write_fd, limits, fn, args, kwargs)
     os.close(write_fd)
     try:
-        data = _read_until(read_fd, time.monotonic() + limits.wall_seconds)
+        data = _read_until(read_fd, pid, limits)
     finally:
         os.close(read_fd)
     status, cpu_used = _reap(pid, kill=data is None)

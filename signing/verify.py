@@ -496,7 +496,6 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
         raise
     except Exception as exc:
         raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
-    _check_certification(embedded)
 
     if not embedded:
         if data == issued:
@@ -517,7 +516,6 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
             reasons=(
                 "document sans signature électronique (signé à la main et numérisé) : "
                 "vérification visuelle requise",
-                *([pdfa_reason] if pdfa_reason else []),
             ),
             pdfa_preserved=pdfa_reason is None,
             pdfa_reason=pdfa_reason,
@@ -541,6 +539,7 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
         )
 
     signers = [_check_signature(emb, trust) for emb in embedded]
+    _check_certification(embedded)
     if byte_prefix and first.signed_revision > issued_revisions:
         _check_revisions_before_signing(hanko, issued_revisions - 1)
     for signer in signers:
@@ -552,8 +551,6 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
             "signature_invalid", "Ce document ne porte qu'un horodatage, pas de signature."
         )
     accepted = byte_prefix and all(s.trusted for s in regular)
-    if pdfa_reason:
-        reasons.append(pdfa_reason)
     return Verdict(
         status="accepted" if accepted else "pending_review",
         signed=True,
