@@ -159,7 +159,7 @@ def _objects(reader: PdfReader) -> Iterator[Any]:
     yield reader.trailer
 
 
-def _walk(reader: PdfReader) -> Iterator[DictionaryObject]:
+def _walk(reader: PdfReader, max_nodes: int) -> Iterator[DictionaryObject]:
     """Every dictionary of the file (streams' included), however deeply it is nested as a
     direct object inside other dictionaries and arrays. References are not followed: their
     targets are visited as objects of their own. The total work is bounded."""
@@ -169,7 +169,7 @@ def _walk(reader: PdfReader) -> Iterator[DictionaryObject]:
         while stack:
             node = stack.pop()
             visited += 1
-            if visited > MAX_NODES:
+            if visited > max_nodes:
                 raise Refused(
                     "malformed_pdf", "Ce PDF est d'une complexité déraisonnable : il est refusé."
                 )
@@ -211,10 +211,10 @@ class Structure:
     pdfa_identified: bool
 
 
-def _scan(reader: PdfReader) -> tuple[str, ...]:
+def _scan(reader: PdfReader, max_nodes: int) -> tuple[str, ...]:
     """Refuse active content anywhere; return the fonts that are not embedded."""
     fonts: set[str] = set()
-    for obj in _walk(reader):
+    for obj in _walk(reader, max_nodes):
         found = _active_keys(obj)
         if found:
             raise Refused(
@@ -244,10 +244,10 @@ def _page_texts(reader: PdfReader) -> list[str]:
     return [" ".join((page.extract_text() or "").split()) for page in reader.pages]
 
 
-def inspect_structure(data: bytes) -> tuple[PdfReader, Structure]:
+def inspect_structure(data: bytes, *, max_nodes: int = MAX_NODES) -> tuple[PdfReader, Structure]:
     reader = _open(data)
     try:
-        fonts = _scan(reader)
+        fonts = _scan(reader, max_nodes)
         pages = len(reader.pages)
         pdfa = _pdfa_identified(reader)
     except Refused:
