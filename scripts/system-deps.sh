@@ -4,7 +4,7 @@ set -euo pipefail
 case "${1:-run}" in
   run)  pkgs=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 shared-mime-info) ;;
   test) pkgs=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 shared-mime-info
-              poppler-utils qpdf pdftk-java postgresql redis-server
+              poppler-utils libnss3-tools qpdf pdftk-java postgresql redis-server
               chromium chromium-driver) ;;
   *) echo "usage: $0 run|test" >&2; exit 2 ;;
 esac

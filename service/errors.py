@@ -12,6 +12,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from signing.errors import VerificationBusy
+
 
 class ServiceError(Exception):
     status = 400
@@ -142,6 +144,17 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(
             Unavailable("Le stockage des documents est momentanément indisponible.")
         )
+
+    @app.errorhandler(VerificationBusy)
+    def _verification_busy(error: VerificationBusy) -> Response:
+        mapped = Unavailable(
+            "Le service de vérification des signatures est très sollicité : votre fichier n'a "
+            "pas été examiné ni conservé, réessayez dans quelques instants.",
+            code="verification_busy",
+        )
+        response = error_response(mapped)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     from flask_wtf.csrf import CSRFError
 

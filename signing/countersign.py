@@ -10,11 +10,26 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.metadata.info import view_from_info_dict
+from pyhanko.pdf_utils.metadata.model import PDF_PRODUCER, XmpStructure, XmpValue
+from pyhanko.pdf_utils.metadata.xmp_xml import MetadataStream
+from pyhanko.pdf_utils.text import TextBoxStyle
+from pyhanko.sign import fields, signers, timestamps
+from pyhanko.sign.fields import SigSeedSubFilter
+from pyhanko.stamp import TextStampStyle
+
 from signing.errors import CountersignFailed, KeyUnavailable, TimestampUnavailable
 
+#: the insurer's empty signature field that the contractual pieces carry in their cell
+INSURER_FIELD = "SignatureAssureur"
+#: the employer's one, signed by the employers' tools
+EMPLOYER_FIELD = "SignatureCollectivite"
 #: embedded in the stamp, so that the countersigned copy keeps every font embedded (PDF/A)
 STAMP_FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans-latin-1000upem.ttf"
 
@@ -28,8 +43,6 @@ class SigningKey:
 
 
 def load_pkcs12(path: str | Path, passphrase: str | None) -> SigningKey:
-    from pyhanko.sign import signers
-
     try:
         signer = signers.SimpleSigner.load_pkcs12(
             str(path), passphrase=passphrase.encode() if passphrase else None
@@ -70,24 +83,14 @@ def countersign(
     place: SignatureBox = DEFAULT_BOX,
     tsa_url: str | None = None,
 ) -> bytes:
-    """Append the insurer's PAdES signature to an already signed PDF."""
-    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.pdf_utils.text import TextBoxStyle
-    from pyhanko.sign import fields, signers, timestamps
-    from pyhanko.sign.fields import SigSeedSubFilter
-    from pyhanko.stamp import TextStampStyle
+    """Append the insurer's PAdES signature to an already signed PDF.
 
+    The document's empty `SignatureAssureur` field is filled when there is one (its cell on the
+    piece); otherwise a new field `field_name` is added at `place`, invisible when the employer
+    certified the document (DocMDP), since a certified document allows new signatures but no new
+    annotations. The document information dictionary and the XMP metadata are kept in agreement.
+    """
     timestamper = timestamps.HTTPTimeStamper(tsa_url, timeout=10) if tsa_url else None
-    meta = signers.PdfSignatureMetadata(
-        field_name=field_name,
-        md_algorithm="sha256",
-        subfilter=SigSeedSubFilter.PADES,
-        reason=reason,
-        location=location,
-        name=signer_label,
-        use_pades_lta=False,
-    )
     stamp = TextStampStyle(
         stamp_text=f"Contresigné pour {signer_label}\nle %(ts)s",
         timestamp_format="%d/%m/%Y %H:%M UTC",
@@ -95,17 +98,34 @@ def countersign(
         border_width=1,
     )
     try:
-        writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
-        count = int(writer.root["/Pages"]["/Count"])
-        page = place.page if place.page >= 0 else count + place.page
+        writer = _MetadataKeepingWriter(io.BytesIO(data), strict=False)
+        _align_metadata(writer)
+        empty = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=False)}
+        new_field: Any = None
+        if INSURER_FIELD in empty:
+            field_name = INSURER_FIELD
+        else:
+            count = int(writer.root["/Pages"]["/Count"])
+            page = place.page if place.page >= 0 else count + place.page
+            certified = "/DocMDP" in (_resolved(writer.root, "/Perms") or {})
+            new_field = fields.SigFieldSpec(
+                sig_field_name=field_name, on_page=page, box=None if certified else place.box
+            )
+        meta = signers.PdfSignatureMetadata(
+            field_name=field_name,
+            md_algorithm="sha256",
+            subfilter=SigSeedSubFilter.PADES,
+            reason=reason,
+            location=location,
+            name=signer_label,
+            use_pades_lta=False,
+        )
         pdf_signer = signers.PdfSigner(
             meta,
             signer=key.signer,
             timestamper=timestamper,
             stamp_style=stamp,
-            new_field_spec=fields.SigFieldSpec(
-                sig_field_name=field_name, on_page=page, box=place.box
-            ),
+            new_field_spec=new_field,
         )
         out = io.BytesIO()
         pdf_signer.sign_pdf(writer, output=out)
@@ -114,6 +134,49 @@ def countersign(
         if tsa_url and _is_timestamp_failure(exc):
             raise TimestampUnavailable(f"time-stamping authority failed: {exc}") from exc
         raise CountersignFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class _MetadataKeepingWriter(IncrementalPdfFileWriter):
+    """pyHanko appends its name to the information dictionary's producer but writes its name
+    alone as the XMP one; PDF/A wants both to say the same: the XMP gets the dictionary's."""
+
+    def _update_meta(self) -> None:
+        super()._update_meta()
+        info = self._info.get_object() if self._info is not None else None
+        xmp = _resolved(self.root, "/Metadata")
+        if info is None or "/Producer" not in info or not isinstance(xmp, MetadataStream):
+            return
+        merged = {name: value for root in xmp.xmp for name, value in root}
+        merged[PDF_PRODUCER] = XmpValue(str(info["/Producer"]))
+        xmp._xmp = [XmpStructure(merged)]
+        xmp._reserialise()
+        xmp._encoded_data = None
+
+
+def _resolved(dictionary: Any, key: str) -> Any:
+    """The value under `key`, references followed (pyHanko's `get` does not follow them)."""
+    try:
+        return dictionary[key]
+    except KeyError:
+        return None
+
+
+def _align_metadata(writer: IncrementalPdfFileWriter) -> None:
+    """Carry the information dictionary's entries into the XMP (pyHanko writes both from
+    `document_meta`), with one modification time for both."""
+    try:
+        current = view_from_info_dict(writer.trailer["/Info"], strict=False)
+    except KeyError:
+        current = None
+    meta = writer.document_meta
+    if current is not None:
+        meta.title = current.title
+        meta.author = current.author
+        meta.subject = current.subject
+        meta.creator = current.creator
+        meta.created = current.created
+        meta.keywords = list(current.keywords)
+    meta.last_modified = datetime.now(UTC).replace(microsecond=0)
 
 
 def _is_timestamp_failure(exc: BaseException) -> bool:

@@ -27,3 +27,11 @@ class TimestampUnavailable(SigningError):
 
 class CountersignFailed(SigningError):
     """pyHanko could not sign the document."""
+
+
+class VerificationBusy(SigningError):
+    """The machine is too busy: verification ran out of wall-clock time, not of CPU budget.
+
+    Says nothing about the file: the caller answers "try again" and keeps no verdict."""
+
+    retry_after = 30

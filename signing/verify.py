@@ -28,7 +28,7 @@ from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from pypdf import PdfReader
-from pypdf.generic import DictionaryObject, IndirectObject, StreamObject
+from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
 from signing.errors import Refused
 
@@ -53,6 +53,11 @@ ACTIVE_ACTIONS = {
     "/GoToE",
 }
 MAX_OBJECTS = 200_000
+#: dictionaries and arrays visited, all objects together, before giving up on a file
+MAX_NODES = 2_000_000
+FONT_FILES = {"/FontFile", "/FontFile2", "/FontFile3"}
+SIMPLE_FONTS = {"/Type1", "/TrueType", "/MMType1"}
+PDFA_NAMESPACE = b"http://www.aiim.org/pdfa/ns/id/"
 _ENCRYPT_KEY = re.compile(rb"/Encrypt(?![A-Za-z])")
 #: a file rewritten by a signing tool keeps its text; below this, it is another document
 MIN_TEXT_SIMILARITY = 0.97
@@ -94,6 +99,9 @@ class Verdict:
     signers: tuple[Signer, ...] = ()
     reasons: tuple[str, ...] = ()
     differences: tuple[str, ...] = ()
+    #: whether the countersigned copy can still be PDF/A (every font embedded, still identified)
+    pdfa_preserved: bool = True
+    pdfa_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +111,8 @@ class Verdict:
             "signers": [s.to_json() for s in self.signers],
             "reasons": list(self.reasons),
             "differences": list(self.differences),
+            "pdfa_preserved": self.pdfa_preserved,
+            "pdfa_reason": self.pdfa_reason,
         }
 
 
@@ -142,43 +152,128 @@ def _objects(reader: PdfReader) -> Iterator[Any]:
     ids = {(num, 0) for num in reader.xref_objStm}
     for generation, entries in reader.xref.items():
         ids.update((num, generation) for num in entries)
-    for count, (num, generation) in enumerate(ids, start=1):
-        if count > MAX_OBJECTS:
-            raise Refused("malformed_pdf", "Ce PDF contient un nombre d'objets déraisonnable.")
+    if len(ids) > MAX_OBJECTS:
+        raise Refused("malformed_pdf", "Ce PDF contient un nombre d'objets déraisonnable.")
+    for num, generation in sorted(ids):
         yield reader.get_object(IndirectObject(num, generation, reader))
     yield reader.trailer
 
 
-def _check_active_content(reader: PdfReader) -> None:
-    for obj in _objects(reader):
-        if isinstance(obj, StreamObject | DictionaryObject):
-            keys = set(obj.keys())
-            if keys & ACTIVE_KEYS or obj.get("/S") in ACTIVE_ACTIONS:
-                found = sorted(keys & ACTIVE_KEYS) or [str(obj.get("/S"))]
+def _walk(reader: PdfReader, max_nodes: int) -> Iterator[DictionaryObject]:
+    """Every dictionary of the file (streams' included), however deeply it is nested as a
+    direct object inside other dictionaries and arrays. References are not followed: their
+    targets are visited as objects of their own. The total work is bounded."""
+    visited = 0
+    for top in _objects(reader):
+        stack = [top]
+        while stack:
+            node = stack.pop()
+            visited += 1
+            if visited > max_nodes:
                 raise Refused(
-                    "active_content",
-                    "Ce PDF contient du contenu actif (JavaScript, action de lancement, fichier "
-                    "joint ou formulaire XFA) : il est refusé par sécurité.",
-                    details=found,
+                    "malformed_pdf", "Ce PDF est d'une complexité déraisonnable : il est refusé."
                 )
+            if isinstance(node, DictionaryObject):  # streams are dictionaries too
+                yield node
+                stack.extend(node.values())
+            elif isinstance(node, ArrayObject):
+                stack.extend(node)
+
+
+def _active_keys(obj: DictionaryObject) -> list[str]:
+    keys = set(obj.keys())
+    if keys & ACTIVE_KEYS:
+        return sorted(keys & ACTIVE_KEYS)
+    action = obj.get("/S")
+    if isinstance(action, IndirectObject):
+        action = action.get_object()
+    if action in ACTIVE_ACTIONS:
+        return [str(action)]
+    return []
+
+
+def _unembedded_font(obj: DictionaryObject) -> str | None:
+    """The name of the font this dictionary declares without embedding it, if it does."""
+    kind = obj.get("/Type")
+    if kind == "/FontDescriptor":
+        if not FONT_FILES & set(obj.keys()):
+            return str(obj.get("/FontName", "?")).lstrip("/")
+        return None
+    if obj.get("/Subtype") in SIMPLE_FONTS and "/BaseFont" in obj and "/FontDescriptor" not in obj:
+        return str(obj.get("/BaseFont")).lstrip("/")  # a standard 14 font, never embedded
+    return None
+
+
+@dataclass(frozen=True)
+class Structure:
+    pages: int
+    unembedded_fonts: tuple[str, ...]
+    pdfa_identified: bool
+
+
+def _scan(reader: PdfReader, max_nodes: int) -> tuple[str, ...]:
+    """Refuse active content anywhere; return the fonts that are not embedded."""
+    fonts: set[str] = set()
+    for obj in _walk(reader, max_nodes):
+        found = _active_keys(obj)
+        if found:
+            raise Refused(
+                "active_content",
+                "Ce PDF contient du contenu actif (JavaScript, action de lancement, fichier "
+                "joint ou formulaire XFA) : il est refusé par sécurité.",
+                details=found,
+            )
+        font = _unembedded_font(obj)
+        if font:
+            fonts.add(font)
+    return tuple(sorted(fonts))
+
+
+def _pdfa_identified(reader: PdfReader) -> bool:
+    metadata = reader.trailer["/Root"].get("/Metadata")
+    if metadata is None:
+        return False
+    try:
+        xmp = metadata.get_object().get_data()
+    except Exception:
+        return False
+    return PDFA_NAMESPACE in xmp
 
 
 def _page_texts(reader: PdfReader) -> list[str]:
     return [" ".join((page.extract_text() or "").split()) for page in reader.pages]
 
 
-def inspect_structure(data: bytes) -> tuple[PdfReader, int]:
+def inspect_structure(data: bytes, *, max_nodes: int = MAX_NODES) -> tuple[PdfReader, Structure]:
     reader = _open(data)
     try:
-        _check_active_content(reader)
+        fonts = _scan(reader, max_nodes)
         pages = len(reader.pages)
+        pdfa = _pdfa_identified(reader)
     except Refused:
         raise
     except Exception as exc:
         raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
     if pages == 0:
         raise Refused("malformed_pdf", "Ce PDF ne contient aucune page.")
-    return reader, pages
+    return reader, Structure(pages=pages, unembedded_fonts=fonts, pdfa_identified=pdfa)
+
+
+def _pdfa_reason(structure: Structure) -> str | None:
+    """Why the countersigned copy cannot be PDF/A, in French; None when nothing says so."""
+    if structure.unembedded_fonts:
+        names = ", ".join(structure.unembedded_fonts[:5])
+        return (
+            f"le document signé utilise une police non incorporée ({names}), probablement dans "
+            "l'apparence de la signature : l'exemplaire contresigné ne sera pas conforme au "
+            "format d'archivage PDF/A"
+        )
+    if not structure.pdfa_identified:
+        return (
+            "le document signé n'est plus identifié comme PDF/A : l'exemplaire contresigné ne "
+            "sera pas conforme au format d'archivage PDF/A"
+        )
+    return None
 
 
 # -- 2. signatures -------------------------------------------------------------------------
@@ -356,6 +451,28 @@ def _check_revisions_before_signing(hanko: Any, issued_revision: int) -> None:
         )
 
 
+def _check_certification(embedded: list[Any]) -> None:
+    """A certification signature forbidding every change (DocMDP P=1) leaves no room for the
+    insurer's countersignature: refused now rather than blocked forever at countersigning."""
+    from pyhanko.sign.fields import MDPPerm
+
+    for emb in embedded:
+        try:
+            level = emb.docmdp_level
+        except Exception as exc:
+            raise Refused(
+                "signature_invalid", "Une signature de ce PDF est illisible ou invalide."
+            ) from exc
+        if level == MDPPerm.NO_CHANGES:
+            raise Refused(
+                "certified_no_changes",
+                "Ce document a été certifié par son signataire avec l'option « aucune "
+                "modification autorisée » : l'assureur ne pourrait plus y apposer son "
+                "contreseing. Signez-le de nouveau sans certification, ou avec une "
+                "certification qui autorise le remplissage de formulaires et les signatures.",
+            )
+
+
 def _revisions(data: bytes) -> int:
     from pyhanko.pdf_utils.reader import PdfFileReader
 
@@ -367,7 +484,9 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
 
     `marker` is a string every page of the issued document carries (its kit reference).
     """
-    reader, pages = inspect_structure(data)
+    reader, structure = inspect_structure(data)
+    pages = structure.pages
+    pdfa_reason = _pdfa_reason(structure)
     try:
         from pyhanko.pdf_utils.reader import PdfFileReader
 
@@ -398,6 +517,8 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
                 "document sans signature électronique (signé à la main et numérisé) : "
                 "vérification visuelle requise",
             ),
+            pdfa_preserved=pdfa_reason is None,
+            pdfa_reason=pdfa_reason,
         )
 
     reasons: list[str] = []
@@ -418,6 +539,7 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
         )
 
     signers = [_check_signature(emb, trust) for emb in embedded]
+    _check_certification(embedded)
     if byte_prefix and first.signed_revision > issued_revisions:
         _check_revisions_before_signing(hanko, issued_revisions - 1)
     for signer in signers:
@@ -436,4 +558,6 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
         signers=tuple(signers),
         reasons=tuple(reasons),
         differences=tuple(differences),
+        pdfa_preserved=pdfa_reason is None,
+        pdfa_reason=pdfa_reason,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
@@ -95,6 +95,8 @@ class Pki:
     trusted: Party
     untrusted: Party
     expired: Party
+    #: an RSA signer (fixed-size signatures: poppler's pdfsig reserves room for exactly one)
+    trusted_rsa: Party
 
     def roots_pem(self, folder: Path) -> Path:
         path = folder / "trust-roots.pem"
@@ -124,6 +126,20 @@ def build_pki() -> Pki:
         )
         return Party(key, cert, [inter, root])
 
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_leaf = Party(
+        rsa_key,  # type: ignore[arg-type]
+        _cert(
+            _name("Jeanne Martin", "Mairie d'Albi"),
+            inter_name,
+            rsa_key.public_key(),
+            inter_key,
+            ca=False,
+            start=long[0],
+            end=long[1],
+        ),
+        [inter, root],
+    )
     other_key = ec.generate_private_key(ec.SECP256R1())
     other_name = _name("Autorité inconnue", "Ailleurs")
     other_ca = _cert(
@@ -157,37 +173,141 @@ def build_pki() -> Pki:
         expired=leaf(
             "Paul Ancien", "Mairie d'Albi", now - timedelta(days=800), now - timedelta(days=400)
         ),
+        trusted_rsa=rsa_leaf,
     )
 
 
+#: where the two contractual pieces' signature cells sit on their last page, in tests
+EMPLOYER_BOX = (40.0, 70.0, 280.0, 135.0)
+INSURER_BOX = (300.0, 70.0, 560.0, 135.0)
+
+
+def signature_fields(data: bytes) -> dict[str, bool]:
+    """Signature fields of a PDF, each with whether it is filled."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign import fields
+
+    reader = PdfFileReader(io.BytesIO(data), strict=False)
+    return {name: value is not None for name, value, _ in fields.enumerate_sig_fields(reader)}
+
+
+def with_empty_signature_fields(data: bytes) -> bytes:
+    """The issued piece with its two empty signature fields (the collectivité's and the
+    insurer's), added in an incremental revision as a form tool would; unchanged when the piece
+    already carries them (once rendering adds them itself)."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields
+
+    from signing.countersign import EMPLOYER_FIELD, INSURER_FIELD
+
+    present = signature_fields(data)
+    missing = [
+        (name, box)
+        for name, box in ((EMPLOYER_FIELD, EMPLOYER_BOX), (INSURER_FIELD, INSURER_BOX))
+        if name not in present
+    ]
+    if not missing:
+        return data
+    writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
+    last = int(writer.root["/Pages"]["/Count"]) - 1
+    for name, box in missing:
+        fields.append_signature_field(
+            writer, fields.SigFieldSpec(sig_field_name=name, on_page=last, box=box)
+        )
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def sign_pdf(
-    data: bytes, party: Party, *, field: str = "Signature_collectivite", name: str | None = None
+    data: bytes,
+    party: Party,
+    *,
+    field: str = "Signature_collectivite",
+    name: str | None = None,
+    certify: int | None = None,
+    embedded_font: bool = True,
 ) -> bytes:
-    """Sign as a real tool does: an incremental PAdES revision, with a visible stamp."""
+    """Sign as a real tool does: an incremental PAdES revision, with a visible stamp.
+
+    An existing empty field named `field` is filled; otherwise one is added. `certify` (a DocMDP
+    level: 1 no change, 2 form filling and signatures, 3 annotations too) makes it a
+    certification signature. Without `embedded_font` the stamp uses a standard font that is not
+    embedded (pyHanko's default Courier), as some tools do.
+    """
     from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.text import TextBoxStyle
     from pyhanko.sign import fields, signers
-    from pyhanko.sign.fields import SigSeedSubFilter
+    from pyhanko.sign.fields import MDPPerm, SigSeedSubFilter
     from pyhanko.stamp import TextStampStyle
 
     from signing.countersign import STAMP_FONT
 
+    exists = field in signature_fields(data)
     writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
     meta = signers.PdfSignatureMetadata(
-        field_name=field, md_algorithm="sha256", subfilter=SigSeedSubFilter.PADES, name=name
+        field_name=field,
+        md_algorithm="sha256",
+        subfilter=SigSeedSubFilter.PADES,
+        name=name,
+        certify=certify is not None,
+        docmdp_permissions=MDPPerm(certify or 2),
     )
-    stamp = TextStampStyle(
-        stamp_text="Signé par %(signer)s\nle %(ts)s",
-        text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(STAMP_FONT)), font_size=7),
+    box_style = (
+        TextBoxStyle(font=GlyphAccumulatorFactory(str(STAMP_FONT)), font_size=7)
+        if embedded_font
+        else TextBoxStyle(font_size=7)
     )
+    stamp = TextStampStyle(stamp_text="Signé par %(signer)s\nle %(ts)s", text_box_style=box_style)
     out = io.BytesIO()
     signers.PdfSigner(
         meta,
         signer=party.signer(),
         stamp_style=stamp,
-        new_field_spec=fields.SigFieldSpec(
-            sig_field_name=field, on_page=-1, box=(40, 70, 280, 135)
-        ),
+        new_field_spec=None
+        if exists
+        else fields.SigFieldSpec(sig_field_name=field, on_page=-1, box=EMPLOYER_BOX),
     ).sign_pdf(writer, output=out)
     return out.getvalue()
+
+
+def sign_pdf_poppler(data: bytes, party: Party, *, field: str = "Signature_poppler") -> bytes:
+    """Sign with another tool, poppler's `pdfsig -add-signature` (NSS), which adds its own
+    field (poppler 22's `-sign` into an existing field is broken). Use an RSA `party`: poppler
+    reserves room for one signature of the size it measured, which ECDSA's varying size
+    overflows now and then."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        nss = f"sql:{folder}"
+        p12 = party.pkcs12(folder, "signataire")
+        subprocess.run(
+            ["certutil", "-N", "-d", nss, "--empty-password"], check=True, capture_output=True
+        )
+        subprocess.run(
+            ["pk12util", "-i", str(p12), "-d", nss, "-W", ""], check=True, capture_output=True
+        )
+        (folder / "in.pdf").write_bytes(data)
+        subprocess.run(
+            [
+                "pdfsig",
+                "-nssdir",
+                nss,
+                "-add-signature",
+                "-new-signature-field-name",
+                field,
+                "-nick",
+                "signataire",
+                "-reason",
+                "Lu et approuve",  # poppler 22 fails on non-ASCII reasons
+                str(folder / "in.pdf"),
+                str(folder / "out.pdf"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return (folder / "out.pdf").read_bytes()

@@ -100,7 +100,16 @@ def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[st
 
 
 def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> bytes:
+    from service.returns.models import KitReturn
+
     employer = kit.employer
+    # whether each countersigned copy is still PDF/A, as verification found (None: not known)
+    pdfa = {
+        ret.kind: (ret.verification or {}).get("pdfa_preserved")
+        for ret in db.session.scalars(
+            select(KitReturn).where(KitReturn.kit_id == kit.id, KitReturn.status == "accepted")
+        )
+    }
     manifest = {
         "kit_reference": kit.reference,
         "siret": employer.siret,
@@ -112,7 +121,14 @@ def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> byt
         "countersigned_at": job.payload.get("countersigned_at"),
         "audit_last_hash": job.payload.get("audit_last_hash"),
         "documents": [
-            {"kind": p.kind, "key": p.key, "sha256": p.sha256, "size": p.size, "signers": p.signers}
+            {
+                "kind": p.kind,
+                "key": p.key,
+                "sha256": p.sha256,
+                "size": p.size,
+                "signers": p.signers,
+                "pdfa_preserved": pdfa.get(p.kind),
+            }
             for p in sorted(pieces, key=lambda p: p.kind)
         ],
     }

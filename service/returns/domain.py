@@ -25,7 +25,7 @@ from service.reference.models import Employer
 from service.returns.models import KitReturn
 from service.timeutil import utcnow
 from signing.countersign import SignatureBox, SigningKey, countersign
-from signing.errors import Refused, SigningError, TimestampUnavailable
+from signing.errors import Refused, SigningError, TimestampUnavailable, VerificationBusy
 from signing.sandbox import Limits, run_limited
 from signing.verify import TrustSettings, Verdict, verify_return
 from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
@@ -289,6 +289,10 @@ def _verify_and_record(
         )
     except Refused as exc:
         refusal = exc
+    except VerificationBusy:
+        # no verdict on the file: nothing of it is kept, the sender tries again
+        ctx.store.delete(quarantine_key)
+        raise
 
     kit = _lock_kit(kit.id)
     if refusal is None and _accepted(kit, kind) is not None:
