@@ -370,7 +370,8 @@ def _pieces(document: Any, ranges: list[tuple[int, int]], reference: str) -> lis
 def _group_labels(document: Any) -> dict[str, str]:
     """The French question of each radio group: the `<legend>` of its `<fieldset>`."""
     labels: dict[str, str] = {}
-    forms = {id(f.element): f.element for page in document.pages for f in page.forms if f}
+    elements = (f.element for page in document.pages for f in page.forms if f is not None)
+    forms = {id(element): element for element in elements}
     for form in forms.values():
         for fieldset in form.iter("fieldset"):
             legend = fieldset.find("legend")
