@@ -68,10 +68,12 @@ class SignatureField:
 class Piece:
     """One document of the kit: its title and its pages [start, end) in the kit."""
 
-    title: str
+    title: str  # the file's title
     start: int
     end: int
     signature_fields: tuple[SignatureField, ...] = ()
+    #: the document's name, for the bundle's parent field of its signature fields
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,8 @@ def _fix_forms(pdf: Pdf, group_labels: dict[str, str]) -> pikepdf.Object | None:
             elif field_type == Name.Btn and not int(widget.get("/Ff", 0)) & _PUSHBUTTON_FLAG:
                 _fix_button(pdf, widget, CHECKBOX_ON)
                 widget.V = Name.Off
+    # WeasyPrint lists radio buttons both as their group's kids and as top-level fields
+    acroform.Fields = Array([f for f in acroform.Fields if "/Parent" not in f])
     elements = _struct_elements(pdf)
     for group in acroform.Fields:
         if int(group.get("/Ff", 0)) & _RADIO_FLAG and "/Kids" in group:
@@ -396,8 +400,8 @@ def _group_signature_fields(pdf: Pdf, pieces: Sequence[Piece]) -> None:
                 if index not in parents:
                     parents[index] = pdf.make_indirect(
                         Dictionary(
-                            T=String(_partial_name(pieces[index].title)),
-                            TU=String(pieces[index].title),
+                            T=String(_partial_name(pieces[index].name or pieces[index].title)),
+                            TU=String(pieces[index].name or pieces[index].title),
                             Kids=Array(),
                         )
                     )

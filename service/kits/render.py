@@ -363,7 +363,7 @@ def _pieces(document: Any, ranges: list[tuple[int, int]], reference: str) -> lis
                 fields.append(
                     SignatureField(name, f"{label} ({spec.title})", start + page, tuple(rect))  # type: ignore[arg-type]
                 )
-        pieces.append(Piece(f"{spec.title} – {reference}", start, end, tuple(fields)))
+        pieces.append(Piece(f"{spec.title} – {reference}", start, end, tuple(fields), spec.title))
     return pieces
 
 
