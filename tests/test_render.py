@@ -157,10 +157,10 @@ def test_forms_have_fillable_fields(albi: RenderedKit) -> None:
     assert {"bai_nom", "bai_prenom", "bai_nir", "bai_option_deces", "bai_date"} <= fields[
         "enrolment-form"
     ]
-    assert {"dbe_nom", "dbe_b1_nom", "dbe_b4_part", "dbe_clause_type"} <= fields[
+    assert {"dbe_nom", "dbe_b1_nom", "dbe_b4_part", "dbe_clause"} <= fields[
         "beneficiary-designation"
     ]
-    assert fields["special-conditions"] == set()
+    assert fields["special-conditions"] == {"SignatureCollectivite", "SignatureAssureur"}
     assert fields["access-letter"] == set()
 
 

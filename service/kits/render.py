@@ -12,27 +12,34 @@ import gc
 import io
 import zipfile
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from docxtpl import DocxTemplate
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
-from pypdf import PdfReader, PdfWriter
-from pypdf.generic import ArrayObject, DictionaryObject, NameObject, StreamObject
 from weasyprint import CSS, HTML
-from weasyprint import __version__ as weasyprint_version
-from weasyprint.pdf.metadata import DocumentMetadata
 from weasyprint.text.fonts import FontConfiguration
 
 from service import formatting
+from service.kits.pdfforms import Piece, SignatureField, finish_kit
 from service.reference.simulation import Option, simulate
 
 TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
+#: the metadata's dates (a kit's issue day, at midnight) are Paris time
+PARIS = ZoneInfo("Europe/Paris")
+#: the PDF files' /Creator and xmp:CreatorTool
+CREATOR = "Service des kits PSC prévoyance"
+#: the contractual pieces' empty signature fields: (layout anchor prefix, field name, label)
+SIGNATURE_FIELDS = (
+    ("sig-employer", "SignatureCollectivite", "Signature de la collectivité"),
+    ("sig-insurer", "SignatureAssureur", "Signature de l'assureur"),
+)
 
 
 @dataclass(frozen=True)
@@ -231,11 +238,16 @@ class TemplateSet:
         document = HTML(string=html, base_url=str(self.html_dir) + "/").render(
             stylesheets=[self.stylesheet], font_config=self.fonts
         )
-        bundle = document.write_pdf(pdf_variant="pdf/a-2b", pdf_forms=True)
+        bundle = document.write_pdf(pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True)
         ranges = _page_ranges(document)
         boxes = _insurer_boxes(document, ranges)
-        created = datetime.combine(data.issued_on, datetime.min.time())
-        pdfs = _split(bundle, ranges, created=created, reference=data.reference)
+        bundle, pdfs = finish_kit(
+            bundle,
+            pieces=_pieces(document, ranges, data.reference),
+            created=datetime.combine(data.issued_on, time.min, tzinfo=PARIS),
+            creator=CREATOR,
+            group_labels=_group_labels(document),
+        )
         documents = []
         for spec, pdf, (start, end) in zip(DOCUMENTS, pdfs, ranges, strict=True):
             docx = self._docx(spec.kind, context) if spec.has_docx else None
@@ -311,16 +323,17 @@ def _page_ranges(document: Any) -> list[tuple[int, int]]:
     return [(ordered[i], ordered[i + 1]) for i in range(len(DOCUMENTS))]
 
 
-def _insurer_boxes(
-    document: Any, ranges: list[tuple[int, int]]
+def _signature_cells(
+    document: Any, ranges: list[tuple[int, int]], prefix: str
 ) -> dict[str, tuple[int, float, float, float, float]]:
-    """Where each contractual piece's insurer signature cell landed, for the visible stamp."""
+    """Where each contractual piece's `<prefix>-<kind>` signature cell landed: (page within the
+    document, x1, y1, x2, y2) in PDF points, the lower 60 points of the cell, under its text."""
     boxes = {}
     px = 0.75  # CSS pixel → PDF point
     for spec, (start, end) in zip(DOCUMENTS, ranges, strict=True):
         for number in range(start, end):
             page = document.pages[number]
-            anchor = page.anchors.get(f"sig-insurer-{spec.kind}")
+            anchor = page.anchors.get(f"{prefix}-{spec.kind}")
             if anchor is None:
                 continue
             x1, _y1, x2, y2 = anchor
@@ -329,67 +342,46 @@ def _insurer_boxes(
     return boxes
 
 
-def _xmp(title: str, created: str) -> bytes:
-    metadata = DocumentMetadata(title=title, created=created, modified=created, lang="fr")
-    rdf = metadata.generate_rdf_metadata("a", 2, "B")
-    return (
-        b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-        + rdf
-        + b'</x:xmpmeta>\n<?xpacket end="r"?>'
-    )
+def _insurer_boxes(
+    document: Any, ranges: list[tuple[int, int]]
+) -> dict[str, tuple[int, float, float, float, float]]:
+    """Where each contractual piece's insurer signature cell landed, for the visible stamp."""
+    return _signature_cells(document, ranges, "sig-insurer")
 
 
-def _split(
-    bundle: bytes, ranges: list[tuple[int, int]], *, created: datetime, reference: str
-) -> list[bytes]:
-    """One PDF/A-2b file per page range, keeping output intent, language and form fields."""
-    reader = PdfReader(io.BytesIO(bundle))
-    root = reader.trailer["/Root"]
-    iso = created.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    pdf_date = created.strftime("D:%Y%m%d%H%M%S+00'00'")
-    out = []
+def _pieces(document: Any, ranges: list[tuple[int, int]], reference: str) -> list[Piece]:
+    """The documents' page ranges, titles and empty signature fields (pieces to sign)."""
+    cells = {prefix: _signature_cells(document, ranges, prefix) for prefix, *_ in SIGNATURE_FIELDS}
+    pieces = []
     for spec, (start, end) in zip(DOCUMENTS, ranges, strict=True):
-        writer = PdfWriter()
-        for index in range(start, end):
-            writer.add_page(reader.pages[index])
-        catalog = writer._root_object
-        for key in ("/OutputIntents", "/MarkInfo", "/Lang"):
-            if key in root:
-                catalog[NameObject(key)] = root[key].clone(writer)
-        title = f"{spec.title} – {reference}"
-        xmp = StreamObject()
-        xmp.set_data(_xmp(title, iso))
-        xmp.update(
-            {
-                NameObject("/Type"): NameObject("/Metadata"),
-                NameObject("/Subtype"): NameObject("/XML"),
-            }
-        )
-        catalog[NameObject("/Metadata")] = writer._add_object(xmp)
-        fields = ArrayObject()
-        for page in writer.pages:
-            for annot in page.get("/Annots", []):
-                obj = annot.get_object()
-                if obj.get("/Subtype") == "/Widget" and "/FT" in obj:
-                    fields.append(annot)
-        if fields and "/AcroForm" in root:
-            acroform = DictionaryObject({NameObject("/Fields"): fields})
-            for key in ("/DA", "/DR"):
-                if key in root["/AcroForm"]:
-                    acroform[NameObject(key)] = root["/AcroForm"][key].clone(writer)
-            catalog[NameObject("/AcroForm")] = writer._add_object(acroform)
-        writer.add_metadata(
-            {
-                "/Title": title,
-                "/Producer": f"WeasyPrint {weasyprint_version}",
-                "/CreationDate": pdf_date,
-                "/ModDate": pdf_date,
-            }
-        )
-        buffer = io.BytesIO()
-        writer.write(buffer)
-        out.append(buffer.getvalue())
-    return out
+        fields = []
+        if spec.requires_signature:
+            for prefix, name, label in SIGNATURE_FIELDS:
+                if spec.kind not in cells[prefix]:
+                    raise RenderError(f"no {prefix} cell in {spec.kind}")
+                page, *rect = cells[prefix][spec.kind]
+                fields.append(
+                    SignatureField(name, f"{label} ({spec.title})", start + page, tuple(rect))  # type: ignore[arg-type]
+                )
+        pieces.append(Piece(f"{spec.title} – {reference}", start, end, tuple(fields), spec.title))
+    return pieces
+
+
+def _group_labels(document: Any) -> dict[str, str]:
+    """The French question of each radio group: the `<legend>` of its `<fieldset>`."""
+    labels: dict[str, str] = {}
+    elements = (f.element for page in document.pages for f in page.forms if f is not None)
+    forms = {id(element): element for element in elements}
+    for form in forms.values():
+        for fieldset in form.iter("fieldset"):
+            legend = fieldset.find("legend")
+            if legend is None:
+                continue
+            text = " ".join("".join(legend.itertext()).split())
+            for element in fieldset.iter("input"):
+                if element.get("name"):
+                    labels.setdefault(element.get("name"), text)
+    return labels
 
 
 def _zip(reference: str, documents: list[RenderedDocument], bundle: bytes) -> bytes:

@@ -1,0 +1,619 @@
+"""Post-processing of a kit's single WeasyPrint PDF: forms any tool fills, signature fields,
+PDF/A-2b metadata, and the split into one file per document.
+
+WeasyPrint writes fields that only viewers honouring `NeedAppearances` display: text fields have
+no appearance stream, buttons lack their Off state, and the only font offered to fields is a
+subset CID font that fillers such as pdftk-java cannot encode. This module, working on the
+written PDF with pikepdf (no second layout pass), makes the forms self-contained:
+
+- a full simple TrueType font with WinAnsiEncoding and /Widths (the kit's Latin DejaVu Sans) is
+  offered in /AcroForm /DR, and every variable-text field's /DA names it;
+- every widget has an appearance stream (an empty one for text and signature fields, On and Off
+  states for check boxes and radio buttons), and `NeedAppearances` is removed;
+- radio groups carry export values named after their choices and the French label of their
+  question (the `<legend>` of their `<fieldset>`) as /TU;
+- the contractual pieces get empty signature fields (/FT /Sig) in their signature cells;
+- the catalog says /Lang fr-FR, and the Info dictionary and the XMP packet carry the same
+  title, author, subject, creator, producer and dates.
+
+Splitting keeps, for each document, its pages, its fields, its part of the structure tree
+(tagged PDF) and the output intent.
+"""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import pikepdf
+from fontTools.ttLib import TTFont
+from pikepdf import Array, Dictionary, Name, Pdf, String
+
+FONT_FILE = (
+    Path(__file__).resolve().parents[2] / "templates" / "html" / "common" / "fonts"
+) / "DejaVuSans-latin.ttf"
+FONT_RESOURCE = "/KitSans"
+LANG = "fr-FR"
+CHECKBOX_ON = "/Yes"
+
+_TEXT_FIELD_TYPES = ("/Tx", "/Ch")
+_RADIO_FLAG = 1 << 15
+_PUSHBUTTON_FLAG = 1 << 16
+_PRINT_FLAG = 4
+
+
+class PdfFormsError(Exception):
+    """The written PDF does not have the shape this module expects."""
+
+
+@dataclass(frozen=True)
+class SignatureField:
+    """An empty signature field to add: its name, French label and place (PDF points)."""
+
+    name: str
+    label: str
+    page: int  # index within the whole kit
+    rect: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One document of the kit: its title and its pages [start, end) in the kit."""
+
+    title: str  # the file's title
+    start: int
+    end: int
+    signature_fields: tuple[SignatureField, ...] = ()
+    #: the document's name, for the bundle's parent field of its signature fields
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What both the Info dictionary and the XMP packet say."""
+
+    title: str
+    author: str | None
+    subject: str | None
+    creator: str
+    producer: str
+    created: datetime  # timezone-aware
+
+    def info_date(self) -> str:
+        offset = self.created.strftime("%z")
+        return self.created.strftime("D:%Y%m%d%H%M%S") + f"{offset[:3]}'{offset[3:]}'"
+
+    def xmp_date(self) -> str:
+        return self.created.isoformat(timespec="seconds")
+
+
+# -- the fields' font ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FontProgram:
+    data: bytes
+    compressed: bytes
+    base_font: str
+    widths: tuple[int, ...]  # codes 32..255
+    bbox: tuple[int, int, int, int]
+    ascent: int
+    descent: int
+    cap_height: int
+
+
+@cache
+def _font_program() -> _FontProgram:
+    """The kit font's metrics for WinAnsi codes 32–255, read once per process."""
+    data = FONT_FILE.read_bytes()
+    font = TTFont(io.BytesIO(data), lazy=True)
+    scale = 1000 / font["head"].unitsPerEm
+    cmap = font.getBestCmap()
+    hmtx = font["hmtx"]
+    notdef = hmtx[font.getGlyphOrder()[0]][0]
+    widths = []
+    for code in range(32, 256):
+        char = "\u0020" if code == 0xA0 else bytes([code]).decode("cp1252", errors="ignore")
+        glyph = cmap.get(ord(char)) if char else None
+        widths.append(round((hmtx[glyph][0] if glyph else notdef) * scale))
+    head, hhea = font["head"], font["hhea"]
+    capital = font["glyf"][cmap[ord("H")]]
+    name = font["name"].getDebugName(6) or "DejaVuSans"
+    return _FontProgram(
+        data=data,
+        compressed=zlib.compress(data, 6),
+        base_font=name.replace(" ", ""),
+        widths=tuple(widths),
+        bbox=tuple(round(v * scale) for v in (head.xMin, head.yMin, head.xMax, head.yMax)),  # type: ignore[arg-type]
+        ascent=round(hhea.ascent * scale),
+        descent=round(hhea.descent * scale),
+        cap_height=round(capital.yMax * scale),
+    )
+
+
+def _embedded_program(pdf: Pdf, program: _FontProgram) -> pikepdf.Object | None:
+    """WeasyPrint's own embedding of the same font file, when it embedded it whole (it does
+    for fonts used by form fields): sharing it keeps the files from carrying it twice."""
+    for page in pdf.pages[:1]:
+        for font in page.obj.get("/Resources", {}).get("/Font", {}).values():
+            for target in font.get("/DescendantFonts", [font]):
+                file = target.get("/FontDescriptor", {}).get("/FontFile2")
+                if (
+                    file is not None
+                    and int(file.get("/Length1", 0)) == len(program.data)
+                    and file.read_bytes() == program.data
+                ):
+                    return file
+    return None
+
+
+def _add_font(pdf: Pdf) -> pikepdf.Object:
+    program = _font_program()
+    font_file = _embedded_program(pdf, program)
+    if font_file is None:
+        font_file = pikepdf.Stream(pdf, program.compressed)
+        font_file.Filter = Name.FlateDecode
+        font_file.Length1 = len(program.data)
+        font_file = pdf.make_indirect(font_file)
+    descriptor = Dictionary(
+        Type=Name.FontDescriptor,
+        FontName=Name("/" + program.base_font),
+        Flags=32,  # non-symbolic
+        FontBBox=Array(program.bbox),
+        ItalicAngle=0,
+        Ascent=program.ascent,
+        Descent=program.descent,
+        CapHeight=program.cap_height,
+        StemV=80,
+        FontFile2=font_file,
+    )
+    return pdf.make_indirect(
+        Dictionary(
+            Type=Name.Font,
+            Subtype=Name.TrueType,
+            BaseFont=Name("/" + program.base_font),
+            FirstChar=32,
+            LastChar=255,
+            Widths=Array(program.widths),
+            Encoding=Name.WinAnsiEncoding,
+            FontDescriptor=pdf.make_indirect(descriptor),
+        )
+    )
+
+
+# -- appearances ---------------------------------------------------------------------------
+
+
+def _size(widget: pikepdf.Dictionary) -> tuple[float, float]:
+    x1, y1, x2, y2 = (float(v) for v in widget.Rect)
+    return abs(x2 - x1), abs(y2 - y1)
+
+
+def _appearance(
+    pdf: Pdf, widget: pikepdf.Dictionary, content: bytes, resources: Any = None
+) -> pikepdf.Object:
+    width, height = _size(widget)
+    stream = pikepdf.Stream(pdf, content)
+    stream.Type = Name.XObject
+    stream.Subtype = Name.Form
+    stream.BBox = Array([0, 0, width, height])
+    if resources is not None:
+        stream.Resources = resources
+    return pdf.make_indirect(stream)
+
+
+def _font_size(da: str) -> float:
+    """The size in a `/Font size Tf` default appearance, 9 when there is none."""
+    tokens = da.split()
+    for index, token in enumerate(tokens):
+        if token == "Tf" and index >= 1:
+            try:
+                return float(tokens[index - 1]) or 9.0
+            except ValueError:
+                break
+    return 9.0
+
+
+def _fix_text_field(pdf: Pdf, widget: pikepdf.Dictionary, font: pikepdf.Object) -> None:
+    size = _font_size(str(widget.get("/DA", "")))
+    widget.DA = String(f"{FONT_RESOURCE} {size:g} Tf 0 g")
+    resources = Dictionary(Font=Dictionary({FONT_RESOURCE: font}))
+    widget.AP = Dictionary(N=_appearance(pdf, widget, b"/Tx BMC EMC", resources))
+
+
+def _fix_button(pdf: Pdf, widget: pikepdf.Dictionary, state: str) -> None:
+    """Names the On state `state` and adds the Off state; the field starts unchecked."""
+    normal = widget.AP.N
+    on = next(iter(normal.values()))
+    widget.AP = Dictionary(N=Dictionary({state: on, "/Off": _appearance(pdf, widget, b"")}))
+    widget.AS = Name.Off
+
+
+def _state_name(value: str) -> str:
+    plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in plain.strip())
+    return "/" + (cleaned or "choix")
+
+
+def _fix_forms(pdf: Pdf, group_labels: dict[str, str]) -> pikepdf.Object | None:
+    """Appearances, font and radio groups of every field; returns the fields' font, if any."""
+    acroform = pdf.Root.get("/AcroForm")
+    if acroform is None:
+        return None
+    font = None
+    for page in pdf.pages:
+        for widget in page.obj.get("/Annots", ()):
+            if widget.get("/Subtype") != Name.Widget:
+                continue
+            parent = widget.get("/Parent")
+            field_type = widget.get("/FT", parent.get("/FT") if parent is not None else None)
+            if field_type in _TEXT_FIELD_TYPES:
+                font = font if font is not None else _add_font(pdf)
+                _fix_text_field(pdf, widget, font)
+            elif field_type == Name.Btn and parent is not None:
+                continue  # radio buttons: below, per group
+            elif field_type == Name.Btn and not int(widget.get("/Ff", 0)) & _PUSHBUTTON_FLAG:
+                _fix_button(pdf, widget, CHECKBOX_ON)
+                widget.V = Name.Off
+    # WeasyPrint lists radio buttons both as their group's kids and as top-level fields
+    acroform.Fields = Array([f for f in acroform.Fields if "/Parent" not in f])
+    elements = _struct_elements(pdf)
+    for group in acroform.Fields:
+        if int(group.get("/Ff", 0)) & _RADIO_FLAG and "/Kids" in group:
+            _fix_radio_group(pdf, group, group_labels.get(str(group.T)), elements)
+    for key in ("/NeedAppearances", "/DA", "/DR"):
+        if key in acroform:
+            del acroform[key]
+    if font is not None:
+        acroform.DR = Dictionary(Font=Dictionary({FONT_RESOURCE: font}))
+        acroform.DA = String(f"{FONT_RESOURCE} 9 Tf 0 g")
+    return font
+
+
+def _struct_elements(pdf: Pdf) -> dict[int, pikepdf.Object]:
+    """Structure elements by parent-tree key (the elements of annotations)."""
+    tree = pdf.Root.get("/StructTreeRoot")
+    if tree is None or "/ParentTree" not in tree:
+        return {}
+    nums = tree.ParentTree.get("/Nums", ())
+    pairs = ((int(nums[i]), nums[i + 1]) for i in range(0, len(nums), 2))
+    return {key: value for key, value in pairs if isinstance(value, Dictionary)}
+
+
+def _fix_radio_group(
+    pdf: Pdf, group: pikepdf.Dictionary, question: str | None, elements: dict[int, pikepdf.Object]
+) -> None:
+    """Export values named after the choices, Off states, the question as the field's /TU; each
+    button's own label (the widgets of a field have no /TU) goes to its structure element."""
+    options = [str(o) for o in group.get("/Opt", ())]
+    if question:
+        group.TU = String(question)
+    for index, kid in enumerate(group.Kids):
+        value = options[index] if index < len(options) else str(index)
+        _fix_button(pdf, kid, _state_name(value))
+        label = str(kid.get("/TU", "")).strip()
+        element = elements.get(int(kid.get("/StructParent", -1)))
+        if label and element is not None:
+            element.Alt = String(f"{question} : {label}" if question else label)
+        for key in ("/T", "/TU", "/FT", "/V"):
+            if key in kid:
+                del kid[key]
+    if "/Opt" in group:
+        del group["/Opt"]
+    group.V = Name.Off
+
+
+# -- signature fields ----------------------------------------------------------------------
+
+
+def _struct_document(pdf: Pdf) -> pikepdf.Dictionary | None:
+    tree = pdf.Root.get("/StructTreeRoot")
+    if tree is None:
+        return None
+    kids = tree.K
+    return kids[0] if isinstance(kids, Array) else kids
+
+
+def _next_struct_key(tree: pikepdf.Dictionary) -> int:
+    if "/ParentTreeNextKey" in tree:
+        return int(tree.ParentTreeNextKey)
+    nums = tree.ParentTree.get("/Nums", ())
+    return max((int(nums[i]) for i in range(0, len(nums), 2)), default=-1) + 1
+
+
+def _add_signature_fields(pdf: Pdf, fields: Iterable[SignatureField]) -> None:
+    fields = list(fields)
+    if not fields:
+        return
+    if "/AcroForm" not in pdf.Root:
+        pdf.Root.AcroForm = pdf.make_indirect(Dictionary(Fields=Array()))
+    acroform = pdf.Root.AcroForm
+    acroform.SigFlags = 1  # the document holds signature fields
+    document = _struct_document(pdf)
+    for spec in fields:
+        page = pdf.pages[spec.page].obj
+        widget = pdf.make_indirect(
+            Dictionary(
+                Type=Name.Annot,
+                Subtype=Name.Widget,
+                FT=Name.Sig,
+                T=String(spec.name),
+                TU=String(spec.label),
+                Rect=Array([round(v, 3) for v in spec.rect]),
+                F=_PRINT_FLAG,
+                P=page,
+            )
+        )
+        widget.AP = Dictionary(N=_appearance(pdf, widget, b""))
+        if "/Annots" not in page:
+            page.Annots = Array()
+        page.Annots.append(widget)
+        acroform.Fields.append(widget)
+        if document is not None:
+            tree = pdf.Root.StructTreeRoot
+            key = _next_struct_key(tree)
+            objr = Dictionary(Type=Name.OBJR, Obj=widget, Pg=page)
+            element = pdf.make_indirect(
+                Dictionary(Type=Name.StructElem, S=Name.Form, P=document, Pg=page, K=objr)
+            )
+            element.Alt = String(spec.label)
+            document.K.append(element)
+            widget.StructParent = key
+            tree.ParentTree.Nums.extend([key, element])
+            tree.ParentTreeNextKey = key + 1
+
+
+def _partial_name(title: str) -> str:
+    plain = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = "".join(ch if ch.isalnum() else " " for ch in plain).split()
+    return "".join(w[:1].upper() + w[1:] for w in words) or "Document"
+
+
+def _group_signature_fields(pdf: Pdf, pieces: Sequence[Piece]) -> None:
+    """In the bundle, the pieces' signature fields sit under one parent field per piece, so that
+    `SignatureCollectivite` of two pieces are two fields."""
+    acroform = pdf.Root.get("/AcroForm")
+    if acroform is None:
+        return
+    names = {(index, f.name) for index, p in enumerate(pieces) for f in p.signature_fields}
+    if not names:
+        return
+    page_piece = {
+        pdf.pages[n].obj.objgen: index
+        for index, piece in enumerate(pieces)
+        for n in range(piece.start, piece.end)
+    }
+    parents: dict[int, pikepdf.Object] = {}
+    kept = Array()
+    for field in acroform.Fields:
+        if field.get("/FT") == Name.Sig and "/P" in field:
+            index = page_piece.get(field.P.objgen)
+            if index is not None and (index, str(field.T)) in names:
+                if index not in parents:
+                    parents[index] = pdf.make_indirect(
+                        Dictionary(
+                            T=String(_partial_name(pieces[index].name or pieces[index].title)),
+                            TU=String(pieces[index].name or pieces[index].title),
+                            Kids=Array(),
+                        )
+                    )
+                    kept.append(parents[index])
+                field.Parent = parents[index]
+                parents[index].Kids.append(field)
+                continue
+        kept.append(field)
+    acroform.Fields = kept
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def _xmp(meta: Metadata) -> bytes:
+    def alt(value: str) -> str:
+        return f'<rdf:Alt><rdf:li xml:lang="x-default">{escape(value)}</rdf:li></rdf:Alt>'
+
+    parts = [
+        "<dc:format>application/pdf</dc:format>",
+        f"<dc:title>{alt(meta.title)}</dc:title>",
+        f"<dc:language><rdf:Bag><rdf:li>{LANG}</rdf:li></rdf:Bag></dc:language>",
+    ]
+    if meta.author:
+        parts.append(
+            f"<dc:creator><rdf:Seq><rdf:li>{escape(meta.author)}</rdf:li></rdf:Seq></dc:creator>"
+        )
+    if meta.subject:
+        parts.append(f"<dc:description>{alt(meta.subject)}</dc:description>")
+    date = meta.xmp_date()
+    parts += [
+        f"<xmp:CreatorTool>{escape(meta.creator)}</xmp:CreatorTool>",
+        f"<xmp:CreateDate>{date}</xmp:CreateDate>",
+        f"<xmp:ModifyDate>{date}</xmp:ModifyDate>",
+        f"<xmp:MetadataDate>{date}</xmp:MetadataDate>",
+        f"<pdf:Producer>{escape(meta.producer)}</pdf:Producer>",
+    ]
+    body = "".join(parts)
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:pdfaid="http://www.aiim.org/pdfa/ns/id/"'
+        ' xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+        ' xmlns:pdf="http://ns.adobe.com/pdf/1.3/" pdfaid:part="2" pdfaid:conformance="B">'
+        f"{body}</rdf:Description>"
+        "</rdf:RDF></x:xmpmeta>\n"
+        '<?xpacket end="r"?>'
+    ).encode()
+
+
+def _set_metadata(pdf: Pdf, meta: Metadata) -> None:
+    info = Dictionary(
+        Title=String(meta.title),
+        Creator=String(meta.creator),
+        Producer=String(meta.producer),
+        CreationDate=String(meta.info_date()),
+        ModDate=String(meta.info_date()),
+    )
+    if meta.author:
+        info.Author = String(meta.author)
+    if meta.subject:
+        info.Subject = String(meta.subject)
+    pdf.trailer.Info = pdf.make_indirect(info)
+    xmp = pikepdf.Stream(pdf, _xmp(meta))
+    xmp.Type = Name.Metadata
+    xmp.Subtype = Name.XML
+    pdf.Root.Metadata = pdf.make_indirect(xmp)
+    pdf.Root.Lang = String(LANG)
+    pdf.Root.ViewerPreferences = Dictionary(DisplayDocTitle=True)
+    if "/StructTreeRoot" in pdf.Root:
+        pdf.Root.MarkInfo = Dictionary(Marked=True)
+
+
+# -- splitting -----------------------------------------------------------------------------
+
+
+def _copy(dst: Pdf, obj: Any) -> Any:
+    """A foreign object for `dst`: indirect objects copied (once), direct containers rebuilt."""
+    if isinstance(obj, pikepdf.Object) and obj.is_indirect:
+        return dst.copy_foreign(obj)
+    if isinstance(obj, Array):
+        return Array([_copy(dst, item) for item in obj])
+    if isinstance(obj, Dictionary):
+        return Dictionary({key: _copy(dst, value) for key, value in obj.items()})
+    return obj
+
+
+def _field_root(widget: pikepdf.Object) -> pikepdf.Object:
+    node = widget
+    while "/Parent" in node:
+        node = node.Parent
+    return node
+
+
+def _extract(src: Pdf, piece: Piece, meta: Metadata) -> bytes:
+    dst = Pdf.new()
+    source_pages = [src.pages[n] for n in range(piece.start, piece.end)]
+    for page in source_pages:
+        # copied as objects (not `pages.extend`): fields, structure and widgets are carried
+        # below, sharing the same object map, so their /P and /Pg find these pages
+        dst.pages.append(pikepdf.Page(dst.copy_foreign(page.obj)))
+    # fields whose widgets are on these pages, in page order
+    roots: dict[tuple[int, int], pikepdf.Object] = {}
+    keys: set[int] = {int(p.obj.StructParents) for p in source_pages if "/StructParents" in p.obj}
+    for page in source_pages:
+        for annot in page.obj.get("/Annots", ()):
+            if "/StructParent" in annot:
+                keys.add(int(annot.StructParent))
+            if annot.get("/Subtype") == Name.Widget:
+                root = _field_root(annot)
+                roots.setdefault(root.objgen, root)
+    src_form = src.Root.get("/AcroForm")
+    if roots and src_form is not None:
+        form = Dictionary(Fields=Array([dst.copy_foreign(r) for r in roots.values()]))
+        variable_text = any("/DA" in r for r in roots.values())
+        signatures = any(r.get("/FT") == Name.Sig for r in roots.values())
+        wanted = (("/DR", "/DA") if variable_text else ()) + (("/SigFlags",) if signatures else ())
+        for key in wanted:
+            if key in src_form:
+                form[key] = _copy(dst, src_form[key])
+        dst.Root.AcroForm = dst.make_indirect(form)
+    _extract_structure(src, dst, piece, source_pages, keys)
+    if "/OutputIntents" in src.Root:
+        dst.Root.OutputIntents = _copy(dst, src.Root.OutputIntents)
+    _set_metadata(dst, meta)
+    return _save(dst)
+
+
+def _extract_structure(
+    src: Pdf, dst: Pdf, piece: Piece, pages: list[pikepdf.Page], keys: set[int]
+) -> None:
+    document = _struct_document(src)
+    if document is None:
+        return
+    on_pages = {p.obj.objgen for p in pages}
+    kids = [k for k in document.K if "/Pg" in k and k.Pg.objgen in on_pages]
+    # Every element's /P chain ends at the kit's document element, whose /K holds the other
+    # documents' structure and whose /P leads to the whole parent tree: empty and detach it
+    # while copying, so that the copies (of these pages' elements, of the margin boxes'
+    # elements that only the parent tree lists, and of the parent tree entries) stay within
+    # these pages. The copied document element becomes this file's.
+    nums = src.Root.StructTreeRoot.ParentTree.Nums
+    selected = Array()
+    saved_kids, saved_parent = document.K, document.get("/P")
+    document.K = Array()
+    if saved_parent is not None:
+        del document["/P"]
+    try:
+        copied = [dst.copy_foreign(k) for k in kids]
+        element = dst.copy_foreign(document)
+        for index in range(0, len(nums), 2):
+            if int(nums[index]) in keys:
+                selected.extend([int(nums[index]), _copy(dst, nums[index + 1])])
+    finally:
+        document.K = saved_kids
+        if saved_parent is not None:
+            document.P = saved_parent
+    tree = dst.make_indirect(Dictionary(Type=Name.StructTreeRoot))
+    element.K = Array(copied)
+    element.P = tree
+    element.T = String(piece.title)
+    tree.K = Array([element])
+    tree.ParentTree = dst.make_indirect(Dictionary(Nums=selected))
+    tree.ParentTreeNextKey = max(keys, default=-1) + 1
+    dst.Root.StructTreeRoot = tree
+
+
+def _save(pdf: Pdf) -> bytes:
+    buffer = io.BytesIO()
+    pdf.save(
+        buffer,
+        min_version="1.7",
+        deterministic_id=True,
+        compress_streams=True,
+        fix_metadata_version=False,
+    )
+    return buffer.getvalue()
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def finish_kit(
+    bundle: bytes,
+    *,
+    pieces: Sequence[Piece],
+    created: datetime,
+    creator: str,
+    group_labels: dict[str, str],
+) -> tuple[bytes, list[bytes]]:
+    """The finished bundle and one PDF/A-2b file per piece, from WeasyPrint's single PDF.
+
+    Pieces' titles become their files' titles; the bundle keeps the title, author and subject
+    WeasyPrint took from the HTML, and every file says `creator`, WeasyPrint as producer and
+    `created` (timezone-aware) as creation and modification dates.
+    """
+    with Pdf.open(io.BytesIO(bundle)) as pdf:
+        info = pdf.docinfo
+
+        def text(key: str) -> str | None:
+            return str(info[key]) if key in info else None
+
+        producer = text("/Producer") or "WeasyPrint"
+        author, subject = text("/Author"), text("/Subject")
+        bundle_meta = Metadata(text("/Title") or "Kit", author, subject, creator, producer, created)
+        _fix_forms(pdf, group_labels)
+        _add_signature_fields(pdf, (f for piece in pieces for f in piece.signature_fields))
+        documents = [
+            _extract(pdf, piece, Metadata(piece.title, author, subject, creator, producer, created))
+            for piece in pieces
+        ]
+        _group_signature_fields(pdf, pieces)
+        _set_metadata(pdf, bundle_meta)
+        return _save(pdf), documents
