@@ -67,7 +67,7 @@ def siret(value: str) -> str:
 
 VOWELS = "aeiouyàâäéèêëîïôöùûüœæ"
 #: beginnings of words whose h is aspirated: no elision (« de Hautpoul », « le Houga »)
-ASPIRATED_H = ("haut", "ham", "han", "har", "has", "hér", "hon", "hou", "hur")
+ASPIRATED_H = ("haut", "hal", "ham", "hon", "hou")
 
 
 def starts_with_vowel_sound(word: str) -> bool:
