@@ -38,6 +38,10 @@ CONVENTION = {
         {"code": "perte_retraite", "label": "Perte de retraite", "rate": "0.45"},
         {"code": "deces", "label": "Décès – capital de 100 % du traitement annuel", "rate": "0.30"},
     ],
+    "insurer_legal_form": "société anonyme",
+    "insurer_capital": "681879255",
+    "insurer_register": "340 234 962 RCS Nanterre",
+    "insurer_address": "1 cours Michelet, CS 30051, 92076 Paris La Défense Cedex",
 }
 DEMO_USERS = (
     ("admin", "admin@psc.demo.fr", None),

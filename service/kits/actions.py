@@ -4,6 +4,7 @@ portal address, committed, and the employer told by e-mail (never the code)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 from service.backends import document_store, settings
 from service.extensions import db
@@ -24,8 +25,19 @@ def _options(actor: str) -> dict[str, object]:
     }
 
 
-def issue_one(employer: Employer, *, actor: str) -> IssuedKit:
-    issued = issue_kit(employer, **_options(actor))  # type: ignore[arg-type]
+def issue_one(
+    employer: Employer,
+    *,
+    actor: str,
+    cover_starts_on: date | None = None,
+    override_reason: str | None = None,
+) -> IssuedKit:
+    issued = issue_kit(
+        employer,
+        cover_starts_on=cover_starts_on,
+        override_reason=override_reason,
+        **_options(actor),  # type: ignore[arg-type]
+    )
     db.session.commit()
     notify.kit_issued(issued.kit)
     return issued

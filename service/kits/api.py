@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Response, jsonify, request, url_for
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.api import principal, route
+from service.api import parse, principal, route
 from service.audit.domain import record
 from service.downloads import stream_object
 from service.extensions import db
@@ -18,6 +20,14 @@ from service.reference.domain import get_employer
 from service.timeutil import iso
 
 READERS = ("admin", "staff", "cdg", "employer")
+
+
+class KitIssueIn(BaseModel):
+    """Optional body of an issue: a chosen start of cover, and why when it is before today."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    cover_starts_on: date | None = None
+    override_reason: str | None = Field(default=None, min_length=3, max_length=500)
 
 
 def _returns(kit: Kit) -> list[dict[str, Any]]:
@@ -54,6 +64,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "cdg": kit.employer.cdg.code,
         "convention_id": kit.convention_id,
         "issued_at": iso(kit.issued_at),
+        "cover_starts_on": kit.cover_starts_on.isoformat() if kit.cover_starts_on else None,
         "status_changed_at": iso(kit.status_changed_at),
         "access_code_expires_at": iso(kit.access_code_expires_at),
         "documents": [
@@ -85,12 +96,23 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
     ("POST",),
     summary="Émettre le kit d'un employeur",
     roles=("admin", "staff"),
-    responses={201: "Kit émis (le code d'accès n'apparaît qu'ici)"},
+    body=KitIssueIn,
+    responses={
+        201: "Kit émis (le code d'accès n'apparaît qu'ici)",
+        422: "Début de garantie refusé (premier du mois, délibération, convention, passé)",
+    },
 )
 def issue(siret: str) -> Any:
     who = principal()
+    raw = request.get_json(silent=True) if request.content_length else None
+    body = parse(KitIssueIn, raw) if raw is not None else KitIssueIn()
     employer = get_employer(siret)
-    issued = issue_one(employer, actor=who.actor)
+    issued = issue_one(
+        employer,
+        actor=who.actor,
+        cover_starts_on=body.cover_starts_on,
+        override_reason=body.override_reason,
+    )
     kit = issued.kit
     return jsonify(kit_json(kit, access_code=issued.access_code)), 201
 

@@ -8,14 +8,15 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 
 from service.accounts.auth import Principal
 from service.audit.domain import record
-from service.errors import NotFound
+from service.errors import InvalidInput, NotFound
 from service.extensions import db
 from service.kits.models import OPEN_STATES, Kit, KitCounter, KitDocument
 from service.kits.render import (
@@ -70,6 +71,75 @@ def next_reference(cdg_code: str, year: int) -> str:
     return f"PSC-{cdg_code}-{year}-{counter.last:06d}"
 
 
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def paris_today() -> date:
+    """The day of issue, as the documents date it (Paris time)."""
+    return datetime.now(PARIS).date()
+
+
+def first_of_month_from(day: date) -> date:
+    """The first day of a month on or after `day`."""
+    if day.day == 1:
+        return day
+    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
+
+
+def cover_start(
+    employer: Employer,
+    *,
+    issued_on: date,
+    requested: date | None = None,
+    override_reason: str | None = None,
+) -> date:
+    """The start of cover a kit states: the first day of a month, within the convention, never
+    before the deliberation, and never before the kit is issued unless a reason is given.
+
+    Without a request: the employer's effective date, moved to the first of a month on or after
+    the day of issue.
+    """
+    convention = employer.convention
+    period = f"du {convention.starts_on:%d/%m/%Y} au {convention.ends_on:%d/%m/%Y}"
+    if requested is None:
+        earliest = max(employer.joins_on, employer.deliberation_on, convention.starts_on, issued_on)
+        start = first_of_month_from(earliest)
+        if start > convention.ends_on:
+            raise InvalidInput(
+                f"Aucun début de garantie possible dans la période de la convention ({period}).",
+                code="cover_outside_convention",
+                field="cover_starts_on",
+            )
+        return start
+    if requested.day != 1:
+        raise InvalidInput(
+            "La garantie commence le premier jour d'un mois.",
+            code="cover_not_first_of_month",
+            field="cover_starts_on",
+        )
+    if not convention.starts_on <= requested <= convention.ends_on:
+        raise InvalidInput(
+            f"Le début de la garantie doit être dans la période de la convention ({period}).",
+            code="cover_outside_convention",
+            field="cover_starts_on",
+        )
+    if requested < employer.deliberation_on:
+        raise InvalidInput(
+            "La garantie ne peut commencer avant la délibération de la collectivité "
+            f"({employer.deliberation_on:%d/%m/%Y}).",
+            code="cover_before_deliberation",
+            field="cover_starts_on",
+        )
+    if requested < issued_on and not (override_reason or "").strip():
+        raise InvalidInput(
+            "La garantie ne peut commencer avant l'émission du kit sans motif "
+            "(indiquez-le dans « override_reason »).",
+            code="cover_in_past",
+            field="cover_starts_on",
+        )
+    return requested
+
+
 def kit_input(
     employer: Employer,
     *,
@@ -78,12 +148,17 @@ def kit_input(
     issued_on: date,
     code_days: int,
     portal_url: str,
+    cover_starts_on: date | None = None,
 ) -> KitInput:
+    """What a kit's documents say. `cover_starts_on` defaults to `cover_start`'s choice."""
     convention = employer.convention
+    if cover_starts_on is None:
+        cover_starts_on = cover_start(employer, issued_on=issued_on)
     return KitInput(
         reference=reference,
         access_code=access_code,
         issued_on=issued_on,
+        cover_starts_on=cover_starts_on,
         access_code_expires_on=issued_on + timedelta(days=code_days),
         portal_url=portal_url,
         cdg=CdgData(employer.cdg.code, employer.cdg.name, employer.cdg.email),
@@ -97,6 +172,12 @@ def kit_input(
             cdg_fee_rate=Decimal(convention.cdg_fee_rate),
             options=tuple(convention_options(convention)),
             template_set=convention.template_set,
+            insurer_legal_form=convention.insurer_legal_form,
+            insurer_capital=None
+            if convention.insurer_capital is None
+            else Decimal(convention.insurer_capital),
+            insurer_register=convention.insurer_register,
+            insurer_address=convention.insurer_address,
         ),
         employer=EmployerData(
             siret=employer.siret,
@@ -110,6 +191,7 @@ def kit_input(
             deliberation_on=employer.deliberation_on,
             joins_on=employer.joins_on,
             contribution=dict(employer.contribution),
+            signatory_gender=employer.signatory_gender,
         ),
     )
 
@@ -124,12 +206,23 @@ class IssuedKit:
 class PreparedKit:
     employer_id: int
     data: KitInput
+    #: why staff chose a start of cover before the day of issue (audited), if they did
+    override_reason: str | None = None
 
 
 def prepare_kit(
-    employer: Employer, *, code_days: int, portal_url: str, today: date | None = None
+    employer: Employer,
+    *,
+    code_days: int,
+    portal_url: str,
+    today: date | None = None,
+    cover_starts_on: date | None = None,
+    override_reason: str | None = None,
 ) -> PreparedKit:
-    today = today or utcnow().date()
+    today = today or paris_today()
+    cover = cover_start(
+        employer, issued_on=today, requested=cover_starts_on, override_reason=override_reason
+    )
     reference = next_reference(employer.cdg.code, today.year)
     data = kit_input(
         employer,
@@ -138,8 +231,10 @@ def prepare_kit(
         issued_on=today,
         code_days=code_days,
         portal_url=portal_url,
+        cover_starts_on=cover,
     )
-    return PreparedKit(employer.id, data)
+    reason = (override_reason or "").strip() if cover < today else None
+    return PreparedKit(employer.id, data, reason or None)
 
 
 def _kit_prefix(data: KitInput) -> str:
@@ -208,6 +303,7 @@ def store_kit(
         issued_by=actor,
         issued_at=now,
         status_changed_at=now,
+        cover_starts_on=data.cover_starts_on,
         documents=documents,
     )
     db.session.add(kit)
@@ -222,15 +318,45 @@ def store_kit(
         actor=actor,
         kit_id=kit.id,
         siret=employer.siret,
-        details={"reference": kit.reference, "documents": {d.kind: d.sha256 for d in documents}},
+        details={
+            "reference": kit.reference,
+            "cover_starts_on": data.cover_starts_on.isoformat(),
+            "documents": {d.kind: d.sha256 for d in documents},
+        },
     )
+    if prepared.override_reason:
+        record(
+            "cover_start_overridden",
+            actor=actor,
+            kit_id=kit.id,
+            siret=employer.siret,
+            details={
+                "reference": kit.reference,
+                "cover_starts_on": data.cover_starts_on.isoformat(),
+                "issued_on": data.issued_on.isoformat(),
+                "reason": prepared.override_reason,
+            },
+        )
     return IssuedKit(kit, data.access_code)
 
 
 def issue_kit(
-    employer: Employer, *, store: ObjectStore, actor: str, code_days: int, portal_url: str
+    employer: Employer,
+    *,
+    store: ObjectStore,
+    actor: str,
+    code_days: int,
+    portal_url: str,
+    cover_starts_on: date | None = None,
+    override_reason: str | None = None,
 ) -> IssuedKit:
-    prepared = prepare_kit(employer, code_days=code_days, portal_url=portal_url)
+    prepared = prepare_kit(
+        employer,
+        code_days=code_days,
+        portal_url=portal_url,
+        cover_starts_on=cover_starts_on,
+        override_reason=override_reason,
+    )
     return store_kit(prepared, render_kit(prepared.data), store=store, actor=actor)
 
 

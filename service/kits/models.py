@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -44,6 +44,8 @@ class Kit(db.Model):
     countersigned_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
     superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("kit.id"))
+    #: the start of cover the documents state (the first day of a month); None before 0006
+    cover_starts_on: Mapped[date | None]
 
     employer: Mapped[Employer] = relationship()
     convention: Mapped[Convention] = relationship()

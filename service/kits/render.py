@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from docxtpl import DocxTemplate
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
@@ -28,6 +27,7 @@ from weasyprint.text.fonts import FontConfiguration
 
 from service import formatting
 from service.kits.pdfforms import Piece, SignatureField, finish_kit
+from service.kits.clauses import DocxMeta, to_docx
 from service.reference.simulation import Option, simulate
 
 TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
@@ -80,6 +80,10 @@ class ConventionData:
     cdg_fee_rate: Decimal
     options: tuple[Option, ...] = ()
     template_set: str = "default"
+    insurer_legal_form: str | None = None
+    insurer_capital: Decimal | None = None
+    insurer_register: str | None = None
+    insurer_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class EmployerData:
     deliberation_on: date
     joins_on: date
     contribution: dict[str, Any]
+    signatory_gender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,12 @@ class KitInput:
     cdg: CdgData
     convention: ConventionData
     employer: EmployerData
+    #: the start of cover every document states (a first of month; stored on the kit)
+    cover_starts_on: date | None = None
+
+    @property
+    def cover_start(self) -> date:
+        return self.cover_starts_on or self.employer.joins_on
 
 
 @dataclass(frozen=True)
@@ -186,51 +197,55 @@ class TemplateSet:
             short_date=formatting.short_date,
             siret=formatting.siret,
             css_string=_css_string,
+            of=formatting.of,
+            capitalize_first=formatting.capitalize_first,
         )
         self.fonts = FontConfiguration()
         self.stylesheet = CSS(
             filename=str(html_dir / "kit.css"), font_config=self.fonts, base_url=str(html_dir) + "/"
         )
         self.kit_template = self.env.get_template("kit.html")
-        self.docx_templates = {
-            spec.kind: (self.docx_dir / f"{spec.kind}.docx").read_bytes()
+        #: the contractual pieces' text: one template each, laid out in the PDF and the DOCX
+        self.contract_templates = {
+            spec.kind: self.env.get_template(f"contract/{spec.kind}.html")
             for spec in DOCUMENTS
             if spec.has_docx
         }
+        self.docx_base = (self.docx_dir / "base.docx").read_bytes()
 
     def context(self, data: KitInput) -> dict[str, Any]:
         contribution = data.employer.contribution
         if contribution["mode"] == "flat":
             contribution_lines = [("Tous les agents", Decimal(contribution["amount"]))]
-            reference_amount = Decimal(contribution["amount"])
         else:
             contribution_lines = [
                 (f"Agents de catégorie {cat}", Decimal(amount))
                 for cat, amount in contribution["amounts"].items()
             ]
-            reference_amount = min(Decimal(a) for a in contribution["amounts"].values())
-        examples = [
-            simulate(
-                base_rate=data.convention.base_rate,
-                available_options=(),
-                elements={"gross": gross},
-                contribution=str(reference_amount),
-            )
-            for gross in ("1500.00", "1700.00", "2000.00")
-        ]
-        return {
+        employer = data.employer
+        context = {
             "kit": data,
             "cdg": data.cdg,
             "convention": data.convention,
-            "employer": data.employer,
+            "employer": employer,
             "documents": DOCUMENTS,
             "contribution": contribution,
             "contribution_lines": contribution_lines,
             "contribution_summary": _contribution_summary(contribution),
-            "examples": examples,
+            "examples": _examples(data.convention.base_rate, contribution_lines),
             "duration_years": data.convention.ends_on.year - data.convention.starts_on.year + 1,
             "access_code": formatting.group_code(data.access_code),
+            "who": formatting.designation(
+                employer.kind, employer.name, signatory_gender=employer.signatory_gender
+            ),
+            "insurer_identity": _insurer_identity(data.convention),
+            "headcount": formatting.plural(employer.headcount, "agent"),
         }
+        context["contracts"] = {
+            kind: Markup(template.render(**context, spec=SPECS[kind]))
+            for kind, template in self.contract_templates.items()
+        }
+        return context
 
     def render(self, data: KitInput) -> RenderedKit:
         context = self.context(data)
@@ -269,11 +284,75 @@ class TemplateSet:
         )
 
     def _docx(self, kind: str, context: dict[str, Any]) -> bytes:
-        template = DocxTemplate(io.BytesIO(self.docx_templates[kind]))
-        template.render(context, jinja_env=self.env, autoescape=True)
-        out = io.BytesIO()
-        template.save(out)
-        return out.getvalue()
+        """The DOCX of a contractual piece, from the same HTML as its PDF."""
+        data: KitInput = context["kit"]
+        title = f"{SPECS[kind].title} – {data.reference}"
+        meta = DocxMeta(
+            title=title,
+            author=data.convention.manager,
+            subject=f"Convention de participation {data.convention.reference} – "
+            f"{data.employer.name}",
+            issued_on=data.issued_on,
+            footer=f"Réf. {data.reference} · {SPECS[kind].title}",
+        )
+        return to_docx(self.docx_base, context["contracts"][kind], meta)
+
+
+#: the seed's gross monthly salaries for the worked examples
+EXAMPLE_SALARIES = ("1500.00", "1700.00", "2000.00")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example: one category (or all agents) at one salary."""
+
+    label: str
+    base: Decimal
+    premium: Decimal
+    contribution_paid: Decimal
+    employee_share: Decimal
+
+
+def _examples(base_rate: Decimal, lines: list[tuple[str, Decimal]]) -> list[Example]:
+    """Each contribution line at each seed salary: premium = rate × base, the contribution
+    capped at the premium, share = premium − contribution (the simulator's rules)."""
+    examples = []
+    for label, amount in lines:
+        for gross in EXAMPLE_SALARIES:
+            result = simulate(
+                base_rate=base_rate,
+                available_options=(),
+                elements={"gross": gross},
+                contribution=str(amount),
+            )
+            examples.append(
+                Example(
+                    label=label,
+                    base=result.base,
+                    premium=result.premium,
+                    contribution_paid=result.contribution_paid,
+                    employee_share=result.employee_share,
+                )
+            )
+    return examples
+
+
+def _insurer_identity(convention: ConventionData) -> str:
+    """« société anonyme au capital de 681 879 255 €, 340 234 962 RCS Nanterre, dont le siège
+    social est … », from the convention's data; empty when none is recorded."""
+    parts = []
+    if convention.insurer_legal_form:
+        form = convention.insurer_legal_form
+        if convention.insurer_capital is not None:
+            form += f" au capital de {formatting.capital(convention.insurer_capital)}"
+        parts.append(form)
+    elif convention.insurer_capital is not None:
+        parts.append(f"capital de {formatting.capital(convention.insurer_capital)}")
+    if convention.insurer_register:
+        parts.append(f"immatriculée sous le n° {convention.insurer_register}")
+    if convention.insurer_address:
+        parts.append(f"siège social : {convention.insurer_address}")
+    return ", ".join(parts)
 
 
 def _contribution_summary(contribution: dict[str, Any]) -> str:

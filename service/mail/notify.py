@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.backends import send_mail, settings
+from service.formatting import long_date
 from service.kits.models import Kit
 from service.kits.render import SPECS
 
@@ -12,6 +13,13 @@ def _title(kind: str) -> str:
     return spec.title if spec else kind
 
 
+def _cover_sentence(kit: Kit) -> str:
+    """The start of cover the kit's documents state (stored on the kit)."""
+    if kit.cover_starts_on is None:
+        return ""
+    return f"La garantie prend effet le {long_date(kit.cover_starts_on)}.\n\n"
+
+
 def kit_issued(kit: Kit) -> None:
     """The portal's address, never the access code (it travels only in the printed letter)."""
     employer = kit.employer
@@ -19,7 +27,8 @@ def kit_issued(kit: Kit) -> None:
         employer.email,
         f"Votre kit contractuel PSC prévoyance {kit.reference}",
         f"Bonjour,\n\nLe kit contractuel {kit.reference} de {employer.name} est disponible dans "
-        f"l'espace « Nouvel Adhérent » : {settings().public_url}/portail\n\nConnectez-vous avec "
+        f"l'espace « Nouvel Adhérent » : {settings().public_url}/portail\n\n"
+        f"{_cover_sentence(kit)}Connectez-vous avec "
         "votre SIRET et le code d'accès imprimé sur le courrier du kit (il ne vous sera jamais "
         "communiqué par courriel).\n",
         kit_id=kit.id,

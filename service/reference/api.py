@@ -44,6 +44,12 @@ def convention_json(c: Convention) -> dict[str, Any]:
         "cdg_fee_rate": f"{Decimal(c.cdg_fee_rate):.2f}",
         "options": c.options,
         "template_set": c.template_set,
+        "insurer_legal_form": c.insurer_legal_form,
+        "insurer_capital": None
+        if c.insurer_capital is None
+        else f"{Decimal(c.insurer_capital):.2f}",
+        "insurer_register": c.insurer_register,
+        "insurer_address": c.insurer_address,
     }
 
 
@@ -64,6 +70,7 @@ def employer_json(e: Employer) -> dict[str, Any]:
         "deliberation_on": e.deliberation_on.isoformat(),
         "joins_on": e.joins_on.isoformat(),
         "contribution": e.contribution,
+        "signatory_gender": e.signatory_gender,
         "kit": None
         if kit is None
         else {

@@ -13,7 +13,12 @@ from service.accounts.auth import Principal
 from service.errors import Conflict, InvalidInput, NotFound
 from service.extensions import db
 from service.reference.models import Cdg, Convention, Employer
-from service.reference.rules import normalize_siret, parse_contribution, parse_rate
+from service.reference.rules import (
+    normalize_siret,
+    parse_capital,
+    parse_contribution,
+    parse_rate,
+)
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import Option
 
@@ -99,6 +104,10 @@ def create_convention(
     cdg_fee_rate: Any = "1.10",
     options: list[Any] | None = None,
     template_set: str = "default",
+    insurer_legal_form: str | None = None,
+    insurer_capital: Any = None,
+    insurer_register: str | None = None,
+    insurer_address: str | None = None,
 ) -> Convention:
     from service.kits.render import template_set_exists
 
@@ -129,6 +138,10 @@ def create_convention(
         cdg_fee_rate=parse_rate(cdg_fee_rate, field="cdg_fee_rate"),
         options=_options(options or []),
         template_set=template_set,
+        insurer_legal_form=insurer_legal_form,
+        insurer_capital=parse_capital(insurer_capital),
+        insurer_register=insurer_register,
+        insurer_address=insurer_address,
     )
     db.session.add(convention)
     db.session.flush()
@@ -142,9 +155,11 @@ def update_convention(convention: Convention, **changes: Any) -> Convention:
     ends_on = changes.get("ends_on") or convention.ends_on
     _check_period(starts_on, ends_on)
     convention.starts_on, convention.ends_on = starts_on, ends_on
-    for name in ("insurer", "manager"):
+    for name in ("insurer", "manager", "insurer_legal_form", "insurer_register", "insurer_address"):
         if changes.get(name) is not None:
             setattr(convention, name, changes[name])
+    if changes.get("insurer_capital") is not None:
+        convention.insurer_capital = parse_capital(changes["insurer_capital"])
     for name in ("base_rate", "cdg_fee_rate"):
         if changes.get(name) is not None:
             setattr(convention, name, parse_rate(changes[name], field=name))
@@ -248,6 +263,7 @@ def create_employer(
     deliberation_on: date,
     contribution: Any,
     joins_on: date | None = None,
+    signatory_gender: str | None = None,
 ) -> Employer:
     siret = normalize_siret(siret)
     owner = _cdg_for_input(cdg)
@@ -279,6 +295,7 @@ def create_employer(
         deliberation_on=deliberation_on,
         joins_on=joins_on,
         contribution=scheme.to_json(),
+        signatory_gender=signatory_gender,
     )
     db.session.add(employer)
     db.session.flush()
@@ -308,7 +325,7 @@ def update_employer(employer: Employer, **changes: Any) -> Employer:
     _check_employer_dates(convention, cst, deliberation, joins)
     employer.convention = convention
     employer.cst_opinion_on, employer.deliberation_on, employer.joins_on = cst, deliberation, joins
-    for name in ("name", "kind", "address", "email", "headcount"):
+    for name in ("name", "kind", "address", "email", "headcount", "signatory_gender"):
         if changes.get(name) is not None:
             setattr(employer, name, changes[name])
     if scheme is not None:

@@ -39,6 +39,11 @@ class Convention(db.Model):
     #: list of {"code", "label", "rate"} (rate as a string, percent)
     options: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     template_set: Mapped[str] = mapped_column(String(60), default="default")
+    #: the insurer's legal identification, as the contract states it
+    insurer_legal_form: Mapped[str | None] = mapped_column(String(120))
+    insurer_capital: Mapped[Decimal | None] = mapped_column(Numeric(16, 2))
+    insurer_register: Mapped[str | None] = mapped_column(String(120))
+    insurer_address: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     cdg: Mapped[Cdg] = relationship(back_populates="conventions")
@@ -62,6 +67,8 @@ class Employer(db.Model):
     #: {"mode": "flat", "amount": "15.00"} or
     #: {"mode": "by_category", "amounts": {"A": "7.00", ...}, "criteria": "..."}
     contribution: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: "F", "M" or None: the title of the person signing for the employer (« la présidente »)
+    signatory_gender: Mapped[str | None] = mapped_column(String(1))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

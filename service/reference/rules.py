@@ -71,6 +71,24 @@ def parse_rate(value: Any, *, field: str) -> Decimal:
     return rate
 
 
+def parse_capital(value: Any, *, field: str = "insurer_capital") -> Decimal | None:
+    """A share capital in euros (`"681879255"`, `"1 234,50"`), positive; None when not given."""
+    if value is None or value == "":
+        return None
+    try:
+        text = str(value).replace("\u00a0", "").replace(" ", "").replace(",", ".").strip()
+        amount = Decimal(text)
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount <= 0 or amount >= Decimal("1e14"):
+        raise InvalidInput(
+            "Le capital social est un montant en euros, par exemple « 681879255 ».",
+            code="invalid_capital",
+            field=field,
+        )
+    return amount.quantize(Decimal("0.01"))
+
+
 def luhn_valid(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):

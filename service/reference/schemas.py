@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -51,6 +51,10 @@ class ConventionIn(_In):
     options: list[OptionIn] = Field(default_factory=list)
     cdg_fee_rate: str | float = "1.10"
     template_set: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,60}$")
+    insurer_legal_form: str | None = Field(default=None, min_length=2, max_length=120)
+    insurer_capital: str | float | None = None
+    insurer_register: str | None = Field(default=None, min_length=2, max_length=120)
+    insurer_address: str | None = Field(default=None, min_length=5, max_length=300)
 
 
 class ConventionPatch(_In):
@@ -62,6 +66,10 @@ class ConventionPatch(_In):
     options: list[OptionIn] | None = None
     cdg_fee_rate: str | float | None = None
     template_set: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,60}$")
+    insurer_legal_form: str | None = Field(default=None, min_length=2, max_length=120)
+    insurer_capital: str | float | None = None
+    insurer_register: str | None = Field(default=None, min_length=2, max_length=120)
+    insurer_address: str | None = Field(default=None, min_length=5, max_length=300)
 
 
 class EmployerIn(_In):
@@ -77,6 +85,7 @@ class EmployerIn(_In):
     deliberation_on: date
     joins_on: date | None = None
     contribution: Any
+    signatory_gender: Literal["F", "M"] | None = None
 
 
 class EmployerPatch(_In):
@@ -90,3 +99,4 @@ class EmployerPatch(_In):
     deliberation_on: date | None = None
     joins_on: date | None = None
     contribution: Any = None
+    signatory_gender: Literal["F", "M"] | None = None
