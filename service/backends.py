@@ -46,7 +46,11 @@ def archive_store() -> ObjectStore:
 
 def archive_policy() -> ArchivePolicy:
     s = settings()
-    return ArchivePolicy(lock_mode=s.archive_lock_mode, retention_years=s.archive_retention_years)
+    return ArchivePolicy(
+        lock_mode=s.archive_lock_mode,
+        retention_years=s.archive_retention_years,
+        timezone=s.timezone,
+    )
 
 
 def run_archive_jobs(kit_id: int | None = None) -> tuple[int, int]:

@@ -39,6 +39,8 @@ class Settings:
     max_upload_mb: int
     access_code_days: int
     public_url: str
+    #: the time zone of every time a person reads (the API stays in UTC)
+    timezone: str = "Europe/Paris"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -65,4 +67,5 @@ class Settings:
             max_upload_mb=int(env.get("MAX_UPLOAD_MB", "20")),
             access_code_days=int(env.get("ACCESS_CODE_DAYS", "120")),
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            timezone=env.get("TIMEZONE") or "Europe/Paris",
         )
