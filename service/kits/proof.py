@@ -230,6 +230,30 @@ def actor_label(actor: str | None, siret_name: dict[str, str] | None = None) -> 
     return "utilisateur du service"
 
 
+#: asn1crypto's English attribute names in a distinguished name, in French
+DN_LABELS = (
+    ("Organizational Unit", "Service"),
+    ("Organization", "Organisation"),
+    ("Common Name", "Nom"),
+    ("Country", "Pays"),
+    ("Locality", "Localité"),
+    ("State/Province", "Région"),
+    ("Email Address", "Adresse électronique"),
+    ("Serial Number", "Numéro de série"),
+    ("Given Name", "Prénom"),
+    ("Surname", "Nom de famille"),
+    ("Title", "Fonction"),
+    ("Organization Identifier", "Identifiant de l'organisation"),
+)
+
+
+def french_dn(text: str) -> str:
+    """`Common Name: CA, Country: FR` → `Nom : CA, Pays : FR`."""
+    for english, french in sorted(DN_LABELS, key=lambda p: -len(p[0])):
+        text = text.replace(f"{english}: ", f"{french} : ")
+    return text
+
+
 def _title(kind: str) -> str:
     spec = SPECS.get(kind)
     if spec is not None:
@@ -263,8 +287,8 @@ def _countersigner(data: bytes) -> tuple[Certificate | None, str | None]:
         when = last.self_reported_timestamp
         return (
             Certificate(
-                subject=cert.subject.human_friendly,
-                issuer=cert.issuer.human_friendly,
+                subject=french_dn(cert.subject.human_friendly),
+                issuer=french_dn(cert.issuer.human_friendly),
                 serial=format(cert.serial_number, "x"),
                 fingerprint=hashlib.sha256(cert.dump()).hexdigest(),
             ),
@@ -280,7 +304,7 @@ def _signer(raw: dict[str, Any], zone: str) -> SignerFacts:
     return SignerFacts(
         certificate=Certificate(
             subject=subject,
-            issuer=str(raw.get("issuer") or "—"),
+            issuer=french_dn(str(raw.get("issuer") or "—")),
             serial=str(raw.get("serial") or "—"),
             fingerprint=str(raw.get("fingerprint") or "—"),
         ),
@@ -492,12 +516,13 @@ def archived_proof(
 ) -> bytes:
     """The certificate archived with the manifest, frozen at the kit's last piece archiving
     event: a re-run of the archive job rebuilds the same bytes."""
-    upto = db.session.scalar(
+    archiving = db.session.scalars(
         select(AuditEvent)
         .where(AuditEvent.kit_id == kit.id, AuditEvent.event == "archived")
-        .order_by(AuditEvent.id.desc())
-        .limit(1)
-    )
+        .order_by(AuditEvent.id)
+    ).all()
+    piece_events = [e for e in archiving if (e.details or {}).get("kind") not in (MANIFEST, PROOF)]
+    upto = piece_events[-1] if piece_events else None
     archived = [archived_facts(p, zone=zone) for p in sorted(pieces, key=lambda p: p.id)]
     facts = gather_facts(
         kit, documents=documents, zone=zone, upto=upto, archived=[*archived, manifest]
