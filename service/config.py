@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def _secret_key(instance: Path) -> str:
@@ -18,6 +19,15 @@ def _secret_key(instance: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def _timezone(name: str) -> str:
+    """A known IANA time zone name (checked at start-up, not at the first page that needs it)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"TIMEZONE {name!r}: unknown time zone (e.g. Europe/Paris)") from exc
+    return name
 
 
 @dataclass(frozen=True)
@@ -67,5 +77,5 @@ class Settings:
             max_upload_mb=int(env.get("MAX_UPLOAD_MB", "20")),
             access_code_days=int(env.get("ACCESS_CODE_DAYS", "120")),
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-            timezone=env.get("TIMEZONE") or "Europe/Paris",
+            timezone=_timezone(env.get("TIMEZONE") or "Europe/Paris"),
         )

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 
 from service.archive.models import ArchiveRecord
 from service.backends import archive_store, document_store
+from service.config import Settings
 from service.extensions import db
 from service.kits.models import Kit
 from service.kits.proof import ArchivedFacts, archived_proof, time_label
@@ -344,3 +345,21 @@ def test_proof_links_on_the_staff_cdg_and_portal_pages(
     assert r.status_code == 200 and "Certificat de preuve" in pdftotext(r.data)
     assert client.get(link).status_code == 302  # the employer has no staff page
     assert "SIRET 218 100 048 00014" in pdftotext(r.data)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("app_config", [{"TIMEZONE": "UTC"}])
+def test_proof_follows_the_timezone_setting(
+    client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
+    kit = issue(client, staff)
+    text = pdftotext(client.get(f"/api/v1/kits/{kit['id']}/proof.pdf", headers=staff).data)
+    issued = datetime.fromisoformat(kit["issued_at"].replace("Z", "+00:00"))
+    assert "heure locale (UTC)" in text and "heure de Paris" not in text
+    assert f"le {time_label(issued, 'UTC').rsplit(' ', 2)[0]}" in text
+
+
+def test_settings_refuse_an_unknown_timezone(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="TIMEZONE"):
+        Settings.from_env({"INSTANCE_PATH": str(tmp_path), "TIMEZONE": "Mars/Olympus"})
+    assert Settings.from_env({"INSTANCE_PATH": str(tmp_path)}).timezone == "Europe/Paris"
