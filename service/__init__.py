@@ -96,6 +96,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.kits import api as _kits_api  # noqa: F401
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401
+    from service.pages import proof as _proof_pages  # noqa: F401
     from service.pages import staff as _staff_pages  # noqa: F401
     from service.pages.blueprint import bp as pages_bp
     from service.reference import api as _reference_api  # noqa: F401

@@ -90,7 +90,11 @@ def health_stores() -> dict[str, ObjectStore]:
 
 def archive_policy() -> ArchivePolicy:
     s = settings()
-    return ArchivePolicy(lock_mode=s.archive_lock_mode, retention_years=s.archive_retention_years)
+    return ArchivePolicy(
+        lock_mode=s.archive_lock_mode,
+        retention_years=s.archive_retention_years,
+        timezone=s.timezone,
+    )
 
 
 def run_archive_jobs(kit_id: int | None = None, *, inline: bool = False) -> tuple[int, int]:

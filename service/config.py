@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def _secret_key(instance: Path) -> str:
@@ -29,6 +30,15 @@ def _count(value: str, name: str) -> int:
     if number < 0:
         raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
     return number
+
+
+def _timezone(name: str) -> str:
+    """A known IANA time zone name (checked at start-up, not at the first page that needs it)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"TIMEZONE {name!r}: unknown time zone (e.g. Europe/Paris)") from exc
+    return name
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class Settings:
     redis_url: str | None = None
     trusted_proxies: int = 0
     ratelimit_prefix: str = "psc"
+    #: the time zone of every time a person reads (the API stays in UTC)
+    timezone: str = "Europe/Paris"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -98,4 +110,5 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
             ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
+            timezone=_timezone(env.get("TIMEZONE") or "Europe/Paris"),
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+DEFAULT_TIMEZONE = "Europe/Paris"
 
 
 def utcnow() -> datetime:
@@ -14,3 +17,9 @@ def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     return dt.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def local(dt: datetime, zone: str = DEFAULT_TIMEZONE) -> datetime:
+    """A stored naive UTC datetime as an aware datetime in `zone` (what a person reads)."""
+    aware = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    return aware.astimezone(ZoneInfo(zone))

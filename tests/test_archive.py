@@ -18,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from service.archive.domain import ARCHIVE_NAMES, file_name
 from service.extensions import db
 from tests.conftest import auth, create_token, make_app, make_bucket
 from tests.pki import Pki, sign_pdf
@@ -82,10 +83,10 @@ def test_countersigned_pieces_are_archived_under_retention(
     r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
     assert r.status_code == 200 and r.json["status"] == "archived"
     items = client.get("/api/v1/archive?cdg=81", headers=staff).json["items"]
-    assert sorted(i["kind"] for i in items) == ["manifest", *sorted(PIECES)]
+    assert sorted(i["kind"] for i in items) == sorted(["manifest", *PIECES, "proof"])
     client_s3 = s3(moto_endpoint)
     for item in items:
-        name = "manifest.json" if item["kind"] == "manifest" else f"{item['kind']}.pdf"
+        name = ARCHIVE_NAMES.get(item["kind"]) or f"{file_name(item['kind'])}.pdf"
         key = f"cdg/81/CDG81-PREV-2025-2030/{SIRET}/{kit['reference']}/{name}"
         head = client_s3.head_object(Bucket=bucket, Key=key)
         assert head["ObjectLockMode"] == "GOVERNANCE"
@@ -103,14 +104,14 @@ def test_countersigned_pieces_are_archived_under_retention(
         manifest = json.loads(answer.read())
     assert manifest["kit_reference"] == kit["reference"]
     assert {d["kind"]: d["sha256"] for d in manifest["documents"]} == {
-        i["kind"]: i["sha256"] for i in items if i["kind"] != "manifest"
+        i["kind"]: i["sha256"] for i in items if i["kind"] not in ("manifest", "proof")
     }
     assert len(manifest["audit_last_hash"]) == 64
     events = [
         e["event"]
         for e in client.get(f"/api/v1/kits/{kit['id']}/events", headers=staff).json["items"]
     ]
-    assert events.count("archived") == 3 and "kit_archived" in events
+    assert events.count("archived") == 4 and "kit_archived" in events
     # the countersigned copy served to the employer is the archived one
     signed = client.get(f"/api/v1/kits/{kit['id']}/documents/{PIECES[0]}/signed.pdf", headers=staff)
     piece = next(i for i in items if i["kind"] == PIECES[0])
@@ -134,7 +135,7 @@ def test_cdg_sees_only_its_archive_with_pagination(
     page = client.get("/api/v1/archive?limit=2", headers=own).json
     assert len(page["items"]) == 2 and page["next"] is not None
     rest = client.get(f"/api/v1/archive?limit=2&after={page['next']}", headers=own).json
-    assert len(rest["items"]) == 1 and rest["next"] is None
+    assert len(rest["items"]) == 2 and rest["next"] is None
     first = page["items"][0]
     assert client.get("/api/v1/archive?cdg=81", headers=other).json["items"] == []
     assert client.get("/api/v1/archive", headers=other).json["items"] == []
@@ -194,13 +195,13 @@ def test_crash_between_upload_and_record_converges_without_duplicate(
         db.session.rollback()  # the process "dies" after the upload, before the commit
         assert db.session.scalar(select(ArchiveRecord)) is None
     assert app.test_cli_runner().invoke(args=["archive", "retry"]).exit_code == 0
-    key = f"cdg/81/CDG81-PREV-2025-2030/{SIRET}/{kit['reference']}/{PIECES[0]}.pdf"
+    key = f"cdg/81/CDG81-PREV-2025-2030/{SIRET}/{kit['reference']}/{file_name(PIECES[0])}.pdf"
     versions = s3(moto_endpoint).list_object_versions(Bucket=bucket, Prefix=key)
     assert len(versions.get("Versions", [])) == 1
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
     assert app.test_cli_runner().invoke(args=["archive", "retry"]).output.startswith("0 copie")
     result = app.test_cli_runner().invoke(args=["archive", "verify"])
-    assert result.exit_code == 0 and "3 copie(s) relue(s), 0 écart(s)" in result.output
+    assert result.exit_code == 0 and "4 copie(s) relue(s), 0 écart(s)" in result.output
 
 
 @pytest.mark.parametrize("app_config", [{}])
@@ -217,7 +218,7 @@ def test_archive_verify_detects_changed_and_missing_copies(
     runner = app.test_cli_runner()
     assert runner.invoke(args=["archive", "verify", "--sample", "2"]).exit_code == 0
     folder = tmp_path / "instance" / "archive" / "81" / "CDG81-PREV-2025-2030" / SIRET
-    piece = folder / kit["reference"] / f"{PIECES[0]}.pdf"
+    piece = folder / kit["reference"] / f"{file_name(PIECES[0])}.pdf"
     original = piece.read_bytes()
     piece.write_bytes(original + b"%")
     result = runner.invoke(args=["archive", "verify"])

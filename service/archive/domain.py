@@ -14,6 +14,8 @@ import io
 import json
 import logging
 import random
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -31,6 +33,8 @@ from service.extensions import db
 from service.formatting import siret as format_siret
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
+from service.kits.proof import PROOF, ArchivedFacts, archived_proof
+from service.kits.render import SPECS
 from service.timeutil import iso, utcnow
 from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
 
@@ -47,6 +51,8 @@ class ArchiveConflict(StorageError):
 class ArchivePolicy:
     lock_mode: str = "GOVERNANCE"
     retention_years: int = 10
+    #: the time zone of the proof certificate archived with the manifest
+    timezone: str = "Europe/Paris"
 
 
 def retain_until(ends_on: date, years: int) -> datetime:
@@ -57,10 +63,23 @@ def retain_until(ends_on: date, years: int) -> datetime:
     return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=UTC)
 
 
+ARCHIVE_NAMES = {MANIFEST: "manifest.json", PROOF: "certificat-de-preuve.pdf"}
+
+
+def file_name(kind: str) -> str:
+    """A piece's archived file name from its French title (a CDG reads it, never the code):
+    `Conditions particulières` → `conditions-particulieres`."""
+    spec = SPECS.get(kind)
+    if spec is None:
+        return kind
+    ascii_title = unicodedata.normalize("NFKD", spec.title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+
+
 def archive_key(kit: Kit, kind: str) -> str:
     employer = kit.employer
     convention = "".join(c if c.isalnum() or c in "-_." else "-" for c in kit.convention.reference)
-    name = "manifest.json" if kind == MANIFEST else f"{kind}.pdf"
+    name = ARCHIVE_NAMES.get(kind) or f"{file_name(kind)}.pdf"
     return f"{employer.cdg.code}/{convention}/{employer.siret}/{kit.reference}/{name}"
 
 
@@ -183,7 +202,7 @@ def run_job(
     if job.kind == MANIFEST:
         pieces = db.session.scalars(
             select(ArchiveRecord).where(
-                ArchiveRecord.kit_id == kit.id, ArchiveRecord.kind != MANIFEST
+                ArchiveRecord.kit_id == kit.id, ArchiveRecord.kind.not_in((MANIFEST, PROOF))
             )
         ).all()
         expected = db.session.scalar(
@@ -227,9 +246,77 @@ def run_job(
         details={"kind": job.kind, "key": key},
     )
     if job.kind == MANIFEST:
+        _archive_proof(
+            kit, rec, pieces, documents=documents, archive=archive, policy=policy, until=until
+        )
         kit.status, kit.archived_at = "archived", utcnow()
         kit.status_changed_at = kit.archived_at
         record("kit_archived", actor="system", kit_id=kit.id, sha256_after=digest)
+    return rec
+
+
+def _archive_proof(
+    kit: Kit,
+    manifest: ArchiveRecord,
+    pieces: Sequence[ArchiveRecord],
+    *,
+    documents: ObjectStore,
+    archive: ObjectStore,
+    policy: ArchivePolicy,
+    until: datetime,
+) -> ArchiveRecord:
+    """The proof certificate, archived next to the manifest in the manifest's transaction (its
+    bytes are frozen, so a re-run finds the same object and only records it)."""
+    data = archived_proof(
+        kit,
+        documents=documents,
+        pieces=pieces,
+        manifest=ArchivedFacts(
+            title="Manifeste de l'archive",
+            key=manifest.key,
+            sha256=manifest.sha256,
+            size=manifest.size,
+            archived_at="",
+        ),
+        zone=policy.timezone,
+    )
+    key = archive_key(kit, PROOF)
+    meta = {
+        "kit-reference": kit.reference,
+        "siret": kit.employer.siret,
+        "kind": PROOF,
+        "sha256": sha256_hex(data),
+    }
+    digest = _put_verified(
+        archive,
+        key,
+        data,
+        metadata=meta,
+        until=until,
+        policy=policy,
+        content_type="application/pdf",
+    )
+    rec = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key)) or ArchiveRecord(
+        kit_id=kit.id,
+        cdg_code=kit.employer.cdg.code,
+        siret=kit.employer.siret,
+        kit_reference=kit.reference,
+        kind=PROOF,
+        key=key,
+        sha256=digest,
+        size=len(data),
+        signers=[],
+        retain_until=until.replace(tzinfo=None),
+        archived_at=utcnow(),
+    )
+    db.session.add(rec)
+    record(
+        "archived",
+        actor="system",
+        kit_id=kit.id,
+        sha256_after=digest,
+        details={"kind": PROOF, "key": key},
+    )
     return rec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Any
 
@@ -10,12 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api import parse, principal, route
 from service.audit.domain import record
+from service.backends import document_store, settings
 from service.downloads import stream_object
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain
 from service.kits.actions import issue_one
 from service.kits.models import Kit
+from service.kits.proof import make_proof
 from service.reference.domain import get_employer
 from service.timeutil import iso
 
@@ -173,3 +176,25 @@ def kit_zip(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     _downloaded(kit, "kit.zip", kit.zip_sha256)
     return stream_object(kit.zip_key, "application/zip", f"{kit.reference}.zip")
+
+
+def proof_response(kit: Kit) -> Response:
+    """The kit's proof certificate as it stands now, as an attachment (API and pages)."""
+    pdf = make_proof(kit, documents=document_store(), zone=settings().timezone)
+    response = Response(pdf, mimetype="application/pdf")
+    name = f"{kit.reference}-certificat-de-preuve.pdf"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@route(
+    "/kits/<int:kit_id>/proof.pdf",
+    summary="Le certificat de preuve du kit (PDF/A, heure de Paris)",
+    roles=READERS,
+)
+def kit_proof(kit_id: int) -> Response:
+    kit = domain.get_kit(kit_id, principal=principal())
+    response = proof_response(kit)
+    _downloaded(kit, "proof.pdf", hashlib.sha256(response.get_data()).hexdigest())
+    return response

@@ -26,8 +26,8 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 
 from service import formatting
-from service.kits.pdfforms import Piece, SignatureField, finish_kit
 from service.kits.clauses import DocxMeta, to_docx
+from service.kits.pdfforms import Piece, SignatureField, finish_kit
 from service.reference.simulation import Option, simulate
 
 TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"

@@ -1,0 +1,531 @@
+"""The proof certificate of a kit: what happened to it, who did it, when, and with which files.
+
+`gather_facts` reads the kit, its returns, the countersigned copies, the archive records and the
+audit trail up to a cut-off event, and turns them into plain French facts (labels, Paris times);
+`render_proof` lays them out with the kit's fonts and stylesheet as one PDF/A-2b file.
+
+The certificate downloaded from the API or the pages describes the kit as it stands (the cut-off
+is the last event of the audit chain). The archived one is frozen: its cut-off is the kit's last
+piece archiving event, so that running the archive job again rebuilds the very same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pyhanko.pdf_utils.reader import PdfFileReader
+from sqlalchemy import select
+from weasyprint import HTML
+
+from service import formatting
+from service.archive.models import ArchiveRecord
+from service.audit.models import AuditEvent
+from service.extensions import db
+from service.kits.models import Kit
+from service.kits.render import SPECS, template_set
+from service.reference.schemas import EMPLOYER_KINDS
+from service.returns.models import KitReturn
+from service.timeutil import DEFAULT_TIMEZONE, local, utcnow
+from storage import ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
+
+#: the archive kind of the certificate, archived next to the manifest
+PROOF = "proof"
+MANIFEST = "manifest"
+
+KIT_STATES = {
+    "issued": "émis, en attente des pièces signées par la collectivité",
+    "employer_signed": "signé par la collectivité, en attente du contreseing de l'assureur",
+    "countersigned": "contresigné par l'assureur",
+    "archived": "contresigné et archivé",
+    "superseded": "remplacé par un kit plus récent",
+    "cancelled": "annulé",
+}
+RETURN_RESULTS = {
+    "accepted": "acceptée",
+    "pending_review": "en attente d'examen par le gestionnaire",
+    "refused": "refusée",
+}
+EVENTS = {
+    "kit_issued": "Kit émis",
+    "portal_session": "Connexion de la collectivité à son espace",
+    "portal_failed": "Échec de connexion à l'espace de la collectivité",
+    "portal_unlocked": "Accès à l'espace de la collectivité débloqué",
+    "return_received": "Pièce signée reçue",
+    "return_accepted": "Pièce signée acceptée à la vérification",
+    "return_pending_review": "Pièce signée envoyée à l'examen du gestionnaire",
+    "return_refused": "Pièce signée refusée à la vérification",
+    "return_reviewed": "Décision d'examen",
+    "employer_signed": "Toutes les pièces signées par la collectivité sont acceptées",
+    "countersigned": "Pièce contresignée par l'assureur",
+    "archived": "Copie archivée dans l'archive du CDG",
+    "kit_archived": "Kit archivé",
+    "kit_cancelled": "Kit annulé",
+    "kit_superseded": "Kit remplacé",
+    "email_sent": "Courriel envoyé",
+    "email_failed": "Échec d'envoi d'un courriel",
+}
+ROLES = {
+    "admin": "administrateur",
+    "staff": "équipe de gestion",
+    "cdg": "CDG",
+}
+ARCHIVED_OBJECTS = {MANIFEST: "Manifeste de l'archive", PROOF: "Certificat de preuve"}
+LEVELS = {
+    "B-B": "signature PAdES de base (B-B)",
+    "B-T": "signature PAdES horodatée (B-T)",
+    "document-timestamp": "horodatage du document",
+}
+
+
+# -- the facts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    subject: str
+    issuer: str
+    serial: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SignerFacts:
+    certificate: Certificate
+    signed_at: str
+    kind: str
+    trust: str
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CountersignFacts:
+    at: str
+    by: str
+    level: str
+    sha256: str
+    certificate: Certificate | None
+
+
+@dataclass(frozen=True)
+class ReturnFacts:
+    title: str
+    received_at: str
+    received_by: str
+    address: str
+    sha256: str
+    size: int
+    method: str
+    result: str
+    reasons: tuple[str, ...]
+    signers: tuple[SignerFacts, ...]
+    decision: str | None
+    countersignature: CountersignFacts | None
+
+
+@dataclass(frozen=True)
+class DocumentFacts:
+    title: str
+    pages: int
+    sha256: str
+    signed_by: str
+
+
+@dataclass(frozen=True)
+class ArchivedFacts:
+    title: str
+    key: str
+    sha256: str
+    size: int
+    archived_at: str
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    at: str
+    what: str
+    who: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ProofFacts:
+    reference: str
+    state: str
+    made_at: str
+    made_at_iso: str
+    zone_label: str
+    cdg: str
+    employer: str
+    employer_siret: str
+    employer_address: str
+    convention: str
+    insurer: str
+    manager: str
+    issued_at: str
+    issued_by: str
+    documents: tuple[DocumentFacts, ...]
+    bundle_sha256: str
+    zip_sha256: str
+    returns: tuple[ReturnFacts, ...]
+    archived: tuple[ArchivedFacts, ...]
+    events: tuple[EventFacts, ...]
+    downloads: int
+    chain_hash: str
+    chain_events: int
+    kit_last_hash: str
+    kit_events: int
+    frozen: bool
+
+
+# -- French wording -------------------------------------------------------------------------
+
+
+def time_label(value: datetime | str | None, zone: str = DEFAULT_TIMEZONE) -> str:
+    """`20 avril 2022 à 14 h 49 min 05 s` in the reader's time zone; naive means UTC."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = local(value, zone)
+    return (
+        f"{formatting.long_date(moment.date())} à {moment.hour} h {moment.minute:02d} min "
+        f"{moment.second:02d} s"
+    )
+
+
+def _w3c(value: datetime) -> str:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def zone_label(zone: str) -> str:
+    return "heure de Paris" if zone == "Europe/Paris" else f"heure locale ({zone})"
+
+
+def actor_label(actor: str | None, siret_name: dict[str, str] | None = None) -> str:
+    """`employer:218…` → `la collectivité (SIRET 218 …)`; never the code itself."""
+    if not actor:
+        return "—"
+    if actor == "system":
+        return "le service (automatiquement)"
+    role, _, rest = actor.partition(":")
+    if role in ("employer", "portail"):
+        name = (siret_name or {}).get(rest)
+        who = (
+            f"{name} (SIRET {formatting.siret(rest)})"
+            if name
+            else f"SIRET {formatting.siret(rest)}"
+        )
+        return f"la collectivité {who}" if role == "employer" else f"tentative pour le {who}"
+    if role in ROLES:
+        return f"{ROLES[role]} ({rest})" if rest and rest != "None" else ROLES[role]
+    return "utilisateur du service"
+
+
+#: asn1crypto's English attribute names in a distinguished name, in French
+DN_LABELS = (
+    ("Organizational Unit", "Service"),
+    ("Organization", "Organisation"),
+    ("Common Name", "Nom"),
+    ("Country", "Pays"),
+    ("Locality", "Localité"),
+    ("State/Province", "Région"),
+    ("Email Address", "Adresse électronique"),
+    ("Serial Number", "Numéro de série"),
+    ("Given Name", "Prénom"),
+    ("Surname", "Nom de famille"),
+    ("Title", "Fonction"),
+    ("Organization Identifier", "Identifiant de l'organisation"),
+)
+
+
+def french_dn(text: str) -> str:
+    """`Common Name: CA, Country: FR` → `Nom : CA, Pays : FR`."""
+    for english, french in sorted(DN_LABELS, key=lambda p: -len(p[0])):
+        text = text.replace(f"{english}: ", f"{french} : ")
+    return text
+
+
+def _title(kind: str) -> str:
+    spec = SPECS.get(kind)
+    if spec is not None:
+        return spec.title
+    return ARCHIVED_OBJECTS.get(kind, "Autre document")
+
+
+def _event_what(event: AuditEvent) -> str:
+    details = event.details or {}
+    label = EVENTS.get(event.event, "Autre événement enregistré")
+    if event.event == "return_reviewed":
+        label = (
+            "Pièce acceptée après examen" if details.get("accept") else "Pièce refusée après examen"
+        )
+    kind = details.get("kind")
+    if isinstance(kind, str):
+        label += f" : {_title(kind)}"
+    if event.event == "return_reviewed" and details.get("reason"):
+        label += f" (motif : {details['reason']})"
+    return label
+
+
+def _countersigner(data: bytes) -> tuple[Certificate | None, str | None]:
+    """The certificate of the last signature of a countersigned copy (the insurer's)."""
+    try:
+        signatures = PdfFileReader(io.BytesIO(data)).embedded_signatures
+        if not signatures:
+            return None, None
+        last = signatures[-1]
+        cert = last.signer_cert
+        when = last.self_reported_timestamp
+        return (
+            Certificate(
+                subject=french_dn(cert.subject.human_friendly),
+                issuer=french_dn(cert.issuer.human_friendly),
+                serial=format(cert.serial_number, "x"),
+                fingerprint=hashlib.sha256(cert.dump()).hexdigest(),
+            ),
+            when.astimezone(UTC).isoformat() if when else None,
+        )
+    except Exception:  # an unreadable copy is stated as such in the certificate
+        log.warning("cannot read the countersignature certificate", exc_info=True)
+        return None, None
+
+
+def _signer(raw: dict[str, Any], zone: str) -> SignerFacts:
+    subject = ", ".join(p for p in (raw.get("name"), raw.get("organisation")) if p) or "—"
+    return SignerFacts(
+        certificate=Certificate(
+            subject=subject,
+            issuer=french_dn(str(raw.get("issuer") or "—")),
+            serial=str(raw.get("serial") or "—"),
+            fingerprint=str(raw.get("fingerprint") or "—"),
+        ),
+        signed_at=time_label(raw.get("signing_time"), zone)
+        if raw.get("signing_time")
+        else "non indiquée",
+        kind=LEVELS.get(str(raw.get("level")), "signature électronique")
+        if raw.get("kind") != "timestamp"
+        else LEVELS["document-timestamp"],
+        trust="certificat reconnu par les autorités de confiance du service"
+        if raw.get("trusted")
+        else "certificat non reconnu par les autorités de confiance du service",
+        problems=tuple(str(p) for p in raw.get("problems") or ()),
+    )
+
+
+def _return_facts(
+    ret: KitReturn,
+    *,
+    events: Sequence[AuditEvent],
+    documents: ObjectStore,
+    zone: str,
+    names: dict[str, str],
+) -> ReturnFacts:
+    verification = ret.verification or {}
+    signers = tuple(_signer(s, zone) for s in verification.get("signers") or ())
+    if ret.status == "refused" and not signers and ret.refusal_code != "refused_by_reviewer":
+        method = "fichier refusé avant toute vérification de signature"
+    elif signers:
+        method = "signature électronique (PAdES)"
+    else:
+        method = "signature manuscrite numérisée, vérifiée visuellement par le gestionnaire"
+    result = RETURN_RESULTS.get(ret.status, "inconnu")
+    if ret.status == "refused" and ret.refusal_message:
+        result += f" : {ret.refusal_message}"
+    decision = None
+    if ret.decided_by:
+        verb = "acceptée" if ret.status == "accepted" else "refusée"
+        decision = (
+            f"{verb} après examen par {actor_label(ret.decided_by, names)} "
+            f"le {time_label(ret.decided_at, zone)}"
+            + (f" (motif : {ret.decision_reason})" if ret.decision_reason else "")
+        )
+    countersignature = None
+    if ret.countersigned_key:
+        event = next(
+            (
+                e
+                for e in events
+                if e.event == "countersigned" and (e.details or {}).get("return_id") == ret.id
+            ),
+            None,
+        )
+        try:
+            certificate, _when = _countersigner(documents.get(ret.countersigned_key))
+        except StorageError:
+            certificate = None
+        level = (event.details or {}).get("level") if event else None
+        countersignature = CountersignFacts(
+            at=time_label(ret.countersigned_at, zone),
+            by=actor_label(event.actor, names) if event else "—",
+            level=LEVELS.get(str(level), "signature PAdES"),
+            sha256=ret.countersigned_sha256 or "—",
+            certificate=certificate,
+        )
+    return ReturnFacts(
+        title=_title(ret.kind),
+        received_at=time_label(ret.uploaded_at, zone),
+        received_by=actor_label(ret.uploaded_by, names),
+        address=ret.uploaded_from or "non connue",
+        sha256=ret.sha256,
+        size=ret.size,
+        method=method,
+        result=result,
+        reasons=tuple(str(r) for r in verification.get("reasons") or ()),
+        signers=signers,
+        decision=decision,
+        countersignature=countersignature,
+    )
+
+
+def gather_facts(
+    kit: Kit,
+    *,
+    documents: ObjectStore,
+    zone: str = DEFAULT_TIMEZONE,
+    upto: AuditEvent | None = None,
+    made_at: datetime | None = None,
+    archived: Sequence[ArchivedFacts] | None = None,
+) -> ProofFacts:
+    """Everything the certificate states, as of the audit event `upto` (the chain's last one
+    when None); `made_at` defaults to that event's time."""
+    if upto is None:
+        upto = db.session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
+    cutoff = upto.id if upto is not None else 0
+    chain_events = (
+        db.session.scalar(
+            select(db.func.count()).select_from(AuditEvent).where(AuditEvent.id <= cutoff)
+        )
+        or 0
+    )
+    events = db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.kit_id == kit.id, AuditEvent.id <= cutoff)
+        .order_by(AuditEvent.id)
+    ).all()
+    employer = kit.employer
+    convention = kit.convention
+    names = {employer.siret: employer.name}
+    moment = made_at or (upto.at if upto is not None else kit.issued_at)
+    returns = db.session.scalars(
+        select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id)
+    ).all()
+    if archived is None:
+        records = db.session.scalars(
+            select(ArchiveRecord).where(ArchiveRecord.kit_id == kit.id).order_by(ArchiveRecord.id)
+        ).all()
+        archived = tuple(archived_facts(r, zone=zone) for r in records)
+    docs = tuple(
+        DocumentFacts(
+            title=d.title,
+            pages=d.pages,
+            sha256=d.sha256,
+            signed_by="la collectivité puis l'assureur" if d.requires_signature else "—",
+        )
+        for d in kit.documents
+    )
+    visible = [e for e in events if e.event != "downloaded"]
+    return ProofFacts(
+        reference=kit.reference,
+        state=KIT_STATES.get(kit.status, "état inconnu"),
+        made_at=time_label(moment, zone),
+        made_at_iso=_w3c(moment),
+        zone_label=zone_label(zone),
+        cdg=f"{employer.cdg.name} (CDG {employer.cdg.code})",
+        employer=f"{EMPLOYER_KINDS.get(employer.kind, 'Collectivité')} : {employer.name}",
+        employer_siret=formatting.siret(employer.siret),
+        employer_address=employer.address,
+        convention=convention.reference,
+        insurer=convention.insurer,
+        manager=convention.manager,
+        issued_at=time_label(kit.issued_at, zone),
+        issued_by=actor_label(kit.issued_by, names),
+        documents=docs,
+        bundle_sha256=kit.bundle_sha256,
+        zip_sha256=kit.zip_sha256,
+        returns=tuple(
+            _return_facts(r, events=events, documents=documents, zone=zone, names=names)
+            for r in returns
+        ),
+        archived=tuple(archived),
+        events=tuple(
+            EventFacts(
+                at=time_label(e.at, zone),
+                what=_event_what(e),
+                who=actor_label(e.actor, names),
+                address=e.address or "",
+            )
+            for e in visible
+        ),
+        downloads=sum(1 for e in events if e.event == "downloaded"),
+        chain_hash=upto.hash if upto is not None else "—",
+        chain_events=chain_events,
+        kit_last_hash=events[-1].hash if events else "—",
+        kit_events=len(events),
+        frozen=False,
+    )
+
+
+def archived_facts(rec: ArchiveRecord, *, zone: str = DEFAULT_TIMEZONE) -> ArchivedFacts:
+    return ArchivedFacts(
+        title=_title(rec.kind),
+        key=rec.key,
+        sha256=rec.sha256,
+        size=rec.size,
+        archived_at=time_label(rec.archived_at, zone),
+    )
+
+
+# -- the PDF --------------------------------------------------------------------------------
+
+
+def render_proof(facts: ProofFacts, *, template_set_name: str = "default") -> bytes:
+    """The certificate as PDF/A-2b, with the kit's fonts and stylesheet (same bytes for the same
+    facts: dates come from the facts, the file identifier from the content)."""
+    templates = template_set(template_set_name)
+    html = templates.env.get_template("proof.html").render(proof=facts)
+    document = HTML(string=html, base_url=str(templates.html_dir) + "/").render(
+        stylesheets=[templates.stylesheet], font_config=templates.fonts
+    )
+    return document.write_pdf(pdf_variant="pdf/a-2b")
+
+
+def make_proof(kit: Kit, *, documents: ObjectStore, zone: str = DEFAULT_TIMEZONE) -> bytes:
+    """The certificate of the kit as it stands now (the audit chain's last event)."""
+    return render_proof(
+        gather_facts(kit, documents=documents, zone=zone, made_at=utcnow().replace(microsecond=0)),
+        template_set_name=kit.convention.template_set,
+    )
+
+
+def archived_proof(
+    kit: Kit,
+    *,
+    documents: ObjectStore,
+    pieces: Sequence[ArchiveRecord],
+    manifest: ArchivedFacts,
+    zone: str = DEFAULT_TIMEZONE,
+) -> bytes:
+    """The certificate archived with the manifest, frozen at the kit's last piece archiving
+    event: a re-run of the archive job rebuilds the same bytes."""
+    archiving = db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.kit_id == kit.id, AuditEvent.event == "archived")
+        .order_by(AuditEvent.id)
+    ).all()
+    piece_events = [e for e in archiving if (e.details or {}).get("kind") not in (MANIFEST, PROOF)]
+    upto = piece_events[-1] if piece_events else None
+    archived = [archived_facts(p, zone=zone) for p in sorted(pieces, key=lambda p: p.id)]
+    facts = gather_facts(
+        kit, documents=documents, zone=zone, upto=upto, archived=[*archived, manifest]
+    )
+    facts = replace(facts, frozen=True, state=KIT_STATES["archived"])
+    return render_proof(facts, template_set_name=kit.convention.template_set)
