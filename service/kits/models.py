@@ -9,7 +9,14 @@ from service.extensions import db
 from service.reference.models import Convention, Employer
 from service.timeutil import utcnow
 
-KIT_STATES = ("issued", "employer_signed", "countersigned", "archived", "superseded")
+KIT_STATES = (
+    "issued",
+    "employer_signed",
+    "countersigned",
+    "archived",
+    "superseded",
+    "cancelled",
+)
 OPEN_STATES = ("issued", "employer_signed")
 
 
@@ -44,6 +51,9 @@ class Kit(db.Model):
     countersigned_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
     superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("kit.id"))
+    cancelled_at: Mapped[datetime | None]
+    cancelled_by: Mapped[str | None] = mapped_column(String(254))
+    cancel_reason: Mapped[str | None] = mapped_column(String(1000))
 
     employer: Mapped[Employer] = relationship()
     convention: Mapped[Convention] = relationship()
