@@ -354,6 +354,7 @@ STATUS_LABELS = {
     "countersigned": "contresigné",
     "archived": "archivé",
     "superseded": "remplacé",
+    "cancelled": "annulé",
 }
 
 
