@@ -598,5 +598,10 @@ def test_staff_pages_have_no_sideways_scroll_at_390px(
     page.goto(live + "/employeurs/nouveau")
     page.click("button:has-text('Créer l')")  # every error shown at once
     widths["/employeurs/nouveau (erreurs)"] = page.evaluate("document.scrollingElement.scrollWidth")
+    page.goto(live + f"/employeurs/{SIRET}")
+    page.check("#confirm-reissue")
+    page.click("button:has-text('Émettre un nouveau kit')")
+    page.wait_for_selector("#access-code")
+    widths["kit émis"] = page.evaluate("document.scrollingElement.scrollWidth")
     context.close()
     assert {p: w for p, w in widths.items() if w > 390} == {}
