@@ -42,6 +42,19 @@ _PYDANTIC_MESSAGES = {
 }
 
 
+def field_errors(exc: ValidationError) -> list[InvalidInput]:
+    """Every error of a pydantic validation, as French `InvalidInput`s (the API raises the
+    first; the pages show them all next to their fields)."""
+    errors = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or None
+        message = _PYDANTIC_MESSAGES.get(err["type"], "Valeur invalide.")
+        if "email" in str(err.get("msg", "")).lower() or (field or "").endswith("email"):
+            message = "Adresse électronique invalide."
+        errors.append(InvalidInput(message, code="invalid_field", field=field))
+    return errors
+
+
 def parse(model: type[M], data: Any) -> M:
     """Validate a JSON body against a pydantic model; the first error becomes a 422."""
     if data is None:
@@ -49,12 +62,7 @@ def parse(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        message = _PYDANTIC_MESSAGES.get(err["type"], "Valeur invalide.")
-        if "email" in str(err.get("msg", "")).lower() or (field or "").endswith("email"):
-            message = "Adresse électronique invalide."
-        raise InvalidInput(message, code="invalid_field", field=field) from exc
+        raise field_errors(exc)[0] from exc
 
 
 def json_body() -> Any:

@@ -1,14 +1,47 @@
-"""File answers shared by the API and the pages: stored objects streamed, CSV attachments."""
+"""File answers shared by the API and the pages: stored objects streamed, CSV attachments,
+and the record of every download in the audit trail (portal, pages and API alike)."""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flask import Response, stream_with_context
 
 from service.archive.models import ArchiveRecord
+from service.audit.domain import record
 from service.backends import archive_store, document_store
+from service.extensions import db
 from storage import ObjectStore
+
+#: a cell starting with one of these is read as a formula by spreadsheets
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
+
+
+def record_download(
+    *,
+    kit_id: int,
+    file: str,
+    actor: str,
+    address: str | None,
+    siret: str | None = None,
+    sha256: str | None = None,
+) -> None:
+    """Append a `downloaded` event (who, from where, which file and its SHA-256) and commit.
+
+    Called before the file is streamed, so that a download is never served unrecorded."""
+    record(
+        "downloaded",
+        actor=actor,
+        kit_id=kit_id,
+        siret=siret,
+        address=address,
+        sha256_after=sha256,
+        details={"file": file},
+    )
+    db.session.commit()
 
 
 def stream_object(
@@ -48,3 +81,21 @@ def csv_attachment(body: str, filename: str) -> Response:
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def safe_cell(value: Any) -> str:
+    """A CSV cell that no spreadsheet runs as a formula (`=`, `+`, `-`, `@`… get a `'`)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def csv_text(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """`;`-separated, CRLF, UTF-8 BOM first (French spreadsheets), every cell neutralised."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer.writerow([safe_cell(h) for h in headers])
+    for row in rows:
+        writer.writerow([safe_cell(cell) for cell in row])
+    return "\ufeff" + out.getvalue()

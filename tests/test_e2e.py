@@ -157,8 +157,9 @@ def test_whole_journey_in_a_real_browser(
     for selector, value in form.items():
         page.fill(selector, value)
     page.click("button:has-text('Créer l')")
-    error = page.inner_text("#contribution-error")
+    error = page.inner_text("#amount-error")
     assert "au moins 7,00 €" in error
+    assert page.evaluate("document.activeElement.id") == "amount"  # focus on the first error
     staff.check_a11y("employeur-formulaire-erreur")
     page.fill("#amount", "15,00")
     page.click("button:has-text('Créer l')")
@@ -231,11 +232,13 @@ def test_whole_journey_in_a_real_browser(
     staff.check_a11y("revue-examen")
     page.click("button[value=accept]")
     page.wait_for_selector("button:has-text('Contresigner le kit')")
+    page.check("#confirm-countersign")
     page.click("button:has-text('Contresigner le kit')")
     assert "Kit contresigné" in page.inner_text(".flash-ok")
     assert "Archivé" in page.inner_text("h2")
     page.click("text=Journal d'audit")
-    assert "countersigned" in page.inner_text("table")
+    assert "Pièce contresignée par l'assureur" in page.inner_text("table")
+    assert "countersigned" not in page.inner_text("main")
     staff.check_a11y("journal")
 
     # the employer sees both pieces countersigned
@@ -257,7 +260,7 @@ def test_whole_journey_in_a_real_browser(
         page.click("text=Exporter le suivi")
     assert Path(csv_download.value.path()).read_bytes().startswith(b"\xef\xbb\xbfSIRET;")
     with page.expect_download() as archived:
-        page.click("text=special-conditions")
+        page.click("text=Conditions particulières")
     data = Path(archived.value.path()).read_bytes()
     with app.app_context():
         from service.archive.models import ArchiveRecord

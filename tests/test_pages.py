@@ -69,7 +69,9 @@ def test_batch_runs_in_the_background_with_progress(
             headers=staff,
         )
     sign_in(app, client, "agent@assureur.fr")
-    r = client.post("/lots", data={"cdg": "81", "csrf_token": csrf(client, "/")})
+    r = client.post(
+        "/lots", data={"cdg": "81", "csrf_token": csrf(client, "/"), "confirmation": "oui"}
+    )
     assert r.status_code == 302
     url = r.headers["Location"]
     first = client.get(url).get_data(as_text=True)

@@ -473,6 +473,7 @@ STATUS_LABELS = {
     "countersigned": "contresigné",
     "archived": "archivé",
     "superseded": "remplacé",
+    "cancelled": "annulé",
 }
 
 

@@ -9,10 +9,9 @@ from typing import Any
 from flask import Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api import parse, principal, route
-from service.audit.domain import record
+from service.api import json_body, parse, principal, route
 from service.backends import document_store, settings
-from service.downloads import stream_object
+from service.downloads import record_download, stream_object
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain
@@ -31,6 +30,12 @@ class KitIssueIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     cover_starts_on: date | None = None
     override_reason: str | None = Field(default=None, min_length=3, max_length=500)
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=domain.CANCEL_REASON_MAX)
 
 
 def _returns(kit: Kit) -> list[dict[str, Any]]:
@@ -89,6 +94,9 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "bundle_url": url_for("api.kit_bundle", kit_id=kit.id),
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
     }
+    if kit.status == "cancelled":
+        data["cancelled_at"] = iso(kit.cancelled_at)
+        data["cancel_reason"] = kit.cancel_reason
     if access_code is not None:
         data["access_code"] = group_code(access_code)
     return data
@@ -126,16 +134,14 @@ def get_kit(kit_id: int) -> Any:
 
 
 def _downloaded(kit: Kit, what: str, sha256: str | None = None) -> None:
-    who = principal()
-    record(
-        "downloaded",
-        actor=who.actor,
+    record_download(
         kit_id=kit.id,
+        file=what,
+        actor=principal().actor,
         address=request.remote_addr,
-        sha256_after=sha256,
-        details={"file": what},
+        siret=kit.employer.siret,
+        sha256=sha256,
     )
-    db.session.commit()
 
 
 @route("/kits/<int:kit_id>/documents/<kind>.pdf", summary="Un document du kit (PDF)", roles=READERS)
@@ -198,3 +204,18 @@ def kit_proof(kit_id: int) -> Response:
     response = proof_response(kit)
     _downloaded(kit, "proof.pdf", hashlib.sha256(response.get_data()).hexdigest())
     return response
+
+
+@route(
+    "/kits/<int:kit_id>/cancel",
+    ("POST",),
+    summary="Annuler un kit ouvert (son code d'accès cesse de fonctionner)",
+    roles=("admin", "staff"),
+    body=CancelIn,
+    responses={200: "Kit annulé", 409: "Le kit n'est plus ouvert"},
+)
+def cancel(kit_id: int) -> Any:
+    data = parse(CancelIn, json_body())
+    kit = domain.cancel_kit(kit_id, reason=data.reason, principal=principal())
+    db.session.commit()
+    return jsonify(kit_json(kit))

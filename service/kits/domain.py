@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from service.accounts.auth import Principal
 from service.audit.domain import record
-from service.errors import InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 from service.extensions import db
 from service.kits.models import OPEN_STATES, Kit, KitCounter, KitDocument
 from service.kits.render import (
@@ -490,3 +490,49 @@ def employers_with_current_kit(cdg_code: str) -> list[tuple[Employer, Kit | None
         .order_by(Employer.name)
     ).all()
     return [(employer, kit) for employer, kit in rows]
+
+
+CANCEL_REASON_MAX = 1000
+
+
+def cancel_kit(kit_id: int, *, reason: str, principal: Principal) -> Kit:
+    """Void an open kit: its access code stops working and no piece can be returned for it.
+
+    The reason is required, kept on the kit and written to the audit trail. The caller commits.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(
+            "Indiquez le motif de l'annulation.", code="cancel_reason_missing", field="reason"
+        )
+    if len(reason) > CANCEL_REASON_MAX:
+        raise InvalidInput(
+            f"Motif trop long ({CANCEL_REASON_MAX} caractères au plus).",
+            code="invalid_field",
+            field="reason",
+        )
+    kit = get_kit(kit_id, principal=principal)
+    # lock the row (NO KEY UPDATE, as the returns do) so a concurrent upload or countersignature
+    # sees the cancellation or finishes first
+    kit = db.session.execute(
+        select(Kit).where(Kit.id == kit.id).with_for_update(key_share=True)
+    ).scalar_one()
+    db.session.refresh(kit)
+    if kit.status not in OPEN_STATES:
+        raise Conflict(
+            "Seul un kit ouvert (émis ou signé par la collectivité) peut être annulé.",
+            code="kit_not_open",
+        )
+    now = utcnow()
+    kit.status, kit.status_changed_at = "cancelled", now
+    kit.cancelled_at, kit.cancelled_by, kit.cancel_reason = now, principal.actor, reason
+    # the access code no longer opens the portal, even before its expiry
+    kit.access_code_expires_at = now
+    record(
+        "kit_cancelled",
+        actor=principal.actor,
+        kit_id=kit.id,
+        siret=kit.employer.siret,
+        details={"reference": kit.reference, "reason": reason},
+    )
+    return kit

@@ -9,7 +9,14 @@ from service.extensions import db
 from service.reference.models import Convention, Employer
 from service.timeutil import utcnow
 
-KIT_STATES = ("issued", "employer_signed", "countersigned", "archived", "superseded")
+KIT_STATES = (
+    "issued",
+    "employer_signed",
+    "countersigned",
+    "archived",
+    "superseded",
+    "cancelled",
+)
 OPEN_STATES = ("issued", "employer_signed")
 
 
@@ -46,6 +53,9 @@ class Kit(db.Model):
     superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("kit.id"))
     #: the start of cover the documents state (the first day of a month); None before 0006
     cover_starts_on: Mapped[date | None]
+    cancelled_at: Mapped[datetime | None]
+    cancelled_by: Mapped[str | None] = mapped_column(String(254))
+    cancel_reason: Mapped[str | None] = mapped_column(String(1000))
 
     employer: Mapped[Employer] = relationship()
     convention: Mapped[Convention] = relationship()

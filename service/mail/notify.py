@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from service import labels
 from service.backends import send_mail, settings
 from service.formatting import long_date
 from service.kits.models import Kit
-from service.kits.render import SPECS
 
 
 def _title(kind: str) -> str:
-    spec = SPECS.get(kind)
-    return spec.title if spec else kind
+    return labels.document(kind)
 
 
 def _cover_sentence(kit: Kit) -> str:

@@ -8,7 +8,7 @@ from flask import Response, flash, redirect, render_template, request, session, 
 from sqlalchemy import select
 
 from service.backends import settings
-from service.downloads import stream_object
+from service.downloads import record_download, stream_object
 from service.errors import ServiceError, TooManyRequests, Unavailable
 from service.extensions import db
 from service.kits import domain as kits
@@ -19,6 +19,8 @@ from service.returns import domain as returns
 from service.returns.actions import receive_upload
 from service.returns.models import KitReturn
 from signing.errors import Refused
+
+DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 @bp.route("/portail", methods=["GET", "POST"])
@@ -75,14 +77,45 @@ def portal_kit() -> Any:
     )
 
 
+def _downloaded(kit: Kit, file: str, sha256: str | None) -> None:
+    record_download(
+        kit_id=kit.id,
+        file=file,
+        actor=current_principal().actor,
+        address=request.remote_addr,
+        siret=kit.employer.siret,
+        sha256=sha256,
+    )
+
+
 @bp.get("/portail/documents/<kind>.pdf")
 @page_roles("employer")
 def portal_document(kind: str) -> Response:
     kit = _portal_kit()
     if kind == "kit-complet":
+        _downloaded(kit, "bundle.pdf", kit.bundle_sha256)
         return stream_object(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
     doc = kits.get_document(kit, kind)
+    _downloaded(kit, f"{kind}.pdf", doc.sha256)
     return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
+
+
+@bp.get("/portail/documents/<kind>.docx")
+@page_roles("employer")
+def portal_docx(kind: str) -> Response:
+    kit = _portal_kit()
+    doc = kits.get_document(kit, kind)
+    key = kits.require_docx(doc)
+    _downloaded(kit, f"{kind}.docx", doc.docx_sha256)
+    return stream_object(key, DOCX_TYPE, f"{kit.reference}-{kind}.docx")
+
+
+@bp.get("/portail/kit.zip")
+@page_roles("employer")
+def portal_zip() -> Response:
+    kit = _portal_kit()
+    _downloaded(kit, "kit.zip", kit.zip_sha256)
+    return stream_object(kit.zip_key, "application/zip", f"{kit.reference}.zip")
 
 
 @bp.get("/portail/signes/<kind>.pdf")
@@ -90,6 +123,7 @@ def portal_document(kind: str) -> Response:
 def portal_signed(kind: str) -> Response:
     kit = _portal_kit()
     ret = returns.accepted_return(kit, kind)
+    _downloaded(kit, f"{kind}/signed.pdf", ret.countersigned_sha256 or ret.sha256)
     return stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -17,16 +17,19 @@ from flask import (
     request,
     url_for,
 )
+from pydantic import ValidationError
 from sqlalchemy import select
 
+from service import labels
+from service.api import field_errors
 from service.audit.domain import kit_events
-from service.downloads import stream_object
+from service.downloads import csv_attachment, csv_text, record_download, stream_object
 from service.errors import InvalidInput, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain as kits
 from service.kits.actions import issue_many, issue_one
-from service.kits.models import Kit
+from service.kits.models import OPEN_STATES, Kit
 from service.mail import notify
 from service.pages.auth import (
     current_principal,
@@ -40,7 +43,8 @@ from service.pages.models import BatchRun
 from service.reference import domain as reference
 from service.reference.listing import list_employers
 from service.reference.models import Convention, Employer
-from service.reference.schemas import EMPLOYER_KINDS
+from service.reference.rules import normalize_siret, parse_contribution
+from service.reference.schemas import EMPLOYER_KINDS, EmployerIn
 from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
 from service.returns.actions import countersign_and_archive
@@ -48,26 +52,45 @@ from service.returns.models import KitReturn
 from service.timeutil import utcnow
 
 STAFF = ("admin", "staff")
-STATUS_LABELS = {
-    "none": "Pas de kit",
-    "issued": "Émis",
-    "employer_signed": "Signé par la collectivité",
-    "countersigned": "Contresigné",
-    "archived": "Archivé",
-    "superseded": "Remplacé",
-}
 STALE_BATCH = timedelta(minutes=30)
-RETURN_LABELS = {"accepted": "Accepté", "pending_review": "À revoir", "refused": "Refusé"}
+#: the checkbox that confirms an action that cannot be undone
+CONFIRM = "confirmation"
 
 
 @bp.app_context_processor
 def _globals() -> dict[str, Any]:
     return {
         "who": current_principal(),
-        "status_labels": STATUS_LABELS,
-        "return_labels": RETURN_LABELS,
+        "status_labels": labels.KIT_STATES,
+        "return_labels": labels.RETURN_STATES,
         "kinds": EMPLOYER_KINDS,
     }
+
+
+@bp.app_template_global()
+def label(kind: str, code: Any) -> str:
+    """`label('document', 'special-conditions')` in templates: the one place for labels."""
+    return {
+        "document": labels.document,
+        "kit": labels.kit_state,
+        "return": labels.return_state,
+        "role": labels.role,
+        "event": labels.event,
+        "actor": labels.actor,
+    }[kind](code)
+
+
+for _name, _filter in {
+    "when": labels.when,
+    "when_seconds": labels.when_seconds,
+    "day": labels.day,
+    "long_day": labels.long_day,
+}.items():
+    bp.add_app_template_filter(_filter, _name)
+
+
+def _confirmed() -> bool:
+    return request.form.get(CONFIRM) == "oui"
 
 
 # -- sign-in ---------------------------------------------------------------------------------
@@ -181,6 +204,97 @@ def _contribution_from_form(form: Any) -> dict[str, Any]:
     return {"mode": "flat", "amount": form.get("amount", "")}
 
 
+#: API field names (dotted) → the form's field ids
+_FORM_FIELDS = {
+    "contribution.amount": "amount",
+    "contribution.amounts.A": "amount_A",
+    "contribution.amounts.B": "amount_B",
+    "contribution.amounts.C": "amount_C",
+    "contribution.criteria": "criteria",
+}
+#: in the order of the form, to focus the first error
+FORM_ORDER = (
+    "siret",
+    "name",
+    "kind",
+    "address",
+    "email",
+    "headcount",
+    "convention_id",
+    "cst_opinion_on",
+    "deliberation_on",
+    "joins_on",
+    "contribution",
+    "amount",
+    "amount_A",
+    "amount_B",
+    "amount_C",
+    "criteria",
+    "form",
+)
+_FIELD_MESSAGES = {
+    ("headcount", "Valeur trop petite."): "L'effectif ne peut pas être négatif.",
+    ("headcount", "Valeur trop grande."): "Effectif trop grand (100 000 au plus).",
+    ("address", "Valeur trop courte."): "Adresse trop courte : indiquez la rue et la commune.",
+    ("convention_id", "Ce champ est obligatoire."): "Choisissez une convention.",
+    ("convention_id", "Nombre entier attendu."): "Choisissez une convention.",
+}
+
+
+def _form_field(field: str | None) -> str:
+    if not field:
+        return "form"
+    if field in _FORM_FIELDS:
+        return _FORM_FIELDS[field]
+    if field.startswith("contribution"):
+        return "contribution"
+    return field.split(".")[0]
+
+
+def employer_form_errors(
+    values: dict[str, str], convention: Convention | None
+) -> tuple[EmployerIn | None, dict[str, str]]:
+    """Validate the page's form through the API's schema and rules; every error at once."""
+    payload: dict[str, Any] = {
+        name: values[name].strip()
+        for name in EmployerIn.model_fields
+        if name not in ("contribution", "cdg") and values.get(name, "").strip()
+    }
+    payload["cdg"] = convention.cdg.code if convention else ""
+    payload["contribution"] = _contribution_from_form(values)
+    errors: dict[str, str] = {}
+
+    def add(exc: ServiceError) -> None:
+        field = _form_field(exc.field)
+        message = _FIELD_MESSAGES.get((field, exc.message), exc.message)
+        errors.setdefault(field, message)
+
+    data = None
+    try:
+        data = EmployerIn.model_validate(payload)
+    except ValidationError as exc:
+        for error in field_errors(exc):
+            add(error)
+    if convention is None:
+        errors.pop("cdg", None)
+        errors.setdefault("convention_id", "Choisissez une convention.")
+    # the rules that do not depend on each other, so that all their errors show at once
+    for check, argument in ((normalize_siret, payload.get("siret")),):
+        try:
+            check(argument)
+        except ServiceError as exc:
+            add(exc)
+    try:
+        parse_contribution(payload["contribution"])
+    except ServiceError as exc:
+        add(exc)
+    return (data if not errors else None), errors
+
+
+def first_error(errors: dict[str, str]) -> str | None:
+    return next((name for name in FORM_ORDER if name in errors), next(iter(errors), None))
+
+
 @bp.route("/employeurs/nouveau", methods=["GET", "POST"])
 @page_roles(*STAFF)
 def employer_new() -> Any:
@@ -189,62 +303,27 @@ def employer_new() -> Any:
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = request.form.to_dict()
-        try:
-            convention = db.session.get(Convention, int(values.get("convention_id") or 0))
-            if convention is None:
-                raise InvalidInput(
-                    "Choisissez une convention.", code="unknown_convention", field="convention_id"
-                )
-            dates = {}
-            for name in ("cst_opinion_on", "deliberation_on", "joins_on"):
-                raw = values.get(name, "").strip()
-                if raw:
-                    try:
-                        dates[name] = date.fromisoformat(raw)
-                    except ValueError as exc:
-                        raise InvalidInput(
-                            "Date invalide.", code="invalid_field", field=name
-                        ) from exc
-                elif name != "joins_on":
-                    raise InvalidInput(
-                        "Ce champ est obligatoire.", code="invalid_field", field=name
-                    )
+        raw_id = values.get("convention_id", "")
+        convention = db.session.get(Convention, int(raw_id)) if raw_id.isdigit() else None
+        data, errors = employer_form_errors(values, convention)
+        if data is not None:
             try:
-                headcount = int(values.get("headcount", ""))
-            except ValueError as exc:
-                raise InvalidInput(
-                    "Nombre entier attendu.", code="invalid_field", field="headcount"
-                ) from exc
-            for name in ("name", "address", "email"):
-                if not values.get(name, "").strip():
-                    raise InvalidInput(
-                        "Ce champ est obligatoire.", code="invalid_field", field=name
-                    )
-            employer = reference.create_employer(
-                siret=values.get("siret", ""),
-                name=values["name"].strip(),
-                kind=values.get("kind", ""),
-                address=values["address"].strip(),
-                email=values["email"].strip(),
-                cdg=convention.cdg.code,
-                convention_id=convention.id,
-                headcount=headcount,
-                cst_opinion_on=dates["cst_opinion_on"],
-                deliberation_on=dates["deliberation_on"],
-                joins_on=dates.get("joins_on"),
-                contribution=_contribution_from_form(values),
-            )
-            db.session.commit()
-        except ServiceError as exc:
-            db.session.rollback()
-            errors[(exc.field or "form").split(".")[0]] = exc.message
-            if exc.field and exc.field.startswith("contribution"):
-                errors["contribution"] = exc.message
-        else:
-            flash(f"Employeur « {employer.name} » créé.")
-            return redirect(url_for("pages.employer_page", siret=employer.siret))
+                employer = reference.create_employer(**data.model_dump())
+                db.session.commit()
+            except ServiceError as exc:
+                db.session.rollback()
+                field = "siret" if exc.code == "duplicate_siret" else _form_field(exc.field)
+                errors[field] = exc.message
+            else:
+                flash(f"Employeur « {employer.name} » créé.")
+                return redirect(url_for("pages.employer_page", siret=employer.siret))
+    # a page, not an API answer: the form comes back with its messages (as the sign-in does)
     return render_template(
-        "employer_form.html", conventions=conventions, values=values, errors=errors
+        "employer_form.html",
+        conventions=conventions,
+        values=values,
+        errors=errors,
+        first_error=first_error(errors),
     )
 
 
@@ -261,8 +340,16 @@ def employer_page(siret: str) -> Any:
         else []
     )
     locked = returns.portal_throttled(siret)
+    countersigned = [r for r in kit_returns if r.status == "accepted" and r.countersigned_key]
     return render_template(
-        "employer.html", employer=employer, kit=kit, returns=kit_returns, locked=locked
+        "employer.html",
+        employer=employer,
+        kit=kit,
+        returns=kit_returns,
+        countersigned=countersigned,
+        locked=locked,
+        open_kit=kit is not None and kit.status in OPEN_STATES,
+        error_field=request.args.get("erreur"),
     )
 
 
@@ -270,6 +357,14 @@ def employer_page(siret: str) -> Any:
 @page_roles(*STAFF)
 def employer_issue(siret: str) -> Any:
     employer = reference.get_employer(siret)
+    current = kits.current_kit(employer)
+    if current is not None and current.status in OPEN_STATES and not _confirmed():
+        flash(
+            "Cochez la case de confirmation : le nouveau kit remplace le kit ouvert, "
+            "dont le code d'accès cessera de fonctionner.",
+            "error",
+        )
+        return redirect(url_for("pages.employer_page", siret=siret, erreur="reissue"))
     issued = issue_one(employer, actor=current_principal().actor)
     code = group_code(issued.access_code)
     return render_template("issued.html", employer=employer, kit=issued.kit, code=code)
@@ -285,11 +380,47 @@ def employer_unlock(siret: str) -> Any:
     return redirect(url_for("pages.employer_page", siret=siret))
 
 
+@bp.post("/kits/<int:kit_id>/annulation")
+@page_roles(*STAFF)
+def kit_cancel(kit_id: int) -> Any:
+    kit = kits.get_kit(kit_id, principal=current_principal())
+    siret = kit.employer.siret
+    try:
+        if not _confirmed():
+            raise InvalidInput(
+                "Cochez la case de confirmation : l'annulation est définitive.",
+                code="confirmation_missing",
+                field="confirmation",
+            )
+        kits.cancel_kit(
+            kit_id, reason=request.form.get("reason", ""), principal=current_principal()
+        )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.employer_page", siret=siret, erreur="cancel"))
+    flash("Kit annulé : son code d'accès ne fonctionne plus.")
+    return redirect(url_for("pages.employer_page", siret=siret))
+
+
+def _page_download(kit: Kit, file: str, sha256: str | None) -> None:
+    record_download(
+        kit_id=kit.id,
+        file=file,
+        actor=current_principal().actor,
+        address=request.remote_addr,
+        siret=kit.employer.siret,
+        sha256=sha256,
+    )
+
+
 @bp.get("/kits/<int:kit_id>/documents/<kind>.pdf")
 @page_roles(*STAFF, "cdg")
 def kit_document(kit_id: int, kind: str) -> Response:
     kit = kits.get_kit(kit_id, principal=current_principal())
     doc = kits.get_document(kit, kind)
+    _page_download(kit, f"{kind}.pdf", doc.sha256)
     return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
 
 
@@ -297,10 +428,17 @@ def kit_document(kit_id: int, kind: str) -> Response:
 @page_roles(*STAFF)
 def return_file(return_id: int) -> Response:
     ret = returns.get_return(return_id)
+    countersigned = ret.countersigned_key is not None
+    _page_download(
+        ret.kit,
+        f"{ret.kind}/signed.pdf",
+        ret.countersigned_sha256 if countersigned else ret.sha256,
+    )
+    suffix = "-contresigne" if countersigned else ""
     return stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",
-        f"retour-{ret.id}.pdf",
+        f"{ret.kit.reference}-{ret.kind}{suffix}.pdf",
         None,
     )
 
@@ -309,6 +447,13 @@ def return_file(return_id: int) -> Response:
 @page_roles(*STAFF)
 def kit_countersign(kit_id: int) -> Any:
     kit = kits.get_kit(kit_id, principal=current_principal())
+    if not _confirmed():
+        flash(
+            "Cochez la case de confirmation : la contresignature engage l'assureur et ne "
+            "peut pas être annulée.",
+            "error",
+        )
+        return redirect(url_for("pages.employer_page", siret=kit.employer.siret, erreur="sign"))
     try:
         countersign_and_archive(kit_id, principal=current_principal())
     except ServiceError as exc:
@@ -319,11 +464,66 @@ def kit_countersign(kit_id: int) -> Any:
     return redirect(url_for("pages.employer_page", siret=kit.employer.siret))
 
 
+AUDIT_HEADERS = (
+    "Date et heure (Paris)",
+    "Événement",
+    "Document",
+    "Décision",
+    "Motif ou précision",
+    "Par",
+    "Adresse IP",
+    "Empreinte SHA-256 du fichier",
+    "Empreinte de l'événement",
+)
+
+
+def audit_rows(kit: Kit) -> list[dict[str, str]]:
+    """The kit's audit trail as a person reads it: French events, file, decision, reason, who."""
+    rows = []
+    for e in kit_events(kit.id):
+        detail = labels.event_details(e.event, e.details)
+        rows.append(
+            {
+                "at": labels.when_seconds(e.at),
+                "event": labels.event(e.event),
+                "file": detail["file"],
+                "decision": detail["decision"],
+                "reason": detail["reason"],
+                "actor": labels.actor(e.actor),
+                "address": e.address or "",
+                "sha256": e.sha256_after or "",
+                "hash": e.hash,
+            }
+        )
+    return rows
+
+
 @bp.get("/kits/<int:kit_id>/journal")
 @page_roles(*STAFF, "cdg")
 def kit_audit(kit_id: int) -> Any:
     kit = kits.get_kit(kit_id, principal=current_principal())
-    return render_template("audit.html", kit=kit, events=kit_events(kit.id))
+    return render_template("audit.html", kit=kit, events=audit_rows(kit))
+
+
+@bp.get("/kits/<int:kit_id>/journal.csv")
+@page_roles(*STAFF, "cdg")
+def kit_audit_csv(kit_id: int) -> Response:
+    kit = kits.get_kit(kit_id, principal=current_principal())
+    rows = [
+        [
+            r["at"],
+            r["event"],
+            r["file"],
+            r["decision"],
+            r["reason"],
+            r["actor"],
+            r["address"],
+            r["sha256"],
+            r["hash"],
+        ]
+        for r in audit_rows(kit)
+    ]
+    return csv_attachment(csv_text(AUDIT_HEADERS, rows), f"journal-{kit.reference}.csv")
 
 
 # -- simulator -------------------------------------------------------------------------------
@@ -403,6 +603,13 @@ def review_decide(return_id: int) -> Any:
 @page_roles(*STAFF)
 def batch_start() -> Any:
     cdg = reference.get_cdg(request.form.get("cdg", ""))
+    if not _confirmed():
+        flash(
+            "Cochez la case de confirmation : l'émission envoie un kit à chaque employeur du "
+            "CDG qui n'en a pas.",
+            "error",
+        )
+        return redirect(url_for("pages.index", cdg=cdg.code))
     employers = kits.employers_without_kit(cdg.code)
     if not employers:
         flash("Tous les employeurs de ce CDG ont déjà un kit.")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from service.errors import InvalidInput
 from service.reference.rules import MINIMUM_CONTRIBUTION, cents, parse_amount
@@ -22,6 +24,23 @@ EXCLUDED = {
     "sft": "supplément familial de traitement",
     "variable": "rémunération variable",
 }
+
+
+#: spaces people and spreadsheets put between thousands: space, no-break, narrow no-break, thin
+_THOUSANDS = re.compile(r"(?<=\d)[ \u00a0\u202f\u2009](?=\d{3}(?:\D|$))")
+
+
+def normalize_amount(value: Any) -> Any:
+    """`1 500`, `1 500,00` (also with a no-break or narrow no-break space) → `1500`, `1500,00`.
+
+    Only spaces grouping thousands go; anything else is left for `parse_amount` to judge."""
+    if not isinstance(value, str):
+        return value
+    return _THOUSANDS.sub("", value.strip())
+
+
+def _amount(value: Any, *, field: str, code: str = "invalid_amount") -> Decimal:
+    return parse_amount(normalize_amount(value), field=field, code=code)
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,7 @@ def simulate(
     """Compute one agent's monthly premium from pay elements given as strings."""
     notes: list[str] = []
     if elements.get("gross") not in (None, ""):
-        base = parse_amount(elements["gross"], field="gross")
+        base = _amount(elements["gross"], field="gross")
         if any(elements.get(k) not in (None, "") for k in INCLUDED):
             raise InvalidInput(
                 "Indiquez soit le brut (gross), soit ses éléments (tbi, nbi, ri, cti).",
@@ -69,10 +88,10 @@ def simulate(
                 code="missing_base",
                 field="gross",
             )
-        base = sum((parse_amount(v, field=k) for k, v in given.items()), Decimal("0.00"))
+        base = sum((_amount(v, field=k) for k, v in given.items()), Decimal("0.00"))
     for key, label in EXCLUDED.items():
         if elements.get(key) not in (None, ""):
-            parse_amount(elements[key], field=key)
+            _amount(elements[key], field=key)
             notes.append(f"L'{label} ({key}) est exclue de l'assiette de cotisation : ignorée.")
 
     by_code = {o.code: o for o in available_options}
@@ -90,7 +109,7 @@ def simulate(
     premium = cents(base * rate / Decimal(100))
 
     amount = (
-        parse_amount(contribution, field="contribution", code="contribution_not_an_amount")
+        _amount(contribution, field="contribution", code="contribution_not_an_amount")
         if contribution not in (None, "")
         else Decimal("0.00")
     )

@@ -15,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from service.accounts.auth import Principal, issue_token
 from service.archive.domain import enqueue_archive
 from service.audit.domain import record
-from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
 from service.kits.domain import current_kit, get_document, hash_access_code
@@ -98,15 +98,21 @@ def open_portal_session(*, siret: str, access_code: str, address: str | None) ->
     if kit is None or not matches or kit.access_code_expires_at <= now:
         expired = kit is not None and matches
         _fail(siret, rules)
+        cancelled = expired and kit is not None and kit.status == "cancelled"
         record(
             "portal_failed",
             actor=f"portail:{siret}",
             kit_id=kit.id if kit else None,
             siret=siret if employer else None,
             address=address,
-            details={"reason": "expired" if expired else "mismatch"},
+            details={"reason": "cancelled" if cancelled else "expired" if expired else "mismatch"},
         )
         db.session.commit()
+        if cancelled:
+            raise ServiceUnauthorized(
+                "Ce kit a été annulé : votre gestionnaire vous enverra un nouveau kit.",
+                code="kit_cancelled",
+            )
         if expired:
             raise ServiceUnauthorized(
                 "Ce code d'accès a expiré : demandez un nouveau kit à votre gestionnaire.",
@@ -160,6 +166,8 @@ def _signable(kit: Kit, kind: str) -> KitDocument:
         )
     if kit.status == "superseded":
         raise Conflict("Ce kit a été remplacé par un kit plus récent.", code="kit_superseded")
+    if kit.status == "cancelled":
+        raise Conflict("Ce kit a été annulé.", code="kit_cancelled")
     if kit.status in ("countersigned", "archived"):
         raise Conflict("Ce kit est déjà contresigné.", code="already_countersigned")
     return doc
@@ -389,7 +397,7 @@ def decide(
         raise InvalidInput("Indiquez le motif du refus.", code="reason_required", field="reason")
     if accept and _accepted(kit, ret.kind) is not None:
         raise Conflict("Une pièce a déjà été acceptée pour ce document.", code="already_accepted")
-    if accept and kit.status in ("superseded", "countersigned", "archived"):
+    if accept and kit.status in ("superseded", "cancelled", "countersigned", "archived"):
         raise Conflict("Ce kit n'attend plus de signature.", code="kit_closed")
     ret.status = "accepted" if accept else "refused"
     ret.decided_by, ret.decided_at = principal.actor, utcnow()
@@ -445,6 +453,8 @@ def countersign_kit(
         raise Conflict("Ce kit est déjà contresigné.", code="already_countersigned")
     if kit.status == "superseded":
         raise Conflict("Ce kit a été remplacé par un kit plus récent.", code="kit_superseded")
+    if kit.status == "cancelled":
+        raise Conflict("Ce kit a été annulé.", code="kit_cancelled")
     pieces = []
     for doc in kit.documents:
         if not doc.requires_signature:

@@ -1,0 +1,210 @@
+"""French labels of every code a person could otherwise read: the one place for them.
+
+Kinds of documents, states of kits and returns, roles, audit events and actors. Pages, e-mails
+and CSV exports go through these functions; an unknown code falls back to a neutral French
+wording, never to the code itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from service.formatting import MONTHS
+
+DOCUMENTS = {
+    "special-conditions": "Conditions particulières",
+    "information-notice": "Notice d'information",
+    "enrolment-form": "Bulletin d'adhésion individuelle",
+    "beneficiary-designation": "Désignation de bénéficiaire(s)",
+    "membership-agreement": "Convention d'adhésion",
+    "access-letter": "Courrier avec code d'accès",
+    "manifest": "Manifeste du kit",
+    "bundle": "Kit complet (PDF)",
+    "zip": "Kit complet (ZIP)",
+}
+
+KIT_STATES = {
+    "none": "Pas de kit",
+    "issued": "Émis",
+    "employer_signed": "Signé par la collectivité",
+    "countersigned": "Contresigné",
+    "archived": "Archivé",
+    "superseded": "Remplacé",
+    "cancelled": "Annulé",
+}
+
+RETURN_STATES = {
+    "accepted": "Accepté",
+    "pending_review": "À revoir",
+    "refused": "Refusé",
+}
+
+ROLES = {
+    "admin": "administrateur",
+    "staff": "gestionnaire",
+    "cdg": "centre de gestion",
+    "employer": "collectivité",
+    "agent": "agent",
+}
+
+EVENTS = {
+    "kit_issued": "Kit émis",
+    "kit_cancelled": "Kit annulé",
+    "downloaded": "Téléchargement",
+    "portal_session": "Connexion au portail",
+    "portal_failed": "Échec de connexion au portail",
+    "portal_unlocked": "Accès au portail débloqué",
+    "return_received": "Pièce signée reçue",
+    "return_accepted": "Pièce signée acceptée",
+    "return_refused": "Pièce signée refusée",
+    "return_pending_review": "Pièce signée à revoir",
+    "return_reviewed": "Pièce signée examinée",
+    "employer_signed": "Pièces signées par la collectivité",
+    "countersigned": "Pièce contresignée par l'assureur",
+    "archived": "Copie archivée",
+    "kit_archived": "Kit archivé",
+    "email_sent": "Courriel envoyé",
+    "email_failed": "Échec d'envoi d'un courriel",
+    "reminder": "Relance envoyée",
+}
+
+FAILURE_REASONS = {
+    "expired": "code expiré",
+    "mismatch": "SIRET ou code incorrect",
+    "cancelled": "kit annulé",
+}
+
+#: files named in download events: kinds, or the names the API records (`special-conditions.pdf`)
+_FILE_SUFFIXES = {".pdf": "PDF", ".docx": "DOCX", ".zip": "ZIP"}
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def document(kind: str | None) -> str:
+    if not kind:
+        return ""
+    return DOCUMENTS.get(kind, "Document")
+
+
+def kit_state(status: str | None) -> str:
+    return KIT_STATES.get(status or "none", "État inconnu")
+
+
+def return_state(status: str | None) -> str:
+    return RETURN_STATES.get(status or "", "État inconnu")
+
+
+def role(code: str | None) -> str:
+    return ROLES.get(code or "", "utilisateur")
+
+
+def event(code: str) -> str:
+    return EVENTS.get(code, "Événement")
+
+
+def actor(value: str | None) -> str:
+    """`staff:agent@assureur.fr` → `gestionnaire agent@assureur.fr`; `system` → `le service`."""
+    if not value or value == "system":
+        return "le service"
+    if value == "cli":
+        return "commande d'administration"
+    prefix, _, rest = value.partition(":")
+    if prefix in ("employer", "portail"):
+        return f"collectivité (SIRET {rest})" if rest else "collectivité"
+    if prefix in ROLES and rest:
+        return f"{ROLES[prefix]} {rest}"
+    return value if ":" not in value else "utilisateur"
+
+
+def file_label(name: str | None) -> str:
+    """A file named in an event (`special-conditions.pdf`, `bundle.pdf`, `kit.zip`) in French."""
+    if not name:
+        return ""
+    if name.startswith("archive/"):
+        return f"copie archivée : {document(name[len('archive/') :])}"
+    stem, suffix = name, ""
+    for ext, label in _FILE_SUFFIXES.items():
+        if name.endswith(ext):
+            stem, suffix = name[: -len(ext)], label
+            break
+    if stem.endswith("/signed"):
+        stem, extra = stem[: -len("/signed")], " signé"
+    else:
+        extra = ""
+    if stem == "kit":
+        stem = "zip"
+    if stem in ("bundle", "zip"):
+        return DOCUMENTS[stem]
+    label = DOCUMENTS.get(stem, "Document")
+    return f"{label}{extra}{f' ({suffix})' if suffix else ''}"
+
+
+def paris(value: datetime | None) -> datetime | None:
+    """A naive UTC datetime (as stored) in Paris time."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(PARIS)
+
+
+def when(value: datetime | None) -> str:
+    """`22/11/2026 à 15 h 04`, Paris time."""
+    local = paris(value)
+    return "" if local is None else f"{local:%d/%m/%Y} à {local.hour} h {local:%M}"
+
+
+def when_seconds(value: datetime | None) -> str:
+    """`22/11/2026 15:04:05`, Paris time (the audit trail)."""
+    local = paris(value)
+    return "" if local is None else f"{local:%d/%m/%Y %H:%M:%S}"
+
+
+def day(value: datetime | None) -> str:
+    local = paris(value)
+    return "" if local is None else f"{local:%d/%m/%Y}"
+
+
+def long_day(value: datetime | None) -> str:
+    local = paris(value)
+    if local is None:
+        return ""
+    first = "1er" if local.day == 1 else str(local.day)
+    return f"{first} {MONTHS[local.month - 1]} {local.year}"
+
+
+def event_details(code: str, details: dict[str, Any] | None) -> dict[str, str]:
+    """The file, the decision and the reason of an audit event, in French."""
+    details = details or {}
+    file = ""
+    if details.get("file"):
+        file = file_label(str(details["file"]))
+    elif details.get("kind"):
+        file = document(str(details["kind"]))
+    decision = ""
+    if code == "return_reviewed":
+        decision = "acceptée" if details.get("accept") else "refusée"
+    elif code == "return_accepted":
+        decision = "acceptée"
+    elif code == "return_refused":
+        decision = "refusée"
+    elif code == "return_pending_review":
+        decision = "à revoir"
+    reason = ""
+    if details.get("reason"):
+        raw = str(details["reason"])
+        reason = FAILURE_REASONS.get(raw, raw) if code == "portal_failed" else raw
+    elif details.get("reasons"):
+        reason = " ; ".join(str(r) for r in details["reasons"])
+    elif details.get("subject"):
+        reason = str(details["subject"])
+    elif code == "return_refused" and details.get("code"):
+        reason = "pièce non conforme"
+    if details.get("signers"):
+        names = ", ".join(str(n) for n in details["signers"])
+        reason = f"{reason} ; signée par {names}" if reason else f"signée par {names}"
+    if code == "kit_issued" and details.get("reference"):
+        file = f"kit {details['reference']}"
+    return {"file": file, "decision": decision, "reason": reason}
