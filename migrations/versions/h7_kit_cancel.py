@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "h7"
-down_revision = "0005"
+down_revision = "0007_sessions"
 branch_labels = None
 depends_on = None
 

@@ -23,8 +23,9 @@ from sqlalchemy import select
 from service import labels
 from service.api import field_errors
 from service.audit.domain import kit_events
+from service.backends import document_store
 from service.downloads import csv_attachment, csv_text, record_download, stream_object
-from service.errors import InvalidInput, ServiceError, TooManyRequests, Unauthorized
+from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain as kits
@@ -49,6 +50,7 @@ from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
 from service.returns.actions import countersign_and_archive
 from service.returns.models import KitReturn
+from service.returns.preview import page_image, review_preview
 from service.timeutil import utcnow
 
 STAFF = ("admin", "staff")
@@ -427,7 +429,10 @@ def kit_document(kit_id: int, kind: str) -> Response:
 @bp.get("/retours/<int:return_id>.pdf")
 @page_roles(*STAFF)
 def return_file(return_id: int) -> Response:
+    """A download, never shown inline: an uploaded PDF must not run in staff's browser."""
     ret = returns.get_return(return_id)
+    if ret.quarantined:
+        raise NotFound("Retour introuvable.", code="unknown_return")
     countersigned = ret.countersigned_key is not None
     _page_download(
         ret.kit,
@@ -435,12 +440,14 @@ def return_file(return_id: int) -> Response:
         ret.countersigned_sha256 if countersigned else ret.sha256,
     )
     suffix = "-contresigne" if countersigned else ""
-    return stream_object(
+    response = stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",
         f"{ret.kit.reference}-{ret.kind}{suffix}.pdf",
         None,
     )
+    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response
 
 
 @bp.post("/kits/<int:kit_id>/contreseing")
@@ -571,7 +578,24 @@ def review_list() -> Any:
 def review(return_id: int) -> Any:
     ret = returns.get_return(return_id)
     issued = kits.get_document(ret.kit, ret.kind)
-    return render_template("review.html", ret=ret, issued=issued)
+    preview = review_preview(ret, store=document_store())
+    return render_template("review.html", ret=ret, issued=issued, preview=preview)
+
+
+@bp.get("/revue/<int:return_id>/pages/<int:number>-<side>.png")
+def review_page_image(return_id: int, number: int, side: str) -> Response:
+    """One page image of the review; staff only, a 404 for anyone else (an image, no sign-in)."""
+    who = current_principal()
+    if who is None or who.role not in STAFF:
+        raise NotFound("Image introuvable.", code="not_found")
+    ret = returns.get_return(return_id)
+    data, digest = page_image(ret, number=number, side=side, store=document_store())
+    response = Response(data, mimetype="image/png")
+    response.set_etag(digest)
+    # the images of a return never change (its bytes are fixed, the key holds the format)
+    response.headers["Cache-Control"] = "private, max-age=86400, immutable"
+    response.headers["Content-Disposition"] = f'inline; filename="revue-{ret.id}-{number}.png"'
+    return response.make_conditional(request)
 
 
 @bp.post("/revue/<int:return_id>")

@@ -1,0 +1,142 @@
+"""Page images for the review of a return: the issued piece beside the returned one.
+
+The returned file is untrusted: it is rendered by `signing.preview` inside the sandbox
+(`run_limited`), once per return; the PNG pages and a small manifest are then kept in the
+document store under `previews/…`, so the review page and its images read them back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from service.errors import NotFound
+from service.kits.domain import get_document
+from service.returns.models import KitReturn
+from signing.errors import Refused
+from signing.preview import Comparison, compare_pdfs
+from signing.sandbox import Limits, run_limited
+from storage import ObjectNotFound, ObjectStore, sha256_hex
+
+LIMITS = Limits(seconds=30.0, memory_mb=1024)
+FORMAT = "v1"  # bump when the rendering changes: older cached previews are then ignored
+SIDES = {"emis": "issued", "retour": "returned"}  # URL word (French) -> manifest field
+
+
+@dataclass(frozen=True)
+class PageView:
+    number: int
+    status: str  # same, different, missing (from the return), extra (not in the issued piece)
+    issued: str | None  # SHA-256 of the PNG, None when the side has no such page
+    returned: str | None
+    regions: int = 0
+    changed: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReviewPreview:
+    pages: tuple[PageView, ...] = ()
+    issued_pages: int = 0
+    returned_pages: int = 0
+    dpi: int = 0
+    problem: str | None = None  # French, when no image could be made
+
+    @property
+    def truncated(self) -> bool:
+        return max(self.issued_pages, self.returned_pages) > len(self.pages)
+
+    @property
+    def differing(self) -> int:
+        return sum(1 for page in self.pages if page.status != "same")
+
+
+def _prefix(ret: KitReturn) -> str:
+    return f"previews/{ret.kit.reference}/{ret.kind}/{ret.id}-{ret.sha256[:16]}-{FORMAT}"
+
+
+def _image_key(ret: KitReturn, number: int, side: str) -> str:
+    return f"{_prefix(ret)}/{number:03d}-{side}.png"
+
+
+def _from_manifest(data: dict[str, Any]) -> ReviewPreview:
+    return ReviewPreview(
+        pages=tuple(PageView(**page) for page in data["pages"]),
+        issued_pages=data["issued_pages"],
+        returned_pages=data["returned_pages"],
+        dpi=data["dpi"],
+    )
+
+
+def _store_comparison(ret: KitReturn, comparison: Comparison, store: ObjectStore) -> ReviewPreview:
+    pages = []
+    for pair in comparison.pages:
+        digests: dict[str, str | None] = {}
+        for side in ("issued", "returned"):
+            image = getattr(pair, side)
+            digests[side] = None
+            if image is not None:
+                digest = sha256_hex(image)
+                store.put(
+                    _image_key(ret, pair.number, side),
+                    image,
+                    sha256=digest,
+                    content_type="image/png",
+                )
+                digests[side] = digest
+        pages.append(
+            PageView(
+                number=pair.number,
+                status=pair.status,
+                issued=digests["issued"],
+                returned=digests["returned"],
+                regions=len(pair.boxes),
+                changed=round(pair.changed, 4),
+            )
+        )
+    preview = ReviewPreview(
+        pages=tuple(pages),
+        issued_pages=comparison.issued_pages,
+        returned_pages=comparison.returned_pages,
+        dpi=comparison.dpi,
+    )
+    manifest = json.dumps(
+        {
+            "pages": [page.__dict__ for page in pages],
+            "issued_pages": preview.issued_pages,
+            "returned_pages": preview.returned_pages,
+            "dpi": preview.dpi,
+        }
+    ).encode()
+    # written last: a manifest is only ever there with all its images
+    store.put(f"{_prefix(ret)}/manifest.json", manifest, content_type="application/json")
+    return preview
+
+
+def review_preview(ret: KitReturn, *, store: ObjectStore, limits: Limits = LIMITS) -> ReviewPreview:
+    """The page images of a return and of its issued piece, made (in the sandbox) on first use."""
+    if ret.quarantined:
+        return ReviewPreview(
+            problem="Cette pièce a été refusée à la vérification : elle n'est pas affichée."
+        )
+    try:
+        return _from_manifest(json.loads(store.get(f"{_prefix(ret)}/manifest.json")))
+    except ObjectNotFound:
+        pass
+    issued = store.get(get_document(ret.kit, ret.kind).pdf_key)
+    try:
+        comparison = run_limited(compare_pdfs, issued, store.get(ret.storage_key), limits=limits)
+    except Refused as exc:  # not cached: a deadline missed on a busy machine may pass later
+        return ReviewPreview(problem=f"Aperçu impossible : {exc.message}")
+    return _store_comparison(ret, comparison, store)
+
+
+def page_image(ret: KitReturn, *, number: int, side: str, store: ObjectStore) -> tuple[bytes, str]:
+    """One PNG of the review (`side`: `emis` or `retour`) and its SHA-256."""
+    field = SIDES.get(side)
+    preview = review_preview(ret, store=store)
+    page = next((p for p in preview.pages if p.number == number), None)
+    digest = getattr(page, field) if page is not None and field is not None else None
+    if digest is None or field is None:
+        raise NotFound("Image de page introuvable.", code="unknown_page")
+    return store.get(_image_key(ret, number, field)), digest
