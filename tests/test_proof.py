@@ -133,6 +133,7 @@ def test_proof_downloads_for_each_role_and_404_outside_scope(
     )
     other_cdg = auth(create_token(app, "cdg", "suivi@cdg82.fr", cdg="82"))
     url = f"/api/v1/kits/{kit['id']}/proof.pdf"
+    assert kit["proof_url"] == url
 
     for headers in (staff, own_employer, own_cdg):
         r = client.get(url, headers=headers)

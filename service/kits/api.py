@@ -77,6 +77,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "returns": _returns(kit),
         "bundle_url": url_for("api.kit_bundle", kit_id=kit.id),
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
+        "proof_url": url_for("api.kit_proof", kit_id=kit.id),
     }
     if access_code is not None:
         data["access_code"] = group_code(access_code)
