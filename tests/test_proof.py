@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service.archive.models import ArchiveRecord
+from service.archive.models import ArchiveJob, ArchiveRecord
 from service.backends import archive_store, document_store
 from service.config import Settings
 from service.extensions import db
@@ -133,6 +133,7 @@ def test_proof_downloads_for_each_role_and_404_outside_scope(
     )
     other_cdg = auth(create_token(app, "cdg", "suivi@cdg82.fr", cdg="82"))
     url = f"/api/v1/kits/{kit['id']}/proof.pdf"
+    assert kit["proof_url"] == url
 
     for headers in (staff, own_employer, own_cdg):
         r = client.get(url, headers=headers)
@@ -310,6 +311,21 @@ def test_proof_is_archived_next_to_the_manifest_and_rebuilds_identically(
         assert archive_store().get(proof["key"]) == stored.data
     result = app.test_cli_runner().invoke(args=["archive", "verify"])
     assert result.exit_code == 0 and "4 copie(s) relue(s), 0 écart(s)" in result.output
+
+    # the process "died" after the uploads, before recording them: the job runs again later
+    # (and more events have happened since), finds the same bytes and only records them
+    client.get(f"/api/v1/kits/{kit['id']}/proof.pdf", headers=staff)
+    with app.app_context():
+        for rec in db.session.scalars(
+            db.select(ArchiveRecord).where(ArchiveRecord.kind.in_(("manifest", "proof")))
+        ):
+            db.session.delete(rec)
+        job = db.session.scalar(db.select(ArchiveJob).filter_by(kind="manifest"))
+        job.status = "pending"
+        db.session.commit()
+    result = app.test_cli_runner().invoke(args=["archive", "retry"])
+    assert result.exit_code == 0 and "1 copie(s) archivée(s), 0 échec(s)" in result.output
+    assert archive_rows(app, kit["id"])["proof"]["sha256"] == proof["sha256"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

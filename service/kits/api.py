@@ -93,6 +93,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "returns": _returns(kit),
         "bundle_url": url_for("api.kit_bundle", kit_id=kit.id),
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
+        "proof_url": url_for("api.kit_proof", kit_id=kit.id),
     }
     if kit.status == "cancelled":
         data["cancelled_at"] = iso(kit.cancelled_at)

@@ -276,27 +276,22 @@ def _event_what(event: AuditEvent) -> str:
     return label
 
 
-def _countersigner(data: bytes) -> tuple[Certificate | None, str | None]:
+def _countersigner(data: bytes) -> Certificate | None:
     """The certificate of the last signature of a countersigned copy (the insurer's)."""
     try:
         signatures = PdfFileReader(io.BytesIO(data)).embedded_signatures
         if not signatures:
-            return None, None
-        last = signatures[-1]
-        cert = last.signer_cert
-        when = last.self_reported_timestamp
-        return (
-            Certificate(
-                subject=french_dn(cert.subject.human_friendly),
-                issuer=french_dn(cert.issuer.human_friendly),
-                serial=format(cert.serial_number, "x"),
-                fingerprint=hashlib.sha256(cert.dump()).hexdigest(),
-            ),
-            when.astimezone(UTC).isoformat() if when else None,
+            return None
+        cert = signatures[-1].signer_cert
+        return Certificate(
+            subject=french_dn(cert.subject.human_friendly),
+            issuer=french_dn(cert.issuer.human_friendly),
+            serial=format(cert.serial_number, "x"),
+            fingerprint=hashlib.sha256(cert.dump()).hexdigest(),
         )
-    except Exception:  # an unreadable copy is stated as such in the certificate
+    except Exception:  # pyHanko on a damaged copy: the certificate says it is unreadable
         log.warning("cannot read the countersignature certificate", exc_info=True)
-        return None, None
+        return None
 
 
 def _signer(raw: dict[str, Any], zone: str) -> SignerFacts:
@@ -359,7 +354,7 @@ def _return_facts(
             None,
         )
         try:
-            certificate, _when = _countersigner(documents.get(ret.countersigned_key))
+            certificate = _countersigner(documents.get(ret.countersigned_key))
         except StorageError:
             certificate = None
         level = (event.details or {}).get("level") if event else None
