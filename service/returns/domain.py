@@ -15,7 +15,14 @@ from sqlalchemy.orm.exc import StaleDataError
 from service.accounts.auth import Principal, issue_token
 from service.archive.domain import enqueue_archive
 from service.audit.domain import record
-from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from service.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unavailable,
+)
 from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
 from service.kits.domain import current_kit, get_document, hash_access_code
@@ -69,9 +76,13 @@ def _fail(siret: str, rules: list[tuple[Rule, tuple[str, ...]]]) -> None:
 
 
 def portal_throttled(siret: str) -> bool:
-    """Whether wrong codes keep coming for this SIRET (from any address): staff see it."""
-    generation = str(limiter().generation(f"portal-siret:{siret}"))
-    return limiter().retry_after(PORTAL_SIRET_WATCH, siret, generation) is not None
+    """Whether wrong codes keep coming for this SIRET (from any address): staff see it. With
+    the limiter's store unreachable, the page shows nothing rather than failing."""
+    try:
+        generation = str(limiter().generation(f"portal-siret:{siret}"))
+        return limiter().retry_after(PORTAL_SIRET_WATCH, siret, generation) is not None
+    except Unavailable:
+        return False
 
 
 @dataclass(frozen=True)
@@ -88,8 +99,7 @@ def open_portal_session(*, siret: str, access_code: str, address: str | None) ->
     the right code from another address is always accepted."""
     now = utcnow()
     siret = "".join(ch for ch in str(siret) if ch.isdigit())[:14]
-    address = address or "inconnue"
-    rules = _throttle(siret, address)
+    rules = _throttle(siret, address or "inconnue")
     _check_throttle(rules)
     employer = db.session.scalar(select(Employer).where(Employer.siret == siret))
     kit = current_kit(employer) if employer is not None else None
