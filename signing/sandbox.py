@@ -39,7 +39,7 @@ class Limits:
     #: in whole seconds, rounded up)
     seconds: float = 5.0
     #: wall-clock seconds before giving up (machine busy) when the CPU budget is not spent
-    wall_seconds: float = 60.0
+    wall_seconds: float = 30.0
     memory_mb: int = 1024
 
 

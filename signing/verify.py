@@ -27,6 +27,12 @@ from datetime import UTC
 from typing import Any
 
 from asn1crypto import x509 as asn1_x509
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
+from pyhanko.sign.fields import MDPPerm
+from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
+from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko_certvalidator import ValidationContext
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
@@ -309,8 +315,6 @@ _TRUST_REASONS = {
 
 
 def _validation_context(trust: TrustSettings) -> Any:
-    from pyhanko_certvalidator import ValidationContext
-
     roots = [asn1_x509.Certificate.load(der) for der in trust.roots]
     return ValidationContext(
         trust_roots=roots,
@@ -326,10 +330,6 @@ def _level(status: Any, kind: str) -> str:
 
 
 def _check_signature(emb: Any, trust: TrustSettings) -> Signer:
-    from pyhanko.sign.diff_analysis import ModificationLevel
-    from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
-    from pyhanko.sign.validation.status import SignatureCoverageLevel
-
     kind = "timestamp" if emb.sig_object_type == "/DocTimeStamp" else "signature"
     vc = _validation_context(trust)
     try:
@@ -437,8 +437,6 @@ def _check_revisions_before_signing(hanko: Any, issued_revision: int) -> None:
     """Revisions between the issued document and the first signature (signing tools add the
     signature field there) may only add fields or fill them; anything else means the employer
     signed an altered document."""
-    from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
-
     try:
         result = DEFAULT_DIFF_POLICY.review_file(hanko, issued_revision)
         level = getattr(result, "modification_level", None)
@@ -454,8 +452,6 @@ def _check_revisions_before_signing(hanko: Any, issued_revision: int) -> None:
 def _check_certification(embedded: list[Any]) -> None:
     """A certification signature forbidding every change (DocMDP P=1) leaves no room for the
     insurer's countersignature: refused now rather than blocked forever at countersigning."""
-    from pyhanko.sign.fields import MDPPerm
-
     for emb in embedded:
         try:
             level = emb.docmdp_level
@@ -474,8 +470,6 @@ def _check_certification(embedded: list[Any]) -> None:
 
 
 def _revisions(data: bytes) -> int:
-    from pyhanko.pdf_utils.reader import PdfFileReader
-
     return PdfFileReader(io.BytesIO(data), strict=False).xrefs.total_revisions
 
 
@@ -488,8 +482,6 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
     pages = structure.pages
     pdfa_reason = _pdfa_reason(structure)
     try:
-        from pyhanko.pdf_utils.reader import PdfFileReader
-
         hanko = PdfFileReader(io.BytesIO(data), strict=False)
         embedded = sorted(hanko.embedded_signatures, key=lambda s: s.signed_revision)
     except Refused:

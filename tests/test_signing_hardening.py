@@ -222,6 +222,7 @@ def test_returns_signed_by_two_tools_are_accepted_and_countersigned_in_the_insur
         r = upload(client, employer_auth, kit, kind, data)
         assert r.status_code == 201, r.json
         assert r.json["status"] == "accepted", r.json
+        assert r.json["pdfa_preserved"] is True and r.json["pdfa_reason"] is None
         assert stored_verification(app, r.json["id"])["pdfa_preserved"] is True
 
     copies = countersigned_copies(client, staff, kit)
@@ -322,6 +323,7 @@ def test_unembedded_signature_font_is_reported_in_the_verdict_and_the_manifest(
     assert unembedded_fonts(courier) == {"/Courier"}  # pikepdf's reading of it
     r = upload(client, employer_auth, kit, PIECES[0], courier)
     assert r.status_code == 201 and r.json["status"] == "accepted", r.json
+    assert r.json["pdfa_preserved"] is False and "PDF/A" in r.json["pdfa_reason"]
     verification = stored_verification(app, r.json["id"])
     assert verification["pdfa_preserved"] is False
     assert "Courier" in verification["pdfa_reason"] and "PDF/A" in verification["pdfa_reason"]
