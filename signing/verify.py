@@ -2,12 +2,17 @@
 
 Order of checks (each refusal raises `Refused` with its code):
 1. structure: a PDF (`not_a_pdf`), parseable (`malformed_pdf`), not encrypted (`encrypted_pdf`),
-   without JavaScript, launch actions, embedded files or XFA (`active_content`);
+   without JavaScript, launch actions, embedded files or XFA anywhere in the object graph, direct
+   objects nested in dictionaries and arrays included (`active_content`; the walk is bounded:
+   `malformed_pdf` beyond `MAX_NODES`); fonts without a font program are noted, since the
+   countersigned copy then cannot be PDF/A (`pdfa_preserved`, `pdfa_reason` of the verdict);
 2. digital signatures (pyHanko): the revision covered by the first signature is byte-for-byte
    the issued PDF (`not_the_issued_document`, unless the text proves it is our document rewritten
    by the signing tool: then review); every signature intact and valid (`signature_invalid`),
    covering its whole revision; later changes limited to signatures, form filling and timestamps
-   (`modified_after_signature`); trust decides `accepted` or `pending_review`;
+   (`modified_after_signature`); a certification forbidding any change (DocMDP P=1), which
+   would block the countersignature, is refused (`certified_no_changes`); trust decides
+   `accepted` or `pending_review`;
 3. no digital signature (a scan): same page count (`page_count_mismatch`), then review.
 
 pyHanko's `intact and valid` alone accepts known attacks, hence the coverage, modification-level
