@@ -126,6 +126,9 @@ def run_limited(fn: Callable[..., T], *args: Any, limits: Limits = Limits(), **k
     os.close(write_fd)
     try:
         data = _read_until(read_fd, pid, limits)
+    except BaseException:  # never leave the child running or unreaped
+        _reap(pid, kill=True)
+        raise
     finally:
         os.close(read_fd)
     status, cpu_used = _reap(pid, kill=data is None)
