@@ -39,7 +39,7 @@ class Limits:
     #: in whole seconds, rounded up)
     seconds: float = 5.0
     #: wall-clock seconds before giving up (machine busy) when the CPU budget is not spent
-    wall_seconds: float = 60.0
+    wall_seconds: float = 30.0
     memory_mb: int = 1024
 
 
@@ -126,6 +126,9 @@ def run_limited(fn: Callable[..., T], *args: Any, limits: Limits = Limits(), **k
     os.close(write_fd)
     try:
         data = _read_until(read_fd, pid, limits)
+    except BaseException:  # never leave the child running or unreaped
+        _reap(pid, kill=True)
+        raise
     finally:
         os.close(read_fd)
     status, cpu_used = _reap(pid, kill=data is None)

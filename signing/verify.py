@@ -2,12 +2,17 @@
 
 Order of checks (each refusal raises `Refused` with its code):
 1. structure: a PDF (`not_a_pdf`), parseable (`malformed_pdf`), not encrypted (`encrypted_pdf`),
-   without JavaScript, launch actions, embedded files or XFA (`active_content`);
+   without JavaScript, launch actions, embedded files or XFA anywhere in the object graph, direct
+   objects nested in dictionaries and arrays included (`active_content`; the walk is bounded:
+   `malformed_pdf` beyond `MAX_NODES`); fonts without a font program are noted, since the
+   countersigned copy then cannot be PDF/A (`pdfa_preserved`, `pdfa_reason` of the verdict);
 2. digital signatures (pyHanko): the revision covered by the first signature is byte-for-byte
    the issued PDF (`not_the_issued_document`, unless the text proves it is our document rewritten
    by the signing tool: then review); every signature intact and valid (`signature_invalid`),
    covering its whole revision; later changes limited to signatures, form filling and timestamps
-   (`modified_after_signature`); trust decides `accepted` or `pending_review`;
+   (`modified_after_signature`); a certification forbidding any change (DocMDP P=1), which
+   would block the countersignature, is refused (`certified_no_changes`); trust decides
+   `accepted` or `pending_review`;
 3. no digital signature (a scan): same page count (`page_count_mismatch`), then review.
 
 pyHanko's `intact and valid` alone accepts known attacks, hence the coverage, modification-level
@@ -27,6 +32,12 @@ from datetime import UTC
 from typing import Any
 
 from asn1crypto import x509 as asn1_x509
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
+from pyhanko.sign.fields import MDPPerm
+from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
+from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko_certvalidator import ValidationContext
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
@@ -309,8 +320,6 @@ _TRUST_REASONS = {
 
 
 def _validation_context(trust: TrustSettings) -> Any:
-    from pyhanko_certvalidator import ValidationContext
-
     roots = [asn1_x509.Certificate.load(der) for der in trust.roots]
     return ValidationContext(
         trust_roots=roots,
@@ -326,10 +335,6 @@ def _level(status: Any, kind: str) -> str:
 
 
 def _check_signature(emb: Any, trust: TrustSettings) -> Signer:
-    from pyhanko.sign.diff_analysis import ModificationLevel
-    from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
-    from pyhanko.sign.validation.status import SignatureCoverageLevel
-
     kind = "timestamp" if emb.sig_object_type == "/DocTimeStamp" else "signature"
     vc = _validation_context(trust)
     try:
@@ -437,8 +442,6 @@ def _check_revisions_before_signing(hanko: Any, issued_revision: int) -> None:
     """Revisions between the issued document and the first signature (signing tools add the
     signature field there) may only add fields or fill them; anything else means the employer
     signed an altered document."""
-    from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
-
     try:
         result = DEFAULT_DIFF_POLICY.review_file(hanko, issued_revision)
         level = getattr(result, "modification_level", None)
@@ -454,8 +457,6 @@ def _check_revisions_before_signing(hanko: Any, issued_revision: int) -> None:
 def _check_certification(embedded: list[Any]) -> None:
     """A certification signature forbidding every change (DocMDP P=1) leaves no room for the
     insurer's countersignature: refused now rather than blocked forever at countersigning."""
-    from pyhanko.sign.fields import MDPPerm
-
     for emb in embedded:
         try:
             level = emb.docmdp_level
@@ -474,8 +475,6 @@ def _check_certification(embedded: list[Any]) -> None:
 
 
 def _revisions(data: bytes) -> int:
-    from pyhanko.pdf_utils.reader import PdfFileReader
-
     return PdfFileReader(io.BytesIO(data), strict=False).xrefs.total_revisions
 
 
@@ -488,8 +487,6 @@ def verify_return(data: bytes, issued: bytes, *, marker: str, trust: TrustSettin
     pages = structure.pages
     pdfa_reason = _pdfa_reason(structure)
     try:
-        from pyhanko.pdf_utils.reader import PdfFileReader
-
         hanko = PdfFileReader(io.BytesIO(data), strict=False)
         embedded = sorted(hanko.embedded_signatures, key=lambda s: s.signed_revision)
     except Refused:

@@ -96,7 +96,7 @@ def validate_all(data: bytes) -> list[Any]:
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
 
-    reader = PdfFileReader(io.BytesIO(data))
+    reader = PdfFileReader(io.BytesIO(data), strict=False)  # poppler reuses generations
     return [
         validate_pdf_signature(sig, ValidationContext(trust_roots=[]))
         for sig in reader.embedded_signatures
@@ -140,19 +140,32 @@ def assert_info_matches_xmp(data: bytes) -> None:
 
 
 def unembedded_fonts(data: bytes) -> set[str]:
-    """Every font of the file (pages, annotation appearances…) without a font program."""
+    """Every font reachable in the file (pages, annotation appearances…, direct or not) that
+    has no font program, as pikepdf reads it."""
     missing: set[str] = set()
     with pikepdf.open(io.BytesIO(data)) as pdf:
-        for obj in pdf.objects:
-            if not isinstance(obj, pikepdf.Dictionary) or obj.get("/Type") != "/Font":
+        seen: set[tuple[int, int]] = set()
+        stack: list[Any] = [pdf.trailer]
+        while stack:
+            item = stack.pop()
+            if not isinstance(item, pikepdf.Dictionary | pikepdf.Array | pikepdf.Stream):
                 continue
-            if obj.get("/Subtype") in ("/Type0", "/Type3"):
+            if item.is_indirect:
+                if item.objgen in seen:
+                    continue
+                seen.add(item.objgen)
+            if isinstance(item, pikepdf.Stream):
+                item = item.stream_dict
+            if isinstance(item, pikepdf.Array):
+                stack.extend(item)
                 continue
-            descriptor = obj.get("/FontDescriptor")
-            if descriptor is None or not any(
-                key in descriptor for key in ("/FontFile", "/FontFile2", "/FontFile3")
-            ):
-                missing.add(str(obj.get("/BaseFont")))
+            if item.get("/Type") == "/Font" and item.get("/Subtype") not in ("/Type0", "/Type3"):
+                descriptor = item.get("/FontDescriptor")
+                if descriptor is None or not any(
+                    key in descriptor for key in ("/FontFile", "/FontFile2", "/FontFile3")
+                ):
+                    missing.add(str(item.get("/BaseFont")))
+            stack.extend(value for key, value in item.items() if key not in ("/Parent", "/P"))
     return missing
 
 
@@ -209,6 +222,7 @@ def test_returns_signed_by_two_tools_are_accepted_and_countersigned_in_the_insur
         r = upload(client, employer_auth, kit, kind, data)
         assert r.status_code == 201, r.json
         assert r.json["status"] == "accepted", r.json
+        assert r.json["pdfa_preserved"] is True and r.json["pdfa_reason"] is None
         assert stored_verification(app, r.json["id"])["pdfa_preserved"] is True
 
     copies = countersigned_copies(client, staff, kit)
@@ -309,6 +323,7 @@ def test_unembedded_signature_font_is_reported_in_the_verdict_and_the_manifest(
     assert unembedded_fonts(courier) == {"/Courier"}  # pikepdf's reading of it
     r = upload(client, employer_auth, kit, PIECES[0], courier)
     assert r.status_code == 201 and r.json["status"] == "accepted", r.json
+    assert r.json["pdfa_preserved"] is False and "PDF/A" in r.json["pdfa_reason"]
     verification = stored_verification(app, r.json["id"])
     assert verification["pdfa_preserved"] is False
     assert "Courier" in verification["pdfa_reason"] and "PDF/A" in verification["pdfa_reason"]

@@ -53,6 +53,8 @@ def return_json(ret: KitReturn) -> dict[str, Any]:
         "signatures": ret.verification.get("signers", []),
         "reasons": ret.verification.get("reasons", []),
         "differences": ret.verification.get("differences", []),
+        "pdfa_preserved": ret.verification.get("pdfa_preserved"),
+        "pdfa_reason": ret.verification.get("pdfa_reason"),
         "uploaded_by": ret.uploaded_by,
         "uploaded_at": iso(ret.uploaded_at),
         "decided_by": ret.decided_by,
