@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import email
+import hashlib
 import io
 import re
 from collections import deque
@@ -205,6 +206,22 @@ def test_pages_emails_and_csv_show_no_code_to_any_role(
     assert r.status_code == 302
     body = client.get(page).get_data(as_text=True)
     assert "Archivé" in visible_text(body)
+    # the employer page links the copies signed by both parties
+    copies = lxml.html.fromstring(body).xpath("//ul[@id='countersigned']//a/@href")
+    assert len(copies) == 2
+    with app.app_context():
+        from service.returns.models import KitReturn
+
+        expected = {
+            r.countersigned_sha256
+            for r in db.session.scalars(db.select(KitReturn).where(KitReturn.status == "accepted"))
+        }
+    got = set()
+    for href in copies:
+        r = client.get(href)
+        got.add(hashlib.sha256(r.data).hexdigest())
+        r.close()
+    assert got == expected and None not in expected
     staff_pages = crawl(
         client,
         [

@@ -351,6 +351,7 @@ def employer_page(siret: str) -> Any:
         countersigned=countersigned,
         locked=locked,
         open_kit=kit is not None and kit.status in OPEN_STATES,
+        reissue=kit is not None and kit.status != "cancelled",
         error_field=request.args.get("erreur"),
     )
 
@@ -360,10 +361,15 @@ def employer_page(siret: str) -> Any:
 def employer_issue(siret: str) -> Any:
     employer = reference.get_employer(siret)
     current = kits.current_kit(employer)
-    if current is not None and current.status in OPEN_STATES and not _confirmed():
+    if current is not None and current.status != "cancelled" and not _confirmed():
         flash(
-            "Cochez la case de confirmation : le nouveau kit remplace le kit ouvert, "
-            "dont le code d'accès cessera de fonctionner.",
+            "Cochez la case de confirmation : un nouveau kit sera émis et envoyé à la "
+            "collectivité"
+            + (
+                ", il remplace le kit ouvert, dont le code d'accès cessera de fonctionner."
+                if current.status in OPEN_STATES
+                else "."
+            ),
             "error",
         )
         return redirect(url_for("pages.employer_page", siret=siret, erreur="reissue"))
