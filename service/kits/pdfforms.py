@@ -121,7 +121,10 @@ def _font_program() -> _FontProgram:
     notdef = hmtx[font.getGlyphOrder()[0]][0]
     widths = []
     for code in range(32, 256):
-        char = "\u0020" if code == 0xA0 else bytes([code]).decode("cp1252", errors="ignore")
+        # WinAnsiEncoding is cp1252, except: 0xA0 is `space`, 0xAD `hyphen`, unused codes bullets
+        char = {0xA0: " ", 0xAD: "-"}.get(code) or bytes([code]).decode("cp1252", "ignore")
+        if code == 0x7F or not char:
+            char = "\u2022"
         glyph = cmap.get(ord(char)) if char else None
         widths.append(round((hmtx[glyph][0] if glyph else notdef) * scale))
     head, hhea = font["head"], font["hhea"]
