@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pikepdf
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from service.kits.render import RenderedKit, render_kit
+from signing.verify import TrustSettings, verify_return
 from tests.pdftools import fold, words
 from tests.test_render import kit_input
 
@@ -419,3 +421,9 @@ def test_employer_signs_its_field_by_name_and_pdfsig_validates(
         fields = dict(_terminal_fields(pdf))
         assert "/V" in fields["SignatureCollectivite"]
         assert "/V" not in fields["SignatureAssureur"]
+    # and the service's own verifier accepts it as a return of the issued piece
+    roots = (pki.root.cert.public_bytes(serialization.Encoding.DER),)
+    verdict = verify_return(
+        signed, issued, marker="PSC-81-2025-000123", trust=TrustSettings(roots=roots)
+    )
+    assert verdict.status == "accepted", verdict.reasons
