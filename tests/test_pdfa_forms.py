@@ -263,8 +263,17 @@ def test_choices_are_radio_groups(kit: RenderedKit) -> None:
                 assert on == states
                 assert all("/T" not in kid for kid in group.Kids)
     with pikepdf.open(io.BytesIO(_pdf(kit, "beneficiary-designation"))) as pdf:
-        names = set(dict(_terminal_fields(pdf)))
-        assert not {"dbe_clause_type", "dbe_clause_libre"} & names
+        fields = dict(_terminal_fields(pdf))
+        assert not {"dbe_clause_type", "dbe_clause_libre"} & set(fields)
+        # each button's whole label, for screen readers, on its structure element
+        nums = pdf.Root.StructTreeRoot.ParentTree.Nums
+        elements = {int(nums[i]): nums[i + 1] for i in range(0, len(nums), 2)}
+        alts = [str(elements[int(k.StructParent)].Alt) for k in fields["dbe_clause"].Kids]
+        assert alts[0].startswith("Choix de la clause : Clause standard : mon conjoint")
+        assert alts[0].endswith("à défaut mes héritiers.")
+        assert alts[1] == (
+            "Choix de la clause : Clause particulière : les personnes désignées ci-dessous."
+        )
 
 
 def test_every_field_has_a_french_label(kit: RenderedKit) -> None:

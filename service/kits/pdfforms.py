@@ -11,7 +11,7 @@ written PDF with pikepdf (no second layout pass), makes the forms self-contained
 - every widget has an appearance stream (an empty one for text and signature fields, On and Off
   states for check boxes and radio buttons), and `NeedAppearances` is removed;
 - radio groups carry export values named after their choices and the French label of their
-  question (the `<legend>` of their `<fieldset>`) as /TU;
+  question as /TU, each button's label going to its structure element;
 - the contractual pieces get empty signature fields (/FT /Sig) in their signature cells;
 - the catalog says /Lang fr-FR, and the Info dictionary and the XMP packet carry the same
   title, author, subject, creator, producer and dates.
@@ -271,7 +271,7 @@ def _fix_forms(pdf: Pdf, group_labels: dict[str, str]) -> pikepdf.Object | None:
     elements = _struct_elements(pdf)
     for group in acroform.Fields:
         if int(group.get("/Ff", 0)) & _RADIO_FLAG and "/Kids" in group:
-            _fix_radio_group(pdf, group, group_labels.get(str(group.T)), elements)
+            _fix_radio_group(pdf, group, group_labels, elements)
     for key in ("/NeedAppearances", "/DA", "/DR"):
         if key in acroform:
             del acroform[key]
@@ -292,17 +292,21 @@ def _struct_elements(pdf: Pdf) -> dict[int, pikepdf.Object]:
 
 
 def _fix_radio_group(
-    pdf: Pdf, group: pikepdf.Dictionary, question: str | None, elements: dict[int, pikepdf.Object]
+    pdf: Pdf, group: pikepdf.Dictionary, labels: dict[str, str], elements: dict[int, Any]
 ) -> None:
     """Export values named after the choices, Off states, the question as the field's /TU; each
-    button's own label (the widgets of a field have no /TU) goes to its structure element."""
+    button's own label (the widgets of a field have no /TU) goes to its structure element.
+
+    `labels` maps the group's name to its question and `name=value` to a button's label."""
+    name = str(group.T)
     options = [str(o) for o in group.get("/Opt", ())]
+    question = labels.get(name)
     if question:
         group.TU = String(question)
     for index, kid in enumerate(group.Kids):
         value = options[index] if index < len(options) else str(index)
         _fix_button(pdf, kid, _state_name(value))
-        label = str(kid.get("/TU", "")).strip()
+        label = labels.get(f"{name}={value}") or str(kid.get("/TU", "")).strip()
         element = elements.get(int(kid.get("/StructParent", -1)))
         if label and element is not None:
             element.Alt = String(f"{question} : {label}" if question else label)
