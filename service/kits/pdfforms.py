@@ -232,12 +232,14 @@ def _fix_text_field(pdf: Pdf, widget: pikepdf.Dictionary, font: pikepdf.Object) 
     widget.AP = Dictionary(N=_appearance(pdf, widget, b"/Tx BMC EMC", resources))
 
 
-def _fix_button(pdf: Pdf, widget: pikepdf.Dictionary, state: str) -> None:
-    """Names the On state `state` and adds the Off state; the field starts unchecked."""
+def _fix_button(pdf: Pdf, widget: pikepdf.Dictionary, state: str) -> bool:
+    """Names the On state `state` and adds the Off state; returns whether it is on."""
     normal = widget.AP.N
     on = next(iter(normal.values()))
+    checked = widget.get("/AS", Name.Off) != Name.Off
     widget.AP = Dictionary(N=Dictionary({state: on, "/Off": _appearance(pdf, widget, b"")}))
-    widget.AS = Name.Off
+    widget.AS = Name(state) if checked else Name.Off
+    return checked
 
 
 def _state_name(value: str) -> str:
@@ -264,8 +266,7 @@ def _fix_forms(pdf: Pdf, group_labels: dict[str, str]) -> pikepdf.Object | None:
             elif field_type == Name.Btn and parent is not None:
                 continue  # radio buttons: below, per group
             elif field_type == Name.Btn and not int(widget.get("/Ff", 0)) & _PUSHBUTTON_FLAG:
-                _fix_button(pdf, widget, CHECKBOX_ON)
-                widget.V = Name.Off
+                widget.V = widget.AS if _fix_button(pdf, widget, CHECKBOX_ON) else Name.Off
     # WeasyPrint lists radio buttons both as their group's kids and as top-level fields
     acroform.Fields = Array([f for f in acroform.Fields if "/Parent" not in f])
     elements = _struct_elements(pdf)
@@ -303,9 +304,11 @@ def _fix_radio_group(
     question = labels.get(name)
     if question:
         group.TU = String(question)
+    group.V = Name.Off
     for index, kid in enumerate(group.Kids):
         value = options[index] if index < len(options) else str(index)
-        _fix_button(pdf, kid, _state_name(value))
+        if _fix_button(pdf, kid, _state_name(value)):
+            group.V = kid.AS
         label = labels.get(f"{name}={value}") or str(kid.get("/TU", "")).strip()
         element = elements.get(int(kid.get("/StructParent", -1)))
         if label and element is not None:
@@ -315,7 +318,6 @@ def _fix_radio_group(
                 del kid[key]
     if "/Opt" in group:
         del group["/Opt"]
-    group.V = Name.Off
 
 
 # -- signature fields ----------------------------------------------------------------------
