@@ -11,7 +11,7 @@ written PDF with pikepdf (no second layout pass), makes the forms self-contained
 - every widget has an appearance stream (an empty one for text and signature fields, On and Off
   states for check boxes and radio buttons), and `NeedAppearances` is removed;
 - radio groups carry export values named after their choices and the French label of their
-  question (the `<legend>` of their `<fieldset>`) as /TU;
+  question as /TU, each button's label going to its structure element;
 - the contractual pieces get empty signature fields (/FT /Sig) in their signature cells;
 - the catalog says /Lang fr-FR, and the Info dictionary and the XMP packet carry the same
   title, author, subject, creator, producer and dates.
@@ -121,7 +121,10 @@ def _font_program() -> _FontProgram:
     notdef = hmtx[font.getGlyphOrder()[0]][0]
     widths = []
     for code in range(32, 256):
-        char = "\u0020" if code == 0xA0 else bytes([code]).decode("cp1252", errors="ignore")
+        # WinAnsiEncoding is cp1252, except: 0xA0 is `space`, 0xAD `hyphen`, unused codes bullets
+        char = {0xA0: " ", 0xAD: "-"}.get(code) or bytes([code]).decode("cp1252", "ignore")
+        if code == 0x7F or not char:
+            char = "\u2022"
         glyph = cmap.get(ord(char)) if char else None
         widths.append(round((hmtx[glyph][0] if glyph else notdef) * scale))
     head, hhea = font["head"], font["hhea"]
@@ -229,12 +232,14 @@ def _fix_text_field(pdf: Pdf, widget: pikepdf.Dictionary, font: pikepdf.Object) 
     widget.AP = Dictionary(N=_appearance(pdf, widget, b"/Tx BMC EMC", resources))
 
 
-def _fix_button(pdf: Pdf, widget: pikepdf.Dictionary, state: str) -> None:
-    """Names the On state `state` and adds the Off state; the field starts unchecked."""
+def _fix_button(pdf: Pdf, widget: pikepdf.Dictionary, state: str) -> bool:
+    """Names the On state `state` and adds the Off state; returns whether it is on."""
     normal = widget.AP.N
     on = next(iter(normal.values()))
+    checked = widget.get("/AS", Name.Off) != Name.Off
     widget.AP = Dictionary(N=Dictionary({state: on, "/Off": _appearance(pdf, widget, b"")}))
-    widget.AS = Name.Off
+    widget.AS = Name(state) if checked else Name.Off
+    return checked
 
 
 def _state_name(value: str) -> str:
@@ -261,14 +266,13 @@ def _fix_forms(pdf: Pdf, group_labels: dict[str, str]) -> pikepdf.Object | None:
             elif field_type == Name.Btn and parent is not None:
                 continue  # radio buttons: below, per group
             elif field_type == Name.Btn and not int(widget.get("/Ff", 0)) & _PUSHBUTTON_FLAG:
-                _fix_button(pdf, widget, CHECKBOX_ON)
-                widget.V = Name.Off
+                widget.V = widget.AS if _fix_button(pdf, widget, CHECKBOX_ON) else Name.Off
     # WeasyPrint lists radio buttons both as their group's kids and as top-level fields
     acroform.Fields = Array([f for f in acroform.Fields if "/Parent" not in f])
     elements = _struct_elements(pdf)
     for group in acroform.Fields:
         if int(group.get("/Ff", 0)) & _RADIO_FLAG and "/Kids" in group:
-            _fix_radio_group(pdf, group, group_labels.get(str(group.T)), elements)
+            _fix_radio_group(pdf, group, group_labels, elements)
     for key in ("/NeedAppearances", "/DA", "/DR"):
         if key in acroform:
             del acroform[key]
@@ -289,17 +293,23 @@ def _struct_elements(pdf: Pdf) -> dict[int, pikepdf.Object]:
 
 
 def _fix_radio_group(
-    pdf: Pdf, group: pikepdf.Dictionary, question: str | None, elements: dict[int, pikepdf.Object]
+    pdf: Pdf, group: pikepdf.Dictionary, labels: dict[str, str], elements: dict[int, Any]
 ) -> None:
     """Export values named after the choices, Off states, the question as the field's /TU; each
-    button's own label (the widgets of a field have no /TU) goes to its structure element."""
+    button's own label (the widgets of a field have no /TU) goes to its structure element.
+
+    `labels` maps the group's name to its question and `name=value` to a button's label."""
+    name = str(group.T)
     options = [str(o) for o in group.get("/Opt", ())]
+    question = labels.get(name)
     if question:
         group.TU = String(question)
+    group.V = Name.Off
     for index, kid in enumerate(group.Kids):
         value = options[index] if index < len(options) else str(index)
-        _fix_button(pdf, kid, _state_name(value))
-        label = str(kid.get("/TU", "")).strip()
+        if _fix_button(pdf, kid, _state_name(value)):
+            group.V = kid.AS
+        label = labels.get(f"{name}={value}") or str(kid.get("/TU", "")).strip()
         element = elements.get(int(kid.get("/StructParent", -1)))
         if label and element is not None:
             element.Alt = String(f"{question} : {label}" if question else label)
@@ -308,7 +318,6 @@ def _fix_radio_group(
                 del kid[key]
     if "/Opt" in group:
         del group["/Opt"]
-    group.V = Name.Off
 
 
 # -- signature fields ----------------------------------------------------------------------

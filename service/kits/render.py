@@ -446,20 +446,35 @@ def _pieces(document: Any, ranges: list[tuple[int, int]], reference: str) -> lis
     return pieces
 
 
+def _text(element: Any) -> str:
+    return " ".join("".join(element.itertext()).split())
+
+
 def _group_labels(document: Any) -> dict[str, str]:
-    """The French question of each radio group: the `<legend>` of its `<fieldset>`."""
+    """French labels of radio groups and buttons, read from the HTML: `name` → the `<legend>`
+    of the group's `<fieldset>`, `name=value` → the button's whole `<label>` (WeasyPrint's own
+    /TU keeps a label's first line only)."""
     labels: dict[str, str] = {}
     elements = (f.element for page in document.pages for f in page.forms if f is not None)
     forms = {id(element): element for element in elements}
     for form in forms.values():
+        by_id = {label.get("for"): label for label in form.iter("label") if label.get("for")}
+        for label in form.iter("label"):
+            for element in label.iter("input"):
+                by_id.setdefault(id(element), label)
         for fieldset in form.iter("fieldset"):
             legend = fieldset.find("legend")
-            if legend is None:
-                continue
-            text = " ".join("".join(legend.itertext()).split())
             for element in fieldset.iter("input"):
-                if element.get("name"):
-                    labels.setdefault(element.get("name"), text)
+                name, value = element.get("name"), element.get("value")
+                if not name or element.get("type") != "radio":
+                    continue
+                if legend is not None:
+                    labels.setdefault(name, _text(legend))
+                label = by_id.get(element.get("id"))
+                if label is None:  # (an element without children is falsy: no `or`)
+                    label = by_id.get(id(element))
+                if label is not None and value is not None:
+                    labels[f"{name}={value}"] = _text(label)
     return labels
 
 
