@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from service import create_app
 from service.archive.models import ArchiveJob
-from service.audit.domain import record, verify_chain
-from service.audit.models import AuditEvent
+from service.audit.domain import GENESIS, record, verify_chain
+from service.audit.models import AuditEvent, AuditHead
 from service.backends import document_store, settings
 from service.extensions import db
 from service.kits.models import KitDocument
@@ -99,6 +99,19 @@ def test_audit_chain_linear_under_processes_and_threads(app: Flask, tmp_path: Pa
         assert count == 1 + PROCESSES * THREADS * EVENTS
         prevs = db.session.scalars(select(AuditEvent.prev_hash)).all()
         assert len(set(prevs)) == len(prevs)  # no two events share a predecessor
+
+
+def test_audit_events_in_one_transaction_chain_and_the_head_is_recreated(app: Flask) -> None:
+    with app.app_context():
+        db.session.execute(delete(AuditHead))  # an emptied database: no head row yet
+        db.session.commit()
+        first = record("kit_issued", actor="staff:test")
+        second = record("document_downloaded", actor="staff:test")
+        db.session.commit()
+        assert second.prev_hash == first.hash and first.prev_hash == GENESIS
+        assert verify_chain() == []
+        head = db.session.get(AuditHead, 1)
+        assert head is not None and (head.count, head.last_hash) == (2, second.hash)
 
 
 # -- slow clients cannot starve the server ------------------------------------------------
