@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -471,3 +472,36 @@ def test_upload_quota_per_kit_and_hour_in_number_then_in_bytes(
     assert upload(client, employer_token, issued, PIECES[0], big).status_code == 422
     r = upload(client, employer_token, issued, PIECES[0], big)  # 6 Mo > 5 Mo in the hour
     assert r.status_code == 429 and r.json["error"]["code"] == "upload_quota_exceeded"
+
+
+def _upload_then_die(app: Flask, headers: dict[str, str], kit: dict[str, Any], data: bytes) -> None:
+    upload(app.test_client(), headers, kit, PIECES[0], data)
+
+
+def test_sweep_after_a_kill_9_during_an_upload(
+    app: Flask,
+    client: FlaskClient,
+    issued: dict[str, Any],
+    employer_token: dict[str, str],
+    pki: Pki,
+) -> None:
+    signed = sign_pdf(issued_pdf(client, employer_token, issued, PIECES[0]), pki.trusted)
+    with app.app_context():
+        quarantine = Path(settings().document_store.removeprefix("file://")) / "quarantine"
+        db.engine.dispose()  # no pooled connection shared with the forked child
+    child = multiprocessing.get_context("fork").Process(
+        target=_upload_then_die, args=(app, employer_token, issued, signed)
+    )
+    child.start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end and child.is_alive():
+        if quarantine.exists() and any(p.is_file() for p in quarantine.rglob("*.pdf")):
+            break
+        time.sleep(0.005)
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join(timeout=10)
+    assert child.exitcode == -signal.SIGKILL  # killed mid-upload, not after it finished
+    assert upload_copies(app) - return_keys(app)  # a copy that no row refers to
+    out = app.test_cli_runner().invoke(args=["returns", "sweep", "--older-than", "0"])
+    assert out.exit_code == 0, out.output
+    assert upload_copies(app) == return_keys(app)
