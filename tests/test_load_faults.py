@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,18 +15,19 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from service import create_app
 from service.archive.models import ArchiveJob
-from service.audit.domain import record, verify_chain
-from service.audit.models import AuditEvent
+from service.audit.domain import GENESIS, record, verify_chain
+from service.audit.models import AuditEvent, AuditHead
 from service.backends import document_store, settings
 from service.extensions import db
 from service.kits.models import KitDocument
@@ -98,6 +100,19 @@ def test_audit_chain_linear_under_processes_and_threads(app: Flask, tmp_path: Pa
         assert count == 1 + PROCESSES * THREADS * EVENTS
         prevs = db.session.scalars(select(AuditEvent.prev_hash)).all()
         assert len(set(prevs)) == len(prevs)  # no two events share a predecessor
+
+
+def test_audit_events_in_one_transaction_chain_and_the_head_is_recreated(app: Flask) -> None:
+    with app.app_context():
+        db.session.execute(delete(AuditHead))  # an emptied database: no head row yet
+        db.session.commit()
+        first = record("kit_issued", actor="staff:test")
+        second = record("document_downloaded", actor="staff:test")
+        db.session.commit()
+        assert second.prev_hash == first.hash and first.prev_hash == GENESIS
+        assert verify_chain() == []
+        head = db.session.get(AuditHead, 1)
+        assert head is not None and (head.count, head.last_hash) == (2, second.hash)
 
 
 # -- slow clients cannot starve the server ------------------------------------------------
@@ -237,13 +252,13 @@ def test_s3_store_calls_are_bounded_when_the_server_never_answers(hung: HungServ
     store = open_store(
         "s3://archive/cdg",
         s3_endpoint_url=hung.url,
-        timeouts=Timeouts(connect=1, read=1, attempts=2),
+        timeouts=Timeouts(connect=0.5, read=0.5, attempts=2),
     )
     for call in (store.ping, lambda: store.get("a.pdf"), lambda: store.put("a.pdf", b"x")):
         started = time.monotonic()
         with pytest.raises(StorageUnavailable):
             call()
-        assert time.monotonic() - started < 6  # 2 attempts of 1 s, plus a short backoff
+        assert time.monotonic() - started < 4  # 2 attempts of 0.5 s (1 s with a body)
     assert len(hung.held) >= 2  # the server was reached: it is the answer that never came
 
 
@@ -434,8 +449,8 @@ def test_sweep_removes_old_copies_no_row_refers_to(
     assert upload_copies(app) == kept | {f"quarantine/{ref}/{PIECES[0]}/fresh.pdf"}
 
 
-def test_upload_quota_per_kit_and_hour(
-    client: FlaskClient, issued: dict[str, Any], employer_token: dict[str, str]
+def test_upload_quota_per_kit_and_hour_in_number_then_in_bytes(
+    app: Flask, client: FlaskClient, issued: dict[str, Any], employer_token: dict[str, str]
 ) -> None:
     for _ in range(QUOTA):
         assert upload(client, employer_token, issued, PIECES[0], b"pas un PDF").status_code == 422
@@ -446,12 +461,47 @@ def test_upload_quota_per_kit_and_hour(
         "Trop de dépôts pour ce kit en une heure (3 fichiers ou 5 Mo au plus)"
         in (r.json["error"]["message"])
     )
+    assert len(return_keys(app)) == QUOTA  # the refused attempt left neither row nor copy
+    assert upload_copies(app) == return_keys(app)
 
-
-def test_upload_quota_counts_bytes(
-    client: FlaskClient, issued: dict[str, Any], employer_token: dict[str, str]
-) -> None:
+    with app.app_context():  # an hour later, the count is free again, not the bytes
+        for ret in db.session.scalars(select(KitReturn)):
+            ret.uploaded_at -= timedelta(minutes=61)
+        db.session.commit()
     big = b"x" * (3 * 1024 * 1024)
     assert upload(client, employer_token, issued, PIECES[0], big).status_code == 422
     r = upload(client, employer_token, issued, PIECES[0], big)  # 6 Mo > 5 Mo in the hour
     assert r.status_code == 429 and r.json["error"]["code"] == "upload_quota_exceeded"
+
+
+def _upload_then_die(app: Flask, headers: dict[str, str], kit: dict[str, Any], data: bytes) -> None:
+    upload(app.test_client(), headers, kit, PIECES[0], data)
+
+
+def test_sweep_after_a_kill_9_during_an_upload(
+    app: Flask,
+    client: FlaskClient,
+    issued: dict[str, Any],
+    employer_token: dict[str, str],
+    pki: Pki,
+) -> None:
+    signed = sign_pdf(issued_pdf(client, employer_token, issued, PIECES[0]), pki.trusted)
+    with app.app_context():
+        quarantine = Path(settings().document_store.removeprefix("file://")) / "quarantine"
+        db.engine.dispose()  # no pooled connection shared with the forked child
+    child = multiprocessing.get_context("fork").Process(
+        target=_upload_then_die, args=(app, employer_token, issued, signed)
+    )
+    child.start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end and child.is_alive():
+        if quarantine.exists() and any(p.is_file() for p in quarantine.rglob("*.pdf")):
+            break
+        time.sleep(0.005)
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join(timeout=10)
+    assert child.exitcode == -signal.SIGKILL  # killed mid-upload, not after it finished
+    assert upload_copies(app) - return_keys(app)  # a copy that no row refers to
+    out = app.test_cli_runner().invoke(args=["returns", "sweep", "--older-than", "0"])
+    assert out.exit_code == 0, out.output
+    assert upload_copies(app) == return_keys(app)
