@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email import message_from_bytes
@@ -217,11 +218,18 @@ def _signature_page(pdf: bytes) -> tuple[int, list[str]]:
     return found[0], pages
 
 
-@pytest.mark.parametrize("criteria_words", [0, 60, 140])
-def test_signature_block_never_stands_alone_on_a_page(criteria_words: int) -> None:
-    """Whatever the length before it, the last article shares the signatures' page."""
-    contribution = {**MODULATED, "criteria": " ".join(["Critère social retenu."] * criteria_words)}
-    kit = render_kit(legal_input(contribution))
+@pytest.mark.parametrize(("criteria_words", "address_lines"), [(0, 0), (200, 0), (0, 130)])
+def test_signature_block_never_stands_alone_on_a_page(
+    criteria_words: int, address_lines: int
+) -> None:
+    """Whatever the length before it, the last article shares the signatures' page. (Without the
+    `break-inside: avoid` around them, these lengths leave the signatures alone on a page.)"""
+    base = legal_input(
+        {**MODULATED, "criteria": " ".join(["Critère social retenu."] * criteria_words)}
+    )
+    address = "Mairie, " + "lieu-dit Le Bourg, " * address_lines + "81500 L'Isle-sur-Tarn"
+    employer = replace(base.employer, address=address)
+    kit = render_kit(replace(base, employer=employer))
     for kind, last in (
         ("special-conditions", "Fondement de l'adhésion"),
         ("membership-agreement", "Protection des données"),
