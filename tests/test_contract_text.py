@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email import message_from_bytes
@@ -22,9 +23,11 @@ from sqlalchemy import select
 from service import formatting
 from service.audit.models import AuditEvent
 from service.extensions import db
-from service.kits.domain import first_of_month_from, paris_today
+from service.kits.domain import first_of_month_from, issue_batch, paris_today
 from service.kits.render import SPECS, ConventionData, KitInput, RenderedKit, render_kit
-from tests.conftest import ROOT, employer_payload
+from service.reference.models import Employer
+from storage.local import LocalStore
+from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload
 from tests.pdftools import pdf_text
 from tests.test_render import MODULATED, kit_input
 
@@ -217,11 +220,18 @@ def _signature_page(pdf: bytes) -> tuple[int, list[str]]:
     return found[0], pages
 
 
-@pytest.mark.parametrize("criteria_words", [0, 60, 140])
-def test_signature_block_never_stands_alone_on_a_page(criteria_words: int) -> None:
-    """Whatever the length before it, the last article shares the signatures' page."""
-    contribution = {**MODULATED, "criteria": " ".join(["Critère social retenu."] * criteria_words)}
-    kit = render_kit(legal_input(contribution))
+@pytest.mark.parametrize(("criteria_words", "address_lines"), [(0, 0), (200, 0), (0, 130)])
+def test_signature_block_never_stands_alone_on_a_page(
+    criteria_words: int, address_lines: int
+) -> None:
+    """Whatever the length before it, the last article shares the signatures' page. (Without the
+    `break-inside: avoid` around them, these lengths leave the signatures alone on a page.)"""
+    base = legal_input(
+        {**MODULATED, "criteria": " ".join(["Critère social retenu."] * criteria_words)}
+    )
+    address = "Mairie, " + "lieu-dit Le Bourg, " * address_lines + "81500 L'Isle-sur-Tarn"
+    employer = replace(base.employer, address=address)
+    kit = render_kit(replace(base, employer=employer))
     for kind, last in (
         ("special-conditions", "Fondement de l'adhésion"),
         ("membership-agreement", "Protection des données"),
@@ -409,3 +419,31 @@ def test_convention_refuses_a_capital_that_is_not_an_amount(
     )
     assert r.status_code == 422 and r.json["error"]["code"] == "invalid_capital"
     assert r.json["error"]["field"] == "insurer_capital"
+
+
+def test_batch_reports_an_employer_left_without_a_start_of_cover(
+    app: Flask, client: FlaskClient, staff: dict[str, str]
+) -> None:
+    assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
+    ended = {**CONVENTION, "reference": "CDG81-PREV-2019", "starts_on": "2019-01-01"}
+    r = client.post("/api/v1/conventions", json={**ended, "ends_on": "2023-12-31"}, headers=staff)
+    assert r.status_code == 201, r.json
+    payload = employer_payload(
+        r.json["id"], cst_opinion_on="2019-03-01", deliberation_on="2019-04-01"
+    )
+    assert client.post("/api/v1/employers", json=payload, headers=staff).status_code == 201
+    reported: list[tuple[str, BaseException | None]] = []
+    with app.app_context():
+        employer = db.session.scalar(select(Employer))
+        issued = issue_batch(
+            [employer],
+            store=LocalStore(app.instance_path),
+            actor="test",
+            code_days=30,
+            portal_url="http://x/portail",
+            workers=1,
+            on_done=lambda e, kit, error: reported.append((e.siret, error)),
+        )
+    assert issued == []
+    assert len(reported) == 1 and reported[0][0] == SIRET
+    assert getattr(reported[0][1], "code", None) == "cover_outside_convention"

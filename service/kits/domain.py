@@ -399,7 +399,13 @@ def issue_batch(
     unsafe.
     """
     by_id = {e.id: e for e in employers}
-    prepared = [prepare_kit(e, code_days=code_days, portal_url=portal_url) for e in employers]
+    prepared = []
+    for employer in employers:
+        try:
+            prepared.append(prepare_kit(employer, code_days=code_days, portal_url=portal_url))
+        except InvalidInput as exc:  # e.g. no start of cover left in the convention
+            if on_done:
+                on_done(employer, None, exc)
     db.session.commit()  # reserve the references before the (long) rendering
     inputs = {p.data.reference: p for p in prepared}
     issued = []

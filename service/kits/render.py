@@ -3,7 +3,8 @@
 Nothing here touches the database, the request or the stores, so the same call runs in a request,
 a CLI batch or a worker process. The six documents are laid out in one WeasyPrint pass (one font
 subset, one PDF write) and then split into one PDF/A-2b file each; the bundle is that single pass
-with one bookmark per document. The two contractual pieces also come as DOCX (docxtpl).
+with one bookmark per document. The two contractual pieces also come as DOCX, converted from
+the very HTML their PDF lays out (`clauses`): one text for both formats.
 """
 
 from __future__ import annotations
@@ -158,8 +159,7 @@ def _css_string(value: str) -> Markup:
 
 
 class _Environment(SandboxedEnvironment):
-    """Memoizes `from_string`: docxtpl compiles the same document XML on every render, which
-    was a third of a DOCX's cost."""
+    """Memoizes `from_string` (templates compiled from strings are compiled once per process)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
