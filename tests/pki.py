@@ -223,7 +223,7 @@ def sign_pdf(
     data: bytes,
     party: Party,
     *,
-    field: str = "Signature_collectivite",
+    field: str = "SignatureCollectivite",
     name: str | None = None,
     certify: int | None = None,
     embedded_font: bool = True,

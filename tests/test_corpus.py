@@ -17,6 +17,13 @@ from signing.sandbox import run_limited
 from signing.verify import TrustSettings, verify_return
 from tests.conftest import CORPUS
 
+
+@pytest.fixture
+def app_config() -> dict[str, str]:
+    # every corpus file goes to the same kit: lift the hourly upload quota for this module
+    return {"UPLOAD_QUOTA_COUNT": "1000", "UPLOAD_QUOTA_MB": "10000"}
+
+
 pytestmark = pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
 PDFS = sorted((CORPUS / "pdf").glob("*.pdf"))
 ENCRYPTED = {

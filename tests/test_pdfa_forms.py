@@ -371,7 +371,7 @@ def test_contractual_pieces_have_empty_signature_fields_in_their_cells(kit: Rend
             assert boxes["SignatureAssureur"][1:] == pytest.approx(doc.insurer_box[1:], abs=0.01)
             # the employer's field: same row, left column, under "Pour la collectivité"
             page, x1, y1, x2, y2 = boxes["SignatureCollectivite"]
-            assert page == doc.insurer_box[0] and y1 == pytest.approx(doc.insurer_box[2])
+            assert page == doc.insurer_box[0] and y1 == pytest.approx(doc.insurer_box[2], abs=0.01)
             assert x2 < doc.insurer_box[1] and y2 - y1 == pytest.approx(60)
             page_words = [w for w in words(doc.pdf) if w.page == page]
             heading = next(w for w in page_words if w.text == "collectivité")

@@ -391,7 +391,7 @@ def test_countersign_requires_every_piece_then_signs_incrementally(
         assert signed.data.startswith(issued)  # incremental: the issued bytes are untouched
         reader = PdfFileReader(io.BytesIO(signed.data))
         sigs = reader.embedded_signatures
-        assert [s.field_name for s in sigs] == ["Signature_collectivite", "Contreseing_assureur"]
+        assert [s.field_name for s in sigs] == ["SignatureCollectivite", "SignatureAssureur"]
         for sig in sigs:
             status = validate_pdf_signature(sig, ValidationContext(trust_roots=[]))
             assert status.intact and status.valid

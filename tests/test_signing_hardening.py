@@ -30,7 +30,6 @@ from signing.verify import inspect_structure
 from storage import sha256_hex
 from tests.conftest import auth
 from tests.pki import (
-    INSURER_BOX,
     Party,
     Pki,
     sign_pdf,
@@ -233,9 +232,12 @@ def test_returns_signed_by_two_tools_are_accepted_and_countersigned_in_the_insur
         # the insurer's existing field is filled: no field added
         assert fields[INSURER_FIELD] is True and "Contreseing_assureur" not in fields
         assert len(fields) == len(signature_fields(issued[kind])) + (kind == PIECES[1])
+        with pikepdf.open(io.BytesIO(issued[kind])) as pdf:
+            empty = next(f for f in pdf.Root.AcroForm.Fields if str(f.get("/T")) == INSURER_FIELD)
+            cell = [round(float(v)) for v in empty.Rect]
         with pikepdf.open(io.BytesIO(data)) as pdf:
             widget = next(f for f in pdf.Root.AcroForm.Fields if str(f.get("/T")) == INSURER_FIELD)
-            assert [round(float(v)) for v in widget.Rect] == [round(v) for v in INSURER_BOX]
+            assert [round(float(v)) for v in widget.Rect] == cell  # signed where it was issued
             assert "/N" in widget.AP  # the visible block is drawn in the cell
         assert_all_signatures_valid(data, 2)
         assert_info_matches_xmp(data)
@@ -293,7 +295,7 @@ def test_countersign_of_a_certified_piece_without_insurer_field_keeps_it_valid(
     data = countersign(certified, _key(pki.untrusted), signer_label="Allianz Vie")
     # a new visible annotation would break the certification: the signature is invisible
     fields = signature_fields(data)
-    assert fields == {"Signature_collectivite": True, "Contreseing_assureur": True}
+    assert fields == {"SignatureCollectivite": True, "Contreseing_assureur": True}
     with pikepdf.open(io.BytesIO(data)) as pdf:
         widget = next(
             f for f in pdf.Root.AcroForm.Fields if str(f.get("/T")) == "Contreseing_assureur"
