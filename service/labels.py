@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from flask import current_app, has_app_context
+
 from service.formatting import MONTHS
 
 DOCUMENTS = {
@@ -20,7 +22,8 @@ DOCUMENTS = {
     "beneficiary-designation": "Désignation de bénéficiaire(s)",
     "membership-agreement": "Convention d'adhésion",
     "access-letter": "Courrier avec code d'accès",
-    "manifest": "Manifeste du kit",
+    "manifest": "Manifeste de l'archive",
+    "proof": "Certificat de preuve",
     "bundle": "Kit complet (PDF)",
     "zip": "Kit complet (ZIP)",
 }
@@ -33,6 +36,29 @@ KIT_STATES = {
     "archived": "Archivé",
     "superseded": "Remplacé",
     "cancelled": "Annulé",
+}
+
+#: a kit's state as a sentence (the proof certificate)
+KIT_STATE_SENTENCES = {
+    "issued": "émis, en attente des pièces signées par la collectivité",
+    "employer_signed": "signé par la collectivité, en attente du contreseing de l'assureur",
+    "countersigned": "contresigné par l'assureur",
+    "archived": "contresigné et archivé",
+    "superseded": "remplacé par un kit plus récent",
+    "cancelled": "annulé",
+}
+
+#: the verification's result for a return, in a sentence
+RETURN_RESULTS = {
+    "accepted": "acceptée",
+    "pending_review": "en attente d'examen par le gestionnaire",
+    "refused": "refusée",
+}
+
+SIGNATURE_LEVELS = {
+    "B-B": "signature PAdES de base (B-B)",
+    "B-T": "signature PAdES horodatée (B-T)",
+    "document-timestamp": "horodatage du document",
 }
 
 RETURN_STATES = {
@@ -52,6 +78,7 @@ ROLES = {
 EVENTS = {
     "kit_issued": "Kit émis",
     "kit_cancelled": "Kit annulé",
+    "kit_superseded": "Kit remplacé",
     "downloaded": "Téléchargement",
     "portal_session": "Connexion au portail",
     "portal_failed": "Échec de connexion au portail",
@@ -68,6 +95,8 @@ EVENTS = {
     "email_sent": "Courriel envoyé",
     "email_failed": "Échec d'envoi d'un courriel",
     "reminder": "Relance envoyée",
+    "cover_start_overridden": "Début de garantie antérieur à l'émission (motif enregistré)",
+    "proof_archived": "Certificat de preuve archivé",
 }
 
 FAILURE_REASONS = {
@@ -101,7 +130,7 @@ def role(code: str | None) -> str:
 
 
 def event(code: str) -> str:
-    return EVENTS.get(code, "Événement")
+    return EVENTS.get(code, "Autre événement enregistré")
 
 
 def actor(value: str | None) -> str:
@@ -141,13 +170,22 @@ def file_label(name: str | None) -> str:
     return f"{label}{extra}{f' ({suffix})' if suffix else ''}"
 
 
+def zone() -> ZoneInfo:
+    """The time zone of every time a person reads: `TIMEZONE` (Europe/Paris by default)."""
+    if has_app_context():
+        settings = current_app.extensions.get("psc.settings")
+        if settings is not None:
+            return ZoneInfo(settings.timezone)
+    return PARIS
+
+
 def paris(value: datetime | None) -> datetime | None:
-    """A naive UTC datetime (as stored) in Paris time."""
+    """A naive UTC datetime (as stored) in the readers' time zone (Paris unless configured)."""
     if value is None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(PARIS)
+    return value.astimezone(zone())
 
 
 def when(value: datetime | None) -> str:

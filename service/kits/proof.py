@@ -23,7 +23,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import select
 from weasyprint import HTML
 
-from service import formatting
+from service import formatting, labels
 from service.archive.models import ArchiveRecord
 from service.audit.models import AuditEvent
 from service.extensions import db
@@ -40,49 +40,11 @@ log = logging.getLogger(__name__)
 PROOF = "proof"
 MANIFEST = "manifest"
 
-KIT_STATES = {
-    "issued": "émis, en attente des pièces signées par la collectivité",
-    "employer_signed": "signé par la collectivité, en attente du contreseing de l'assureur",
-    "countersigned": "contresigné par l'assureur",
-    "archived": "contresigné et archivé",
-    "superseded": "remplacé par un kit plus récent",
-    "cancelled": "annulé",
-}
-RETURN_RESULTS = {
-    "accepted": "acceptée",
-    "pending_review": "en attente d'examen par le gestionnaire",
-    "refused": "refusée",
-}
-EVENTS = {
-    "kit_issued": "Kit émis",
-    "portal_session": "Connexion de la collectivité à son espace",
-    "portal_failed": "Échec de connexion à l'espace de la collectivité",
-    "portal_unlocked": "Accès à l'espace de la collectivité débloqué",
-    "return_received": "Pièce signée reçue",
-    "return_accepted": "Pièce signée acceptée à la vérification",
-    "return_pending_review": "Pièce signée envoyée à l'examen du gestionnaire",
-    "return_refused": "Pièce signée refusée à la vérification",
-    "return_reviewed": "Décision d'examen",
-    "employer_signed": "Toutes les pièces signées par la collectivité sont acceptées",
-    "countersigned": "Pièce contresignée par l'assureur",
-    "archived": "Copie archivée dans l'archive du CDG",
-    "kit_archived": "Kit archivé",
-    "kit_cancelled": "Kit annulé",
-    "kit_superseded": "Kit remplacé",
-    "email_sent": "Courriel envoyé",
-    "email_failed": "Échec d'envoi d'un courriel",
-}
-ROLES = {
-    "admin": "administrateur",
-    "staff": "équipe de gestion",
-    "cdg": "CDG",
-}
-ARCHIVED_OBJECTS = {MANIFEST: "Manifeste de l'archive", PROOF: "Certificat de preuve"}
-LEVELS = {
-    "B-B": "signature PAdES de base (B-B)",
-    "B-T": "signature PAdES horodatée (B-T)",
-    "document-timestamp": "horodatage du document",
-}
+KIT_STATES = labels.KIT_STATE_SENTENCES
+RETURN_RESULTS = labels.RETURN_RESULTS
+ROLES = labels.ROLES
+ARCHIVED_OBJECTS = {MANIFEST: labels.document(MANIFEST), PROOF: labels.document(PROOF)}
+LEVELS = labels.SIGNATURE_LEVELS
 
 
 # -- the facts ------------------------------------------------------------------------------
@@ -263,7 +225,7 @@ def _title(kind: str) -> str:
 
 def _event_what(event: AuditEvent) -> str:
     details = event.details or {}
-    label = EVENTS.get(event.event, "Autre événement enregistré")
+    label = labels.event(event.event)
     if event.event == "return_reviewed":
         label = (
             "Pièce acceptée après examen" if details.get("accept") else "Pièce refusée après examen"
