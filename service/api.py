@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.accounts.auth import Principal, authenticate_bearer
 from service.errors import Forbidden, InvalidInput, Unauthorized
+from service.schema_types import EMAIL, TRIMMED
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -70,6 +71,22 @@ def principal() -> Principal:
     return g.principal
 
 
+#: a query parameter: its description, or {"description", "schema", "required"}
+QuerySpec = str | dict[str, Any]
+
+#: schemas of query parameters that mean the same everywhere (a route may still say otherwise)
+QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+    "after": {"type": "integer", "minimum": 0, "maximum": 2_147_483_647},
+}
+_CONVERTERS = {
+    "int": {"type": "integer", "minimum": 0, "maximum": 2_147_483_647},
+    # Werkzeug's default converter: one non-empty path segment
+    "string": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+}
+
+
 @dataclass
 class Operation:
     method: str
@@ -77,8 +94,9 @@ class Operation:
     summary: str
     roles: tuple[str, ...]
     body: type[BaseModel] | None
-    query: dict[str, str]
+    query: dict[str, QuerySpec]
     responses: dict[int, str]
+    path_types: dict[str, str]
 
 
 OPERATIONS: list[Operation] = []
@@ -91,7 +109,7 @@ def route(
     summary: str,
     roles: tuple[str, ...] | None = ("admin", "staff"),
     body: type[BaseModel] | None = None,
-    query: dict[str, str] | None = None,
+    query: dict[str, QuerySpec] | None = None,
     responses: dict[int, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register an API view. `roles=None` means anyone, signed in or not."""
@@ -119,12 +137,47 @@ def route(
                     body=body,
                     query=query or {},
                     responses=responses or {200: "OK"},
+                    path_types={
+                        name: converter or "string"
+                        for converter, name in re.findall(r"<(?:(\w+):)?(\w+)>", rule)
+                    },
                 )
             )
         bp.add_url_rule(rule, view.__name__, wrapper, methods=list(methods))
         return wrapper
 
     return decorator
+
+
+def _tighten(node: Any) -> None:
+    """Say what the parsing really accepts of plain strings: no blanks around (inputs are
+    stripped before their length is checked), and e-mail addresses email-validator takes."""
+    if isinstance(node, list):
+        for item in node:
+            _tighten(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and not {"pattern", "enum", "const"} & node.keys():
+        if node.get("format") == "email":
+            node["pattern"] = EMAIL
+        elif "format" not in node:
+            node["pattern"] = TRIMMED
+    for key, value in node.items():
+        if key not in ("examples", "default", "const", "enum"):
+            _tighten(value)
+
+
+def _query_parameter(name: str, spec: QuerySpec) -> dict[str, Any]:
+    if isinstance(spec, str):
+        spec = {"description": spec}
+    return {
+        "name": name,
+        "in": "query",
+        "required": bool(spec.get("required", False)),
+        "schema": spec.get("schema") or QUERY_SCHEMAS.get(name) or {"type": "string"},
+        "description": spec.get("description", ""),
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -168,23 +221,20 @@ def openapi_document() -> dict[str, Any]:
             entry["security"] = [{"bearer": []}]
             entry["description"] = "Rôles : " + ", ".join(op.roles)
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", op.path)
-        ]
-        params += [
             {
                 "name": name,
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": text,
+                "in": "path",
+                "required": True,
+                "schema": dict(_CONVERTERS.get(op.path_types.get(name, ""), _CONVERTERS["string"])),
             }
-            for name, text in op.query.items()
+            for name in re.findall(r"{(\w+)}", op.path)
         ]
+        params += [_query_parameter(name, spec) for name, spec in op.query.items()]
         if params:
             entry["parameters"] = params
         if op.body is not None:
             schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            _tighten(schema)
             for name, sub in schema.pop("$defs", {}).items():
                 schemas[name] = sub
             schemas[op.body.__name__] = schema

@@ -125,7 +125,12 @@ def upload_return(kit_id: int, kind: str) -> Any:
     "/returns",
     summary="File de revue des retours signés",
     roles=STAFF,
-    query={"status": "pending_review (défaut), accepted ou refused"},
+    query={
+        "status": {
+            "description": "pending_review (défaut), accepted ou refused",
+            "schema": {"type": "string", "enum": ["pending_review", "accepted", "refused"]},
+        }
+    },
 )
 def list_returns() -> Any:
     items = domain.review_queue(status=request.args.get("status", "pending_review"))
