@@ -16,8 +16,8 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from service.accounts.auth import Principal, authenticate_bearer
-from service.errors import Forbidden, InvalidInput, Unauthorized
-from service.schema_types import EMAIL, TRIMMED
+from service.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from service.schema_types import EMAIL, NO_NUL, TRIMMED
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -83,7 +83,7 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
 _CONVERTERS = {
     "int": {"type": "integer", "minimum": 0, "maximum": 2_147_483_647},
     # Werkzeug's default converter: one non-empty path segment
-    "string": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+    "string": {"type": "string", "minLength": 1, "pattern": "^[^/\\x00]+$"},
 }
 
 
@@ -97,9 +97,35 @@ class Operation:
     query: dict[str, QuerySpec]
     responses: dict[int, str]
     path_types: dict[str, str]
+    files: tuple[str, ...] = ()
 
 
 OPERATIONS: list[Operation] = []
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def _refuse_nul(path_values: dict[str, Any]) -> None:
+    """NUL characters name nothing and PostgreSQL refuses them: a 404 in a path, else a 422."""
+    if _has_nul(path_values):
+        raise NotFound()
+    for name, value in request.args.items(multi=True):
+        if _has_nul(name) or _has_nul(value):
+            raise InvalidInput(
+                "Caractère nul interdit dans les paramètres.",
+                code="invalid_characters",
+                field=None if _has_nul(name) else name,
+            )
+    if request.is_json and _has_nul(request.get_json(silent=True)):
+        raise InvalidInput("Caractère nul interdit dans le corps JSON.", code="invalid_characters")
 
 
 def route(
@@ -111,8 +137,10 @@ def route(
     body: type[BaseModel] | None = None,
     query: dict[str, QuerySpec] | None = None,
     responses: dict[int, str] | None = None,
+    files: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register an API view. `roles=None` means anyone, signed in or not."""
+    """Register an API view. `roles=None` means anyone, signed in or not; `files` names the
+    fields of a multipart upload."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -125,6 +153,7 @@ def route(
                 if who.role not in roles:
                     raise Forbidden("Votre rôle ne permet pas cette action.")
                 g.principal = who
+            _refuse_nul(kwargs)
             return view(*args, **kwargs)
 
         for method in methods:
@@ -137,6 +166,7 @@ def route(
                     body=body,
                     query=query or {},
                     responses=responses or {200: "OK"},
+                    files=files,
                     path_types={
                         name: converter or "string"
                         for converter, name in re.findall(r"<(?:(\w+):)?(\w+)>", rule)
@@ -175,7 +205,9 @@ def _query_parameter(name: str, spec: QuerySpec) -> dict[str, Any]:
         "name": name,
         "in": "query",
         "required": bool(spec.get("required", False)),
-        "schema": spec.get("schema") or QUERY_SCHEMAS.get(name) or {"type": "string"},
+        "schema": spec.get("schema")
+        or QUERY_SCHEMAS.get(name)
+        or {"type": "string", "pattern": NO_NUL},
         "description": spec.get("description", ""),
     }
 
@@ -243,6 +275,21 @@ def openapi_document() -> dict[str, Any]:
                 "content": {
                     "application/json": {
                         "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}
+                    }
+                },
+            }
+        if op.files:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": list(op.files),
+                            "properties": {
+                                name: {"type": "string", "format": "binary"} for name in op.files
+                            },
+                        }
                     }
                 },
             }

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-#: no leading or trailing blank: input strings are stripped before their length is checked
-TRIMMED = r"^\S(?:[\s\S]*\S)?$"
+#: no NUL character anywhere (PostgreSQL cannot store one): such requests are refused
+NO_NUL = r"^[^\x00]*$"
+#: no leading or trailing blank either: input strings are stripped before their length is checked
+TRIMMED = r"^[^\s\x00](?:[^\x00]*[^\s\x00])?$"
 #: a conservative subset of what email-validator accepts (no special-use or quoted parts)
 EMAIL = (
     r"^[A-Za-z0-9]{1,20}(?:[._+-][A-Za-z0-9]{1,20}){0,2}"

@@ -100,6 +100,7 @@ def unlock(siret: str) -> Any:
     ("POST",),
     summary="Déposer une pièce signée (multipart, champ file)",
     roles=("admin", "staff", "employer"),
+    files=("file",),
     responses={
         201: "Retour accepté ou à revoir",
         413: "Trop volumineux",
