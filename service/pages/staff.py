@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import (
     Response,
@@ -24,7 +25,7 @@ from service.backends import document_store
 from service.downloads import stream_object
 from service.errors import InvalidInput, NotFound, ServiceError
 from service.extensions import db
-from service.formatting import group_code
+from service.formatting import group_code, long_date
 from service.kits import domain as kits
 from service.kits.actions import issue_many, issue_one
 from service.kits.models import Kit
@@ -53,6 +54,7 @@ STATUS_LABELS = {
     "superseded": "Remplacé",
 }
 STALE_BATCH = timedelta(minutes=30)
+PARIS = ZoneInfo("Europe/Paris")
 RETURN_LABELS = {"accepted": "Accepté", "pending_review": "À revoir", "refused": "Refusé"}
 
 
@@ -370,7 +372,25 @@ def review(return_id: int) -> Any:
     ret = returns.get_return(return_id)
     issued = kits.get_document(ret.kit, ret.kind)
     preview = review_preview(ret, store=document_store())
-    return render_template("review.html", ret=ret, issued=issued, preview=preview)
+    received = ret.uploaded_at.replace(tzinfo=UTC).astimezone(PARIS)
+    return render_template(
+        "review.html",
+        ret=ret,
+        issued=issued,
+        preview=preview,
+        received=f"{long_date(received.date())} à {received:%H} h {received:%M}",
+        sender=_sender(ret.uploaded_by),
+    )
+
+
+def _sender(actor: str) -> str:
+    """Who sent a return, as a person reads it (never `employer:…`)."""
+    kind, _, who = actor.partition(":")
+    if kind == "employer":
+        return "déposé par la collectivité sur son portail"
+    if kind in STAFF:
+        return f"déposé par {who} (production)"
+    return "déposé"
 
 
 @bp.get("/revue/<int:return_id>/pages/<int:number>-<side>.png")
