@@ -55,7 +55,10 @@ CONTRIBUTION: dict[str, Any] = {
                     "additionalProperties": False,
                     "properties": {category: AMOUNT for category in "ABC"},
                 },
-                "criteria": {"type": "string", "pattern": r"^\S[\s\S]{8,1998}\S$"},
+                "criteria": {
+                    "type": "string",
+                    "pattern": r"^[^\s\x00][^\x00]{8,1998}[^\s\x00]$",
+                },
             },
         },
     ],
