@@ -16,7 +16,8 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from service.accounts.auth import Principal, authenticate_bearer
-from service.errors import Forbidden, InvalidInput, Unauthorized
+from service.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from service.schema_types import EMAIL, NO_NUL, TRIMMED
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -78,6 +79,22 @@ def principal() -> Principal:
     return g.principal
 
 
+#: a query parameter: its description, or {"description", "schema", "required"}
+QuerySpec = str | dict[str, Any]
+
+#: schemas of query parameters that mean the same everywhere (a route may still say otherwise)
+QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+    "after": {"type": "integer", "minimum": 0, "maximum": 2_147_483_647},
+}
+_CONVERTERS = {
+    "int": {"type": "integer", "minimum": 0, "maximum": 2_147_483_647},
+    # Werkzeug's default converter: one non-empty path segment
+    "string": {"type": "string", "minLength": 1, "pattern": "^[^/\\x00]+$"},
+}
+
+
 @dataclass
 class Operation:
     method: str
@@ -85,11 +102,38 @@ class Operation:
     summary: str
     roles: tuple[str, ...]
     body: type[BaseModel] | None
-    query: dict[str, str]
+    query: dict[str, QuerySpec]
     responses: dict[int, str]
+    path_types: dict[str, str]
+    files: tuple[str, ...] = ()
 
 
 OPERATIONS: list[Operation] = []
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def _refuse_nul(path_values: dict[str, Any]) -> None:
+    """NUL characters name nothing and PostgreSQL refuses them: a 404 in a path, else a 422."""
+    if _has_nul(path_values):
+        raise NotFound()
+    for name, value in request.args.items(multi=True):
+        if _has_nul(name) or _has_nul(value):
+            raise InvalidInput(
+                "Caractère nul interdit dans les paramètres.",
+                code="invalid_characters",
+                field=None if _has_nul(name) else name,
+            )
+    if request.is_json and _has_nul(request.get_json(silent=True)):
+        raise InvalidInput("Caractère nul interdit dans le corps JSON.", code="invalid_characters")
 
 
 def route(
@@ -99,10 +143,12 @@ def route(
     summary: str,
     roles: tuple[str, ...] | None = ("admin", "staff"),
     body: type[BaseModel] | None = None,
-    query: dict[str, str] | None = None,
+    query: dict[str, QuerySpec] | None = None,
     responses: dict[int, str] | None = None,
+    files: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register an API view. `roles=None` means anyone, signed in or not."""
+    """Register an API view. `roles=None` means anyone, signed in or not; `files` names the
+    fields of a multipart upload."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -115,6 +161,7 @@ def route(
                 if who.role not in roles:
                     raise Forbidden("Votre rôle ne permet pas cette action.")
                 g.principal = who
+            _refuse_nul(kwargs)
             return view(*args, **kwargs)
 
         for method in methods:
@@ -127,12 +174,50 @@ def route(
                     body=body,
                     query=query or {},
                     responses=responses or {200: "OK"},
+                    files=files,
+                    path_types={
+                        name: converter or "string"
+                        for converter, name in re.findall(r"<(?:(\w+):)?(\w+)>", rule)
+                    },
                 )
             )
         bp.add_url_rule(rule, view.__name__, wrapper, methods=list(methods))
         return wrapper
 
     return decorator
+
+
+def _tighten(node: Any) -> None:
+    """Say what the parsing really accepts of plain strings: no blanks around (inputs are
+    stripped before their length is checked), and e-mail addresses email-validator takes."""
+    if isinstance(node, list):
+        for item in node:
+            _tighten(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and not {"pattern", "enum", "const"} & node.keys():
+        if node.get("format") == "email":
+            node["pattern"] = EMAIL
+        elif "format" not in node:
+            node["pattern"] = TRIMMED
+    for key, value in node.items():
+        if key not in ("examples", "default", "const", "enum"):
+            _tighten(value)
+
+
+def _query_parameter(name: str, spec: QuerySpec) -> dict[str, Any]:
+    if isinstance(spec, str):
+        spec = {"description": spec}
+    return {
+        "name": name,
+        "in": "query",
+        "required": bool(spec.get("required", False)),
+        "schema": spec.get("schema")
+        or QUERY_SCHEMAS.get(name)
+        or {"type": "string", "pattern": NO_NUL},
+        "description": spec.get("description", ""),
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -176,23 +261,20 @@ def openapi_document() -> dict[str, Any]:
             entry["security"] = [{"bearer": []}]
             entry["description"] = "Rôles : " + ", ".join(op.roles)
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", op.path)
-        ]
-        params += [
             {
                 "name": name,
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": text,
+                "in": "path",
+                "required": True,
+                "schema": dict(_CONVERTERS.get(op.path_types.get(name, ""), _CONVERTERS["string"])),
             }
-            for name, text in op.query.items()
+            for name in re.findall(r"{(\w+)}", op.path)
         ]
+        params += [_query_parameter(name, spec) for name, spec in op.query.items()]
         if params:
             entry["parameters"] = params
         if op.body is not None:
             schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            _tighten(schema)
             for name, sub in schema.pop("$defs", {}).items():
                 schemas[name] = sub
             schemas[op.body.__name__] = schema
@@ -201,6 +283,21 @@ def openapi_document() -> dict[str, Any]:
                 "content": {
                     "application/json": {
                         "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}
+                    }
+                },
+            }
+        if op.files:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": list(op.files),
+                            "properties": {
+                                name: {"type": "string", "format": "binary"} for name in op.files
+                            },
+                        }
                     }
                 },
             }

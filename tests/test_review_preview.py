@@ -137,6 +137,9 @@ def test_review_page_shows_each_page_as_images_with_the_signature_highlighted(
     html = page.get_data(as_text=True)
     assert "<object" not in html and "special-conditions</h1>" not in html
     assert "Conditions particulières" in html
+    # no code reaches a person: who sent it and when (Paris time), in French
+    assert "employer:" not in html and "déposé par la collectivité" in html
+    assert re.search(r"reçu le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d\d h \d\d", html)
     n = pending["pages"]
     assert f"Document émis : {n} pages ; pièce retournée : {n} pages." in html
     assert "Une page diffère" in html

@@ -12,6 +12,7 @@ from service.archive.models import ArchiveRecord
 from service.backends import archive_store
 from service.downloads import archived_copy, csv_attachment, record_download
 from service.errors import InvalidInput, NotFound
+from service.schema_types import CDG_CODE
 from service.timeutil import iso
 
 READERS = ("admin", "staff", "cdg")
@@ -38,7 +39,11 @@ def record_json(rec: ArchiveRecord) -> dict[str, Any]:
     summary="Copies archivées (pagination par curseur)",
     roles=READERS,
     query={
-        "cdg": "code du CDG",
+        "cdg": {
+            "description": "code du CDG (celui du compte pour un CDG)",
+            "required": True,
+            "schema": CDG_CODE,
+        },
         "siret": "un employeur",
         "limit": "200 au plus",
         "after": "curseur : l'identifiant « next » de la page précédente",

@@ -27,7 +27,7 @@ from service.backends import document_store
 from service.downloads import csv_attachment, csv_text, record_download, stream_object
 from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
-from service.formatting import group_code
+from service.formatting import group_code, long_date
 from service.kits import domain as kits
 from service.kits.actions import issue_many, issue_one
 from service.kits.models import OPEN_STATES, Kit
@@ -585,7 +585,27 @@ def review(return_id: int) -> Any:
     ret = returns.get_return(return_id)
     issued = kits.get_document(ret.kit, ret.kind)
     preview = review_preview(ret, store=document_store())
-    return render_template("review.html", ret=ret, issued=issued, preview=preview)
+    received = labels.paris(ret.uploaded_at)
+    return render_template(
+        "review.html",
+        ret=ret,
+        issued=issued,
+        preview=preview,
+        received=f"{long_date(received.date())} à {received:%H} h {received:%M}"
+        if received
+        else "",
+        sender=_sender(ret.uploaded_by),
+    )
+
+
+def _sender(actor: str) -> str:
+    """Who sent a return, as a person reads it (never `employer:…`)."""
+    kind, _, who = actor.partition(":")
+    if kind == "employer":
+        return "déposé par la collectivité sur son portail"
+    if kind in STAFF:
+        return f"déposé par {who} (production)"
+    return "déposé"
 
 
 @bp.get("/revue/<int:return_id>/pages/<int:number>-<side>.png")

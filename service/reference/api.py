@@ -10,6 +10,7 @@ from flask import jsonify, request
 from service.api import json_body, parse, principal, route
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
+from service.kits.models import KIT_STATES
 from service.reference import domain
 from service.reference.models import Cdg, Convention, Employer
 from service.reference.schemas import (
@@ -21,6 +22,7 @@ from service.reference.schemas import (
     EmployerPatch,
 )
 from service.reference.simulation import EXCLUDED, INCLUDED, simulate
+from service.schema_types import AMOUNT
 from service.timeutil import iso
 
 STAFF = ("admin", "staff")
@@ -165,16 +167,29 @@ def patch_convention(convention_id: int) -> Any:
     return jsonify(convention_json(convention))
 
 
+_OPTION_CODES = {
+    "type": "string",
+    "pattern": r"^[a-z][a-z0-9_]{1,30}(?:,[a-z][a-z0-9_]{1,30}){0,5}$",
+}
+_EUROS = {"schema": {"type": "string", "pattern": r"^[0-9]{1,6}(?:[.,][0-9]{1,2})?$"}}
+
+
 @route(
     "/conventions/<int:convention_id>/simulation",
     summary="Simuler la cotisation d'un agent",
     roles=SIGNED_IN,
     query={
-        "gross": "rémunération brute mensuelle servant d'assiette",
-        **{k: v for k, v in INCLUDED.items()},
-        **{k: f"{v} (acceptée, ignorée)" for k, v in EXCLUDED.items()},
-        "contribution": "participation mensuelle de l'employeur, en euros",
-        "options": "codes d'options séparés par des virgules",
+        "gross": {"description": "rémunération brute mensuelle servant d'assiette", **_EUROS},
+        **{k: {"description": v, **_EUROS} for k, v in INCLUDED.items()},
+        **{k: {"description": f"{v} (acceptée, ignorée)", **_EUROS} for k, v in EXCLUDED.items()},
+        "contribution": {
+            "description": "participation mensuelle de l'employeur, en euros",
+            "schema": AMOUNT,
+        },
+        "options": {
+            "description": "codes d'options séparés par des virgules",
+            "schema": _OPTION_CODES,
+        },
     },
 )
 def simulation(convention_id: int) -> Any:
@@ -235,7 +250,13 @@ def create_employer() -> Any:
     roles=("admin", "staff", "cdg"),
     query={
         "cdg": "code du CDG",
-        "status": "état du kit",
+        "status": {
+            "description": "état du kit (none : pas de kit)",
+            "schema": {
+                "type": "string",
+                "enum": ["none", *(state for state in KIT_STATES if state != "superseded")],
+            },
+        },
         "kind": "type de collectivité",
         "q": "recherche sur le nom ou le SIRET",
         "limit": "taille de page (200 au plus)",

@@ -7,6 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from service.schema_types import (
+    CDG_CODE,
+    CONTRIBUTION,
+    DATABASE_ID,
+    RATE,
+    SIRET,
+    documented,
+)
+
 EMPLOYER_KINDS = {
     "commune": "Commune",
     "cc": "Communauté de communes",
@@ -17,6 +26,8 @@ EMPLOYER_KINDS = {
     "etablissement": "Établissement public local",
     "departement": "Département",
 }
+
+KIND: dict[str, Any] = {"type": "string", "enum": list(EMPLOYER_KINDS)}
 
 
 class _In(BaseModel):
@@ -37,19 +48,19 @@ class CdgPatch(_In):
 class OptionIn(_In):
     code: str = Field(pattern=r"^[a-z][a-z0-9_]{1,30}$")
     label: str = Field(min_length=2, max_length=200)
-    rate: str | float
+    rate: str | float = Field(json_schema_extra=documented(RATE))
 
 
 class ConventionIn(_In):
-    cdg: str
+    cdg: str = Field(json_schema_extra=documented(CDG_CODE))
     reference: str = Field(min_length=2, max_length=60)
     insurer: str = Field(min_length=2, max_length=200)
     manager: str = Field(min_length=2, max_length=200)
     starts_on: date
     ends_on: date
-    base_rate: str | float
+    base_rate: str | float = Field(json_schema_extra=documented(RATE))
     options: list[OptionIn] = Field(default_factory=list)
-    cdg_fee_rate: str | float = "1.10"
+    cdg_fee_rate: str | float = Field(default="1.10", json_schema_extra=documented(RATE))
     template_set: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,60}$")
     insurer_legal_form: str | None = Field(default=None, min_length=2, max_length=120)
     insurer_capital: str | float | None = None
@@ -62,9 +73,13 @@ class ConventionPatch(_In):
     manager: str | None = Field(default=None, min_length=2, max_length=200)
     starts_on: date | None = None
     ends_on: date | None = None
-    base_rate: str | float | None = None
+    base_rate: str | float | None = Field(
+        default=None, json_schema_extra=documented(RATE, nullable=True)
+    )
     options: list[OptionIn] | None = None
-    cdg_fee_rate: str | float | None = None
+    cdg_fee_rate: str | float | None = Field(
+        default=None, json_schema_extra=documented(RATE, nullable=True)
+    )
     template_set: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,60}$")
     insurer_legal_form: str | None = Field(default=None, min_length=2, max_length=120)
     insurer_capital: str | float | None = None
@@ -73,30 +88,34 @@ class ConventionPatch(_In):
 
 
 class EmployerIn(_In):
-    siret: str
+    siret: str = Field(json_schema_extra=documented(SIRET))
     name: str = Field(min_length=1, max_length=200)
-    kind: str
+    kind: str = Field(json_schema_extra=documented(KIND))
     address: str = Field(min_length=5, max_length=400)
     email: EmailStr
-    cdg: str
-    convention_id: int
+    cdg: str = Field(json_schema_extra=documented(CDG_CODE))
+    convention_id: int = Field(json_schema_extra=documented(DATABASE_ID))
     headcount: int = Field(ge=0, le=100000)
     cst_opinion_on: date
     deliberation_on: date
     joins_on: date | None = None
-    contribution: Any
+    contribution: Any = Field(json_schema_extra=documented(CONTRIBUTION))
     signatory_gender: Literal["F", "M"] | None = None
 
 
 class EmployerPatch(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    kind: str | None = None
+    kind: str | None = Field(default=None, json_schema_extra=documented(KIND, nullable=True))
     address: str | None = Field(default=None, min_length=5, max_length=400)
     email: EmailStr | None = None
-    convention_id: int | None = None
+    convention_id: int | None = Field(
+        default=None, json_schema_extra=documented(DATABASE_ID, nullable=True)
+    )
     headcount: int | None = Field(default=None, ge=0, le=100000)
     cst_opinion_on: date | None = None
     deliberation_on: date | None = None
     joins_on: date | None = None
-    contribution: Any = None
+    contribution: Any = Field(
+        default=None, json_schema_extra=documented(CONTRIBUTION, nullable=True)
+    )
     signatory_gender: Literal["F", "M"] | None = None

@@ -102,6 +102,7 @@ def unlock(siret: str) -> Any:
     ("POST",),
     summary="Déposer une pièce signée (multipart, champ file)",
     roles=("admin", "staff", "employer"),
+    files=("file",),
     responses={
         201: "Retour accepté ou à revoir",
         413: "Trop volumineux",
@@ -127,7 +128,12 @@ def upload_return(kit_id: int, kind: str) -> Any:
     "/returns",
     summary="File de revue des retours signés",
     roles=STAFF,
-    query={"status": "pending_review (défaut), accepted ou refused"},
+    query={
+        "status": {
+            "description": "pending_review (défaut), accepted ou refused",
+            "schema": {"type": "string", "enum": ["pending_review", "accepted", "refused"]},
+        }
+    },
 )
 def list_returns() -> Any:
     items = domain.review_queue(status=request.args.get("status", "pending_review"))
