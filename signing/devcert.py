@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -50,7 +50,9 @@ def create_dev_certificate(path: Path, *, years: int = 10) -> Path:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    # RSA: pyHanko marks a file signed with an EC key as PDF 2.0 (ISO 32002), which would take
+    # the countersigned copy out of PDF/A-2
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("Contreseing assureur (DÉVELOPPEMENT)"))

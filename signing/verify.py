@@ -220,6 +220,7 @@ class Structure:
     pages: int
     unembedded_fonts: tuple[str, ...]
     pdfa_identified: bool
+    pdf2: bool = False  # the signing tool declared PDF 2.0 (e.g. pyHanko with an EC key)
 
 
 def _scan(reader: PdfReader, max_nodes: int) -> tuple[str, ...]:
@@ -238,6 +239,13 @@ def _scan(reader: PdfReader, max_nodes: int) -> tuple[str, ...]:
         if font:
             fonts.add(font)
     return tuple(sorted(fonts))
+
+
+def _declares_pdf2(reader: PdfReader) -> bool:
+    """PDF/A-2 rests on PDF 1.7: a file whose header or catalog says 2.0 is no longer PDF/A-2."""
+    version = str(reader.trailer["/Root"].get("/Version") or "").lstrip("/")
+    header = str(reader.pdf_header or "").removeprefix("%PDF-")
+    return any(v[:1].isdigit() and v.split(".")[0] >= "2" for v in (version, header))
 
 
 def _pdfa_identified(reader: PdfReader) -> bool:
@@ -261,13 +269,14 @@ def inspect_structure(data: bytes, *, max_nodes: int = MAX_NODES) -> tuple[PdfRe
         fonts = _scan(reader, max_nodes)
         pages = len(reader.pages)
         pdfa = _pdfa_identified(reader)
+        pdf2 = _declares_pdf2(reader)
     except Refused:
         raise
     except Exception as exc:
         raise Refused("malformed_pdf", "Ce PDF est endommagé ou illisible.") from exc
     if pages == 0:
         raise Refused("malformed_pdf", "Ce PDF ne contient aucune page.")
-    return reader, Structure(pages=pages, unembedded_fonts=fonts, pdfa_identified=pdfa)
+    return reader, Structure(pages=pages, unembedded_fonts=fonts, pdfa_identified=pdfa, pdf2=pdf2)
 
 
 def _pdfa_reason(structure: Structure) -> str | None:
@@ -278,6 +287,12 @@ def _pdfa_reason(structure: Structure) -> str | None:
             f"le document signé utilise une police non incorporée ({names}), probablement dans "
             "l'apparence de la signature : l'exemplaire contresigné ne sera pas conforme au "
             "format d'archivage PDF/A"
+        )
+    if structure.pdf2:
+        return (
+            "l'outil de signature a déclaré le document en PDF 2.0 (signature à clé ECDSA, "
+            "ISO 32002) : l'exemplaire contresigné ne sera pas conforme au format d'archivage "
+            "PDF/A-2, qui repose sur PDF 1.7"
         )
     if not structure.pdfa_identified:
         return (

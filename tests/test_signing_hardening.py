@@ -213,7 +213,8 @@ def test_returns_signed_by_two_tools_are_accepted_and_countersigned_in_the_insur
     kit = fields_kit
     issued = {kind: issued_pdf(client, staff, kit, kind) for kind in PIECES}
     # pyHanko fills the collectivité's empty field; poppler (NSS) adds a field of its own
-    by_pyhanko = sign_pdf(issued[PIECES[0]], pki.trusted, field=EMPLOYER_FIELD)
+    # RSA: an ECDSA signature makes pyHanko declare PDF 2.0 (see the test below)
+    by_pyhanko = sign_pdf(issued[PIECES[0]], pki.trusted_rsa, field=EMPLOYER_FIELD)
     by_poppler = sign_pdf_poppler(issued[PIECES[1]], pki.trusted_rsa)
     assert signature_fields(by_pyhanko) == {EMPLOYER_FIELD: True, INSURER_FIELD: False}
     assert signature_fields(by_poppler)["Signature_poppler"] is True
@@ -329,7 +330,9 @@ def test_unembedded_signature_font_is_reported_in_the_verdict_and_the_manifest(
     verification = stored_verification(app, r.json["id"])
     assert verification["pdfa_preserved"] is False
     assert "Courier" in verification["pdfa_reason"] and "PDF/A" in verification["pdfa_reason"]
-    good = sign_pdf(issued_pdf(client, staff, kit, PIECES[1]), pki.trusted, field=EMPLOYER_FIELD)
+    good = sign_pdf(
+        issued_pdf(client, staff, kit, PIECES[1]), pki.trusted_rsa, field=EMPLOYER_FIELD
+    )
     assert upload(client, employer_auth, kit, PIECES[1], good).status_code == 201
 
     copies = countersigned_copies(client, staff, kit)
@@ -339,6 +342,40 @@ def test_unembedded_signature_font_is_reported_in_the_verdict_and_the_manifest(
     manifest = json.loads(client.get(f"/api/v1/archive/{manifest_id}/content", headers=staff).data)
     preserved = {d["kind"]: d["pdfa_preserved"] for d in manifest["documents"]}
     assert preserved == {PIECES[0]: False, PIECES[1]: True}
+
+
+def test_return_declared_pdf2_by_its_signing_tool_is_reported_as_no_longer_pdfa(
+    client: FlaskClient,
+    staff: dict[str, str],
+    fields_kit: dict[str, Any],
+    employer_auth: dict[str, str],
+    pki: Pki,
+) -> None:
+    issued = issued_pdf(client, staff, fields_kit, PIECES[0])
+    ecdsa = sign_pdf(issued, pki.trusted, field=EMPLOYER_FIELD)  # pyHanko + P-256: ISO 32002
+    with pikepdf.open(io.BytesIO(ecdsa)) as pdf:
+        assert str(pdf.Root.get("/Version")) == "/2.0"  # what the signing tool wrote
+    r = upload(client, employer_auth, fields_kit, PIECES[0], ecdsa)
+    assert r.status_code == 201 and r.json["status"] == "accepted", r.json
+    assert r.json["pdfa_preserved"] is False and "PDF 2.0" in r.json["pdfa_reason"]
+
+
+def test_countersignature_with_the_development_key_stays_pdf_17(
+    client: FlaskClient,
+    staff: dict[str, str],
+    fields_kit: dict[str, Any],
+    employer_auth: dict[str, str],
+    pki: Pki,
+) -> None:
+    for kind in PIECES:
+        signed = sign_pdf(
+            issued_pdf(client, staff, fields_kit, kind), pki.trusted_rsa, field=EMPLOYER_FIELD
+        )
+        assert upload(client, employer_auth, fields_kit, kind, signed).status_code == 201
+    for data in countersigned_copies(client, staff, fields_kit).values():
+        with pikepdf.open(io.BytesIO(data)) as pdf:
+            assert pdf.pdf_version == "1.7" and "/Version" not in pdf.Root
+        assert_all_signatures_valid(data, 2)
 
 
 # -- active content in direct objects ------------------------------------------------------
