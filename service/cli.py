@@ -93,7 +93,7 @@ def demo_credentials() -> None:
 )
 def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg), avec une barre de progression."""
-    from service.formatting import group_code
+    from service.formatting import designation, group_code
     from service.kits.actions import issue_many, issue_one
     from service.kits.domain import employers_without_kit
     from service.reference.domain import get_cdg, get_employer
@@ -104,7 +104,9 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
     try:
         if siret:
             issued = issue_one(get_employer(siret), actor=actor)
-            click.echo(f"Kit {issued.kit.reference} émis pour {issued.kit.employer.name}.")
+            employer = issued.kit.employer
+            who = designation(employer.kind, employer.name).the
+            click.echo(f"Kit {issued.kit.reference} émis pour {who}.")
             click.echo(f"Code d'accès : {group_code(issued.access_code)}")
             return
         get_cdg(cdg_code or "")
