@@ -64,6 +64,15 @@ CONTRIBUTION: dict[str, Any] = {
     ],
     "examples": [{"mode": "flat", "amount": "15.00"}],
 }
+#: the insurer's share capital in euros (a positive amount, spaces and a decimal comma allowed)
+CAPITAL: dict[str, Any] = {
+    "description": "capital social de l'assureur, en euros",
+    "anyOf": [
+        {"type": "string", "pattern": r"^[1-9][0-9]{0,12}(?:[.,][0-9]{1,2})?$"},
+        {"type": "integer", "minimum": 1, "maximum": 99_999_999_999_999},
+    ],
+    "examples": ["681879255"],
+}
 SIRET: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]{14}$"}
 CDG_CODE: dict[str, Any] = {"type": "string", "pattern": r"^[0-9A-Z]{2,3}$"}
 DATABASE_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2_147_483_647}

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
 from signing.errors import Refused
-from signing.sandbox import run_limited
+from signing.sandbox import Limits, run_limited
 from signing.verify import TrustSettings, verify_return
 from tests.conftest import CORPUS
 
@@ -93,7 +93,9 @@ def test_every_corpus_pdf_is_refused_with_its_code(
         assert 400 <= r.status_code < 500, (path.name, r.status_code, r.get_data(as_text=True))
         code = r.json["error"]["code"]
         answers[path.name] = code
-        assert elapsed < 5.0 + 1.0, (path.name, elapsed)  # the verifier's own deadline is 5 s
+        # the child gets 5 s of CPU; on a loaded machine the wall clock may run longer, up to the
+        # sandbox's wall deadline (then 503, never a verdict): no hang in any case
+        assert elapsed < Limits().wall_seconds + 5, (path.name, elapsed)
         want = expected(path.name)
         if want is not None:
             assert code in want, (path.name, code)

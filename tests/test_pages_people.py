@@ -537,7 +537,7 @@ def test_audit_times_are_paris_time() -> None:
     assert labels.day(datetime(2026, 12, 31, 23, 30)) == "01/01/2027"
     assert labels.actor("staff:a@b.fr") == "gestionnaire a@b.fr"
     assert labels.actor("system") == "le service"
-    assert labels.event("unheard_of") == "Événement"
+    assert labels.event("unheard_of") == "Autre événement enregistré"
 
 
 # -- the simulator and amounts as people type them --------------------------------------------

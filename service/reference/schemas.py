@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from service.schema_types import (
+    CAPITAL,
     CDG_CODE,
     CONTRIBUTION,
     DATABASE_ID,
@@ -63,7 +64,9 @@ class ConventionIn(_In):
     cdg_fee_rate: str | float = Field(default="1.10", json_schema_extra=documented(RATE))
     template_set: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,60}$")
     insurer_legal_form: str | None = Field(default=None, min_length=2, max_length=120)
-    insurer_capital: str | float | None = None
+    insurer_capital: str | float | None = Field(
+        default=None, json_schema_extra=documented(CAPITAL, nullable=True)
+    )
     insurer_register: str | None = Field(default=None, min_length=2, max_length=120)
     insurer_address: str | None = Field(default=None, min_length=5, max_length=300)
 
@@ -82,7 +85,9 @@ class ConventionPatch(_In):
     )
     template_set: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,60}$")
     insurer_legal_form: str | None = Field(default=None, min_length=2, max_length=120)
-    insurer_capital: str | float | None = None
+    insurer_capital: str | float | None = Field(
+        default=None, json_schema_extra=documented(CAPITAL, nullable=True)
+    )
     insurer_register: str | None = Field(default=None, min_length=2, max_length=120)
     insurer_address: str | None = Field(default=None, min_length=5, max_length=300)
 
