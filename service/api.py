@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.accounts.auth import Principal, authenticate_bearer
 from service.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from service.formatting import NBSP
 from service.schema_types import EMAIL, NO_NUL, TRIMMED
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -73,6 +74,27 @@ def json_body() -> Any:
             "Corps JSON attendu (Content-Type: application/json).", code="invalid_json"
         )
     return data
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def query_int(name: str, default: int) -> int:
+    """An integer query parameter within the bounds `QUERY_SCHEMAS` publishes for it: plain
+    ASCII digits only (no sign, blank, `_` or other script's digits), else a 422."""
+    schema = QUERY_SCHEMAS[name]
+    low, high = schema["minimum"], schema["maximum"]
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if _DECIMAL.fullmatch(raw) is None or not low <= int(raw) <= high:
+        low_text, high_text = (f"{bound:,}".replace(",", NBSP) for bound in (low, high))
+        raise InvalidInput(
+            f"Pagination invalide : « {name} » est un nombre entier de {low_text} à {high_text}.",
+            code="invalid_pagination",
+            field=name,
+        )
+    return int(raw)
 
 
 def principal() -> Principal:

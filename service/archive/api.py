@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import Response, jsonify, redirect, request
 
-from service.api import principal, route
+from service.api import principal, query_int, route
 from service.archive import domain
 from service.archive.models import ArchiveRecord
 from service.backends import archive_store
 from service.downloads import archived_copy, csv_attachment, record_download
-from service.errors import InvalidInput, NotFound
+from service.errors import NotFound
 from service.schema_types import CDG_CODE
 from service.timeutil import iso
 
@@ -50,11 +50,8 @@ def record_json(rec: ArchiveRecord) -> dict[str, Any]:
     },
 )
 def list_archive() -> Any:
-    try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 200)
-        after = int(request.args["after"]) if request.args.get("after") else None
-    except ValueError as exc:
-        raise InvalidInput("Pagination invalide.", code="invalid_pagination") from exc
+    limit = min(query_int("limit", 100), 200)
+    after = query_int("after", 0) if request.args.get("after") else None
     rows, next_after = domain.list_archive(
         principal=principal(),
         cdg=request.args.get("cdg"),

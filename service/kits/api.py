@@ -116,8 +116,8 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
 )
 def issue(siret: str) -> Any:
     who = principal()
-    raw = request.get_json(silent=True) if request.content_length else None
-    body = parse(KitIssueIn, raw) if raw is not None else KitIssueIn()
+    # no body: the defaults; a body: a JSON object, or 422 (never issued on a broken body)
+    body = parse(KitIssueIn, json_body()) if request.get_data(cache=True) else KitIssueIn()
     employer = get_employer(siret)
     issued = issue_one(
         employer,

@@ -3,12 +3,13 @@ with SIRET and access code.
 
 A session lives on the server (`WebSession`, one row per signed-in browser); the signed cookie
 only carries its random id, so signing out (which deletes the row) ends it for every copy of the
-cookie. Password sign-in is throttled per address, per e-mail + address (with backoff) and per
-e-mail from all addresses (see `LOGIN_*`).
+cookie. Password sign-in is throttled per address and per e-mail + address (with backoff); the
+failures on one e-mail from every address together are only watched (see `LOGIN_*`).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,13 +27,16 @@ from service.extensions import db
 from service.ratelimit import Rule, limiter
 from service.timeutil import utcnow
 
+log = logging.getLogger(__name__)
 STAFF_SESSION = timedelta(hours=8)
 EMPLOYER_SESSION = timedelta(hours=2)
 
 # failed password sign-ins; each rule's windows step up (backoff) and lift by themselves
 LOGIN_ADDRESS = Rule.of("login-address", "20/15 minutes; 100/day")
 LOGIN_ACCOUNT_ADDRESS = Rule.of("login-account-address", "5/15 minutes; 10/hour; 20/day")
-LOGIN_ACCOUNT = Rule.of("login-account", "50/hour; 200/day")
+# every address together, per e-mail: never refuses (a stranger spreading wrong passwords over
+# many addresses must not lock the real user out), logs a warning when it fills up
+LOGIN_ACCOUNT_WATCH = Rule.of("login-account-watch", "50/hour; 200/day")
 
 
 def _address(address: str | None) -> str:
@@ -46,7 +50,6 @@ def sign_in_user(email: str, password: str, *, address: str | None) -> User:
     rules = (
         (LOGIN_ADDRESS, (address,)),
         (LOGIN_ACCOUNT_ADDRESS, (email, address)),
-        (LOGIN_ACCOUNT, (email,)),
     )
     limits = limiter()
     for rule, ids in rules:
@@ -55,6 +58,13 @@ def sign_in_user(email: str, password: str, *, address: str | None) -> User:
     if user is None or not user.active or not verify_password(user.password_hash, password):
         for rule, ids in rules:
             limits.hit(rule, *ids)
+        limits.hit(LOGIN_ACCOUNT_WATCH, email)
+        if limits.retry_after(LOGIN_ACCOUNT_WATCH, email) is not None:
+            log.warning(
+                "wrong passwords keep coming for %r from several addresses (last: %s)",
+                email,
+                address,
+            )
         raise Unauthorized("Adresse ou mot de passe incorrect.", code="invalid_credentials")
     limits.clear(LOGIN_ACCOUNT_ADDRESS, email, address)
     _open_session(lifetime=STAFF_SESSION, user_id=user.id)

@@ -33,6 +33,7 @@ def portal_login() -> Any:
                 siret=request.form.get("siret", ""),
                 access_code=request.form.get("access_code", ""),
                 address=request.remote_addr,
+                api_token=False,
             )
         except TooManyRequests as exc:
             page = render_template("portal_login.html", error=exc.message, values=values)
@@ -42,8 +43,7 @@ def portal_login() -> Any:
         except ServiceError as exc:
             error = exc.message
         else:
-            siret = "".join(ch for ch in request.form.get("siret", "") if ch.isdigit())
-            sign_in_employer(siret, opened.kit_id)
+            sign_in_employer(opened.siret, opened.kit_id)
             return redirect(url_for("pages.portal_kit"))
     return render_template("portal_login.html", error=error, values=values)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -20,7 +21,7 @@ from flask import (
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from service import labels
+from service import ID_MAX, labels
 from service.api import field_errors
 from service.audit.domain import kit_events
 from service.backends import document_store
@@ -297,6 +298,16 @@ def first_error(errors: dict[str, str]) -> str | None:
     return next((name for name in FORM_ORDER if name in errors), next(iter(errors), None))
 
 
+_FORM_ID = re.compile(r"[1-9][0-9]{0,9}")
+
+
+def form_id(raw: str) -> int | None:
+    """An id typed or chosen in a form: ASCII digits within the columns' range, else None."""
+    if _FORM_ID.fullmatch(raw) is None or int(raw) > ID_MAX:
+        return None
+    return int(raw)
+
+
 @bp.route("/employeurs/nouveau", methods=["GET", "POST"])
 @page_roles(*STAFF)
 def employer_new() -> Any:
@@ -305,8 +316,8 @@ def employer_new() -> Any:
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = request.form.to_dict()
-        raw_id = values.get("convention_id", "")
-        convention = db.session.get(Convention, int(raw_id)) if raw_id.isdigit() else None
+        convention_id = form_id(values.get("convention_id", ""))
+        convention = db.session.get(Convention, convention_id) if convention_id else None
         data, errors = employer_form_errors(values, convention)
         if data is not None:
             try:

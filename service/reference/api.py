@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import jsonify, request
 
-from service.api import json_body, parse, principal, route
+from service.api import json_body, parse, principal, query_int, route
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
 from service.kits.models import KIT_STATES
@@ -270,11 +270,8 @@ def list_employers() -> Any:
     cdg = request.args.get("cdg")
     if who.role == "cdg":
         cdg = who.cdg_code
-    try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 200)
-        offset = max(int(request.args.get("offset", 0)), 0)
-    except ValueError as exc:
-        raise InvalidInput("Pagination invalide.", code="invalid_pagination") from exc
+    limit = min(query_int("limit", 100), 200)
+    offset = query_int("offset", 0)
     total, employers = listing(
         cdg=cdg,
         status=request.args.get("status"),

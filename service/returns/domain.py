@@ -87,18 +87,25 @@ def portal_throttled(siret: str) -> bool:
 
 @dataclass(frozen=True)
 class PortalSession:
-    token: str
+    """An open portal session: `siret` is the normalised one (14 digits) the session is for;
+    `token` is the employer's bearer token, None when none was asked for (the pages)."""
+
+    token: str | None
     expires_at: datetime
     kit_id: int
+    siret: str
 
 
-def open_portal_session(*, siret: str, access_code: str, address: str | None) -> PortalSession:
+def open_portal_session(
+    *, siret: str, access_code: str, address: str | None, api_token: bool = True
+) -> PortalSession:
     """Exchange SIRET + access code for an employer token; never says whether the SIRET exists.
 
     429 with `Retry-After` while this address, or this SIRET from this address, is throttled;
-    the right code from another address is always accepted."""
+    the right code from another address is always accepted. The pages keep their own server
+    session (`api_token=False`): no bearer token is issued for them."""
     now = utcnow()
-    siret = "".join(ch for ch in str(siret) if ch.isdigit())[:14]
+    siret = "".join(ch for ch in str(siret) if ch in "0123456789")[:14]
     rules = _throttle(siret, address or "inconnue")
     _check_throttle(rules)
     employer = db.session.scalar(select(Employer).where(Employer.siret == siret))
@@ -132,10 +139,10 @@ def open_portal_session(*, siret: str, access_code: str, address: str | None) ->
     rule, ids = rules[1]  # this address knows the code: its own guesses no longer count
     limiter().clear(rule, *ids)
     expires = now + timedelta(hours=SESSION_HOURS)
-    token = issue_token(role="employer", siret=siret, expires_at=expires)
+    token = issue_token(role="employer", siret=siret, expires_at=expires) if api_token else None
     record("portal_session", actor=f"employer:{siret}", kit_id=kit.id, siret=siret, address=address)
     db.session.commit()
-    return PortalSession(token, expires, kit.id)
+    return PortalSession(token, expires, kit.id, siret)
 
 
 def unlock_portal(siret: str, *, principal: Principal) -> None:
@@ -206,7 +213,11 @@ QUOTA_WINDOW = timedelta(hours=1)
 
 
 def _check_quota(kit: Kit, size: int, quota: UploadQuota) -> None:
-    """The uploads of the last hour on this kit, refused or not, plus this one, within quota."""
+    """The uploads of the last hour on this kit, refused or not, plus this one, within quota.
+
+    Checked before the verification (a cheap early refusal), then again under the kit's lock,
+    where the count is exact: uploads verified side by side all pass the first count, and only
+    the lock orders their rows."""
     if not quota.uploads and not quota.bytes:
         return
     count, total = db.session.execute(
@@ -313,6 +324,11 @@ def _verify_and_record(
         raise
 
     kit = _lock_kit(kit.id)
+    try:
+        _check_quota(kit, len(data), ctx.quota)
+    except TooManyRequests:
+        db.session.rollback()  # releases the lock; the caller discards every copy
+        raise
     if refusal is None and _accepted(kit, kind) is not None:
         refusal = Refused(
             "already_accepted", "Une pièce signée a déjà été acceptée pour ce document."
