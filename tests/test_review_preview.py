@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from service import labels
 from signing.preview import compare_pdfs
 from signing.sandbox import Limits, run_limited
 from tests.pki import Pki, sign_pdf
@@ -138,8 +139,8 @@ def test_review_page_shows_each_page_as_images_with_the_signature_highlighted(
     assert "<object" not in html and "special-conditions</h1>" not in html
     assert "Conditions particulières" in html
     # no code reaches a person: who sent it and when (Paris time), in French
-    assert "employer:" not in html and "déposé par la collectivité" in html
-    assert re.search(r"reçu le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d\d h \d\d", html)
+    assert "employer:" not in html and f"déposé par : {labels.actor(f'employer:{SIRET}')}" in html
+    assert re.search(r"reçu le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d{1,2} h \d\d", html)
     n = pending["pages"]
     assert f"Document émis : {n} pages ; pièce retournée : {n} pages." in html
     assert "Une page diffère" in html
