@@ -31,7 +31,7 @@ FORMAT = "v1"  # bump when the rendering changes: older cached previews are then
 SIDES = {"emis": "issued", "retour": "returned"}  # URL word (French) -> manifest field
 REQUEST_PAGES = 20  # pages rendered per side in a web request; the rest is counted, not drawn
 #: how long a renderer's marker lives if it never releases it (the sandbox's limit, and some)
-CLAIM_SECONDS = int(LIMITS.seconds) + 30
+CLAIM_SECONDS = int(max(LIMITS.seconds, LIMITS.wall_seconds)) + 30
 
 
 class PreviewPending(Unavailable):
@@ -131,6 +131,11 @@ def _store_comparison(ret: KitReturn, comparison: Comparison, store: ObjectStore
     return preview
 
 
+def claim_name(ret: KitReturn) -> str:
+    """The marker that one request holds while it makes the preview of `ret`."""
+    return f"review-preview/{ret.id}-{ret.sha256[:16]}-{FORMAT}"
+
+
 def _cached(ret: KitReturn, store: ObjectStore) -> ReviewPreview | None:
     try:
         return _from_manifest(json.loads(store.get(f"{_prefix(ret)}/manifest.json")))
@@ -138,7 +143,9 @@ def _cached(ret: KitReturn, store: ObjectStore) -> ReviewPreview | None:
         return None
 
 
-def review_preview(ret: KitReturn, *, store: ObjectStore, limits: Limits = LIMITS) -> ReviewPreview:
+def review_preview(
+    ret: KitReturn, *, store: ObjectStore, limits: Limits | None = None
+) -> ReviewPreview:
     """The page images of a return and of its issued piece, made (in the sandbox) on first use.
 
     Raises `PreviewPending` while another request makes them, or when the machine was too busy
@@ -151,7 +158,7 @@ def review_preview(ret: KitReturn, *, store: ObjectStore, limits: Limits = LIMIT
     cached = _cached(ret, store)
     if cached is not None:
         return cached
-    claim = f"review-preview/{ret.id}-{ret.sha256[:16]}-{FORMAT}"
+    claim = claim_name(ret)
     if not limiter().claim(claim, CLAIM_SECONDS):
         raise PreviewPending()
     try:
@@ -165,7 +172,7 @@ def review_preview(ret: KitReturn, *, store: ObjectStore, limits: Limits = LIMIT
                 issued,
                 store.get(ret.storage_key),
                 max_pages=REQUEST_PAGES,
-                limits=limits,
+                limits=limits or LIMITS,
             )
         except VerificationBusy as exc:  # the wall clock ran out: nothing said about the file
             raise PreviewPending() from exc
