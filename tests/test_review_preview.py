@@ -328,7 +328,7 @@ def test_review_page_warns_before_accepting_a_return_that_loses_pdfa(
     assert "format d'archivage PDF/A perdu" in html
     assert "Le document signé utilise une police non incorporée (Courier)" in html
     # a return that keeps PDF/A carries no such warning
-    other = sign_pdf(issued_pdf(client, headers, kit, PIECES[1]), pki.untrusted)
+    other = sign_pdf(issued_pdf(client, headers, kit, PIECES[1]), pki.trusted_rsa)
     r = upload(client, headers, kit, PIECES[1], other)
     assert r.json["pdfa_preserved"] is True, r.json
     assert 'id="pdfa-warning"' not in client.get(f"/revue/{r.json['id']}").get_data(as_text=True)
