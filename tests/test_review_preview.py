@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -347,3 +349,20 @@ def test_employer_page_refused_return_says_file_not_kept_instead_of_a_dead_link(
     html = client.get(f"/employeurs/{SIRET}").get_data(as_text=True)
     assert "fichier non conservé (refusé)" in html
     assert not re.search(r'href="/retours/\d+\.pdf"', html)
+
+
+@pytest.mark.parametrize("uri", ["memory://", "redis://127.0.0.1:6379/0"])
+def test_limiter_claim_is_taken_once_released_and_lapses_by_itself(uri: str) -> None:
+    from service.ratelimit import RateLimiter
+
+    limiter = RateLimiter(uri, prefix=f"test-{uuid.uuid4().hex}")
+    assert limiter.claim("review-preview/1", 60) is True
+    assert limiter.claim("review-preview/1", 60) is False  # a second renderer waits
+    assert limiter.claim("review-preview/2", 1) is True  # another return: its own marker
+    limiter.release("review-preview/1")
+    assert limiter.claim("review-preview/1", 60) is True
+    assert limiter.claim("review-preview/2", 1) is False
+    time.sleep(1.2)  # a holder that died: its marker lapses
+    assert limiter.claim("review-preview/2", 1) is True
+    limiter.release("review-preview/1")
+    limiter.release("review-preview/2")
