@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pikepdf
 import pytest
@@ -349,6 +350,30 @@ def test_countersign_stamp_says_the_signing_time_in_the_given_zone_in_french(
     # the signature records the very instant the block shows (pyHanko's own reading)
     [signature] = PdfFileReader(io.BytesIO(data)).embedded_signatures
     assert signature.self_reported_timestamp == moment.replace(microsecond=0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("app_config", [{"TIMEZONE": "America/Cayenne"}])
+def test_countersign_stamp_follows_the_service_time_zone(
+    client: FlaskClient,
+    staff: dict[str, str],
+    kit: dict[str, Any],
+    employer_auth: dict[str, str],
+    pki: Pki,
+) -> None:
+    for kind in PIECES:
+        signed = sign_pdf(issued_pdf(client, staff, kit, kind), pki.trusted_rsa)
+        assert upload(client, employer_auth, kit, kind, signed).json["status"] == "accepted"
+    for data in countersigned_copies(client, staff, kit).values():
+        text = " ".join(pdftotext(data).split())
+        assert re.search(
+            r"Contresigné pour .+ le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d{1,2} h \d\d "
+            r"\(heure locale, America/Cayenne\)",
+            text,
+        ), text
+        [*_, insurer] = PdfFileReader(io.BytesIO(data), strict=False).embedded_signatures
+        moment = insurer.self_reported_timestamp.astimezone(ZoneInfo("America/Cayenne"))
+        assert f"à {moment.hour} h {moment.minute:02d} (heure locale" in text
 
 
 # -- PDF/A: fonts of the employer's signature appearance ------------------------------------
