@@ -99,6 +99,21 @@ class RateLimiter:
         except LimitsStorageError as exc:
             raise _unavailable() from exc
 
+    def claim(self, name: str, seconds: int) -> bool:
+        """Take the short-lived marker `name` (work in progress): True for the one caller that
+        takes it while nobody holds it. It lapses by itself after `seconds`, so a holder that
+        died never blocks the work for good; `release` drops it when the work is done."""
+        try:
+            return self.storage.incr(f"{self.prefix}/claim/{name}", seconds) == 1
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+
+    def release(self, name: str) -> None:
+        try:
+            self.storage.clear(f"{self.prefix}/claim/{name}")
+        except LimitsStorageError as exc:
+            raise _unavailable() from exc
+
 
 def _unavailable() -> Unavailable:
     return Unavailable("Le contrôle des tentatives est momentanément indisponible.")

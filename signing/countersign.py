@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -71,6 +72,55 @@ class SignatureBox:
 
 DEFAULT_BOX = SignatureBox(page=-1, box=(300.0, 70.0, 560.0, 135.0))
 
+#: the zone of the stamp's time unless the service says otherwise (its `TIMEZONE`)
+DEFAULT_ZONE = "Europe/Paris"
+MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+
+
+def stamp_moment(moment: datetime, zone: str = DEFAULT_ZONE) -> str:
+    """`le 22 novembre 2026 à 16 h 46 (heure de Paris)`: the stamp's time as a person reads it.
+
+    Computed here rather than by pyHanko's `%(ts)s`, which formats the process's local time."""
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise CountersignFailed(f"unknown time zone {zone!r}") from exc
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    local = aware.astimezone(tz)
+    day = "1er" if local.day == 1 else str(local.day)
+    where = "heure de Paris" if zone == "Europe/Paris" else f"heure locale, {zone}"
+    return (
+        f"le {day} {MONTHS[local.month - 1]} {local.year} à {local.hour} h {local.minute:02d} "
+        f"({where})"
+    )
+
+
+class _TimedSigner(signers.PdfSigner):
+    """A `PdfSigner` whose signing time is the one given (pyHanko takes the clock's): the time
+    written in the visible block is then the signature's /M and CMS signing time."""
+
+    def __init__(self, *args: Any, signing_time: datetime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signing_time = signing_time
+
+    def init_signing_session(self, *args: Any, **kwargs: Any) -> Any:
+        session = super().init_signing_session(*args, **kwargs)
+        session.system_time = self._signing_time
+        return session
+
 
 def countersign(
     data: bytes,
@@ -82,8 +132,14 @@ def countersign(
     location: str | None = None,
     place: SignatureBox = DEFAULT_BOX,
     tsa_url: str | None = None,
+    time_zone: str = DEFAULT_ZONE,
+    signing_time: datetime | None = None,
 ) -> bytes:
     """Append the insurer's PAdES signature to an already signed PDF.
+
+    The visible block reads « Contresigné pour <signer_label> le 22 novembre 2026 à 16 h 46
+    (heure de Paris) »: `signing_time` (now by default) in `time_zone` (the service's
+    `TIMEZONE`), the very time the signature records.
 
     The document's empty `SignatureAssureur` field is filled when there is one (its cell on the
     piece); otherwise a new field `field_name` is added at `place`, invisible when the employer
@@ -91,15 +147,18 @@ def countersign(
     annotations. The document information dictionary and the XMP metadata are kept in agreement.
     """
     timestamper = timestamps.HTTPTimeStamper(tsa_url, timeout=10) if tsa_url else None
+    moment = (signing_time or datetime.now(UTC)).replace(microsecond=0)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    text = f"Contresigné pour {signer_label}\n{stamp_moment(moment, time_zone)}"
     stamp = TextStampStyle(
-        stamp_text=f"Contresigné pour {signer_label}\nle %(ts)s",
-        timestamp_format="%d/%m/%Y %H:%M UTC",
+        stamp_text=text.replace("%", "%%"),  # pyHanko interpolates `%(…)s` parameters
         text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(STAMP_FONT)), font_size=8),
         border_width=1,
     )
     try:
         writer = _MetadataKeepingWriter(io.BytesIO(data), strict=False)
-        _align_metadata(writer)
+        _align_metadata(writer, moment)
         empty = {name for name, _, _ in fields.enumerate_sig_fields(writer, filled_status=False)}
         new_field: Any = None
         if INSURER_FIELD in empty:
@@ -120,12 +179,13 @@ def countersign(
             name=signer_label,
             use_pades_lta=False,
         )
-        pdf_signer = signers.PdfSigner(
+        pdf_signer = _TimedSigner(
             meta,
             signer=key.signer,
             timestamper=timestamper,
             stamp_style=stamp,
             new_field_spec=new_field,
+            signing_time=moment,
         )
         out = io.BytesIO()
         pdf_signer.sign_pdf(writer, output=out)
@@ -161,7 +221,7 @@ def _resolved(dictionary: Any, key: str) -> Any:
         return None
 
 
-def _align_metadata(writer: IncrementalPdfFileWriter) -> None:
+def _align_metadata(writer: IncrementalPdfFileWriter, moment: datetime) -> None:
     """Carry the information dictionary's entries into the XMP (pyHanko writes both from
     `document_meta`), with one modification time for both."""
     try:
@@ -176,7 +236,7 @@ def _align_metadata(writer: IncrementalPdfFileWriter) -> None:
         meta.creator = current.creator
         meta.created = current.created
         meta.keywords = list(current.keywords)
-    meta.last_modified = datetime.now(UTC).replace(microsecond=0)
+    meta.last_modified = moment.astimezone(UTC)
 
 
 def _is_timestamp_failure(exc: BaseException) -> bool:

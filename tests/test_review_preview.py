@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from service import labels
+from service.extensions import db
+from service.formatting import long_date
 from signing.preview import compare_pdfs
 from signing.sandbox import Limits, run_limited
 from tests.pki import Pki, sign_pdf
@@ -138,8 +144,8 @@ def test_review_page_shows_each_page_as_images_with_the_signature_highlighted(
     assert "<object" not in html and "special-conditions</h1>" not in html
     assert "Conditions particulières" in html
     # no code reaches a person: who sent it and when (Paris time), in French
-    assert "employer:" not in html and "déposé par la collectivité" in html
-    assert re.search(r"reçu le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d\d h \d\d", html)
+    assert "employer:" not in html and f"déposé par : {labels.actor(f'employer:{SIRET}')}" in html
+    assert re.search(r"reçu le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d{1,2} h \d\d", html)
     n = pending["pages"]
     assert f"Document émis : {n} pages ; pièce retournée : {n} pages." in html
     assert "Une page diffère" in html
@@ -204,3 +210,159 @@ def test_review_images_are_404_for_anyone_but_staff(
     assert r.status_code == 404 and r.mimetype != "image/png"
     sign_in(app, client, "relecture@assureur.fr")
     assert client.get(url).status_code == 200
+
+
+# -- French wording, bounded rendering, warnings ---------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_review_page_signers_read_in_french_in_paris_time(
+    app: Flask, client: FlaskClient, pending: dict[str, Any]
+) -> None:
+    from service.returns.models import KitReturn
+
+    sign_in(app, client, "relecture@assureur.fr")
+    html = client.get(f"/revue/{pending['id']}").get_data(as_text=True)
+    with app.app_context():
+        [signer] = db.session.get(KitReturn, pending["id"]).verification["signers"]
+    # the stored verification keeps ISO UTC and asn1crypto's English names…
+    assert signer["signing_time"].endswith("+00:00") and "Common Name: " in signer["issuer"]
+    # …the page shows neither
+    assert "+00:00" not in html and "Common Name" not in html and "Organization:" not in html
+    assert "Country" not in html
+    moment = labels.paris(datetime.fromisoformat(signer["signing_time"]))
+    assert moment is not None
+    expected = f"{long_date(moment.date())} à {moment.hour} h {moment:%M}"
+    assert f"<td>{expected}</td>" in html
+    assert re.search(r"<td>[^<]*Nom : [^<]*Pays : FR[^<]*</td>", html), html
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_review_page_while_another_request_renders_says_so_and_images_answer_503(
+    app: Flask, client: FlaskClient, pending: dict[str, Any]
+) -> None:
+    from service.backends import document_store
+    from service.ratelimit import limiter
+    from service.returns.models import KitReturn
+    from service.returns.preview import claim_name
+
+    sign_in(app, client, "relecture@assureur.fr")
+    with app.app_context():
+        name = claim_name(db.session.get(KitReturn, pending["id"]))
+        assert limiter().claim(name, 60)  # another request is rendering this return
+    page = client.get(f"/revue/{pending['id']}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Aperçu en préparation, rechargez dans quelques instants." in html
+    assert "<img" not in html and "n'a pas été examiné ni conservé" not in html
+    image = client.get(f"/revue/{pending['id']}/pages/1-retour.png")
+    assert image.status_code == 503 and image.headers["Retry-After"] == "5"
+    with app.app_context():
+        assert list(document_store().list("previews/")) == []  # nothing rendered meanwhile
+        limiter().release(name)
+    html = client.get(f"/revue/{pending['id']}").get_data(as_text=True)
+    assert "Aperçu en préparation" not in html and "<img" in html
+    # made once: the images are read back even while a renderer holds the marker
+    with app.app_context():
+        assert limiter().claim(name, 60)
+    r = client.get(f"/revue/{pending['id']}/pages/1-retour.png")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    assert client.get(f"/revue/{pending['id']}").status_code == 200
+    with app.app_context():
+        limiter().release(name)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_review_page_on_a_busy_machine_asks_to_reload_not_to_upload_again(
+    app: Flask, client: FlaskClient, pending: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.returns import preview
+
+    # the wall clock runs out long before the CPU budget: the sandbox says "busy"
+    monkeypatch.setattr(preview, "LIMITS", Limits(seconds=30, wall_seconds=0.001))
+    sign_in(app, client, "relecture@assureur.fr")
+    page = client.get(f"/revue/{pending['id']}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Aperçu en préparation, rechargez dans quelques instants." in html
+    assert "n'a pas été examiné ni conservé" not in html
+    image = client.get(f"/revue/{pending['id']}/pages/1-emis.png")
+    assert image.status_code == 503 and image.headers["Retry-After"]
+    assert "n'a pas été examiné ni conservé" not in image.get_data(as_text=True)
+    monkeypatch.undo()  # the claim was released: the next request renders
+    assert "<img" in client.get(f"/revue/{pending['id']}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_review_preview_renders_at_most_the_request_pages_per_side(
+    app: Flask, client: FlaskClient, pending: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.returns import preview
+
+    assert preview.REQUEST_PAGES == 20
+    assert pending["pages"] > 1
+    monkeypatch.setattr(preview, "REQUEST_PAGES", 1)
+    sign_in(app, client, "relecture@assureur.fr")
+    html = client.get(f"/revue/{pending['id']}").get_data(as_text=True)
+    n = pending["pages"]
+    assert f"Document émis : {n} pages ; pièce retournée : {n} pages." in html
+    assert "Seules les 1 premières pages sont affichées" in html
+    assert len(re.findall(r'<img src="/revue/\d+/pages/1-(?:emis|retour)\.png"', html)) == 2
+    assert "/pages/2-" not in html
+    assert client.get(f"/revue/{pending['id']}/pages/2-retour.png").status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_review_page_warns_before_accepting_a_return_that_loses_pdfa(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any], pki: Pki
+) -> None:
+    kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
+    session = portal(client, kit["access_code"]).json
+    headers = {"Authorization": f"Bearer {session['token']}"}
+    issued = issued_pdf(client, headers, kit, PIECES[0])
+    courier = sign_pdf(issued, pki.untrusted, embedded_font=False)
+    r = upload(client, headers, kit, PIECES[0], courier)
+    assert r.json["status"] == "pending_review" and r.json["pdfa_preserved"] is False, r.json
+    sign_in(app, client, "relecture@assureur.fr")
+    html = client.get(f"/revue/{r.json['id']}").get_data(as_text=True)
+    warning = html.index('id="pdfa-warning"')
+    assert warning < html.index('value="accept"')  # read before the button
+    assert "format d'archivage PDF/A perdu" in html
+    assert "Le document signé utilise une police non incorporée (Courier)" in html
+    # a return that keeps PDF/A carries no such warning
+    other = sign_pdf(issued_pdf(client, headers, kit, PIECES[1]), pki.trusted_rsa)
+    r = upload(client, headers, kit, PIECES[1], other)
+    assert r.json["pdfa_preserved"] is True, r.json
+    assert 'id="pdfa-warning"' not in client.get(f"/revue/{r.json['id']}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_employer_page_refused_return_says_file_not_kept_instead_of_a_dead_link(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
+    kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
+    session = portal(client, kit["access_code"]).json
+    headers = {"Authorization": f"Bearer {session['token']}"}
+    r = upload(client, headers, kit, PIECES[0], b"%PDF-1.7\n pas un vrai PDF\n%%EOF\n")
+    assert r.status_code == 422, r.json
+    sign_in(app, client, "relecture@assureur.fr")
+    html = client.get(f"/employeurs/{SIRET}").get_data(as_text=True)
+    assert "fichier non conservé (refusé)" in html
+    assert not re.search(r'href="/retours/\d+\.pdf"', html)
+
+
+@pytest.mark.parametrize("uri", ["memory://", "redis://127.0.0.1:6379/0"])
+def test_limiter_claim_is_taken_once_released_and_lapses_by_itself(uri: str) -> None:
+    from service.ratelimit import RateLimiter
+
+    limiter = RateLimiter(uri, prefix=f"test-{uuid.uuid4().hex}")
+    assert limiter.claim("review-preview/1", 60) is True
+    assert limiter.claim("review-preview/1", 60) is False  # a second renderer waits
+    assert limiter.claim("review-preview/2", 1) is True  # another return: its own marker
+    limiter.release("review-preview/1")
+    assert limiter.claim("review-preview/1", 60) is True
+    assert limiter.claim("review-preview/2", 1) is False
+    time.sleep(1.2)  # a holder that died: its marker lapses
+    assert limiter.claim("review-preview/2", 1) is True
+    limiter.release("review-preview/1")
+    limiter.release("review-preview/2")

@@ -8,18 +8,21 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 import subprocess
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pikepdf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pikepdf.models.metadata import DOCINFO_MAPPING, decode_pdf_date
+from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import select
 
 from service.extensions import db
@@ -91,7 +94,6 @@ def pdfsig_report(data: bytes) -> str:
 
 def validate_all(data: bytes) -> list[Any]:
     """pyHanko's own validator over every signature (integrity, DocMDP, diff analysis)."""
-    from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
 
@@ -243,6 +245,14 @@ def test_returns_signed_by_two_tools_are_accepted_and_countersigned_in_the_insur
         assert_all_signatures_valid(data, 2)
         assert_info_matches_xmp(data)
         assert unembedded_fonts(data) == set()
+        # the block's time is Paris time, in words (poppler reads the drawn text)
+        text = " ".join(pdftotext(data).split())
+        assert "UTC" not in text.partition("Contresigné pour")[2]  # the employer's says UTC
+        assert re.search(
+            r"Contresigné pour .+ le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d{1,2} h \d\d "
+            r"\(heure de Paris\)",
+            text,
+        ), text
 
 
 # -- certified returns -----------------------------------------------------------------------
@@ -303,6 +313,67 @@ def test_countersign_of_a_certified_piece_without_insurer_field_keeps_it_valid(
         )
         assert [float(v) for v in widget.Rect] == [0, 0, 0, 0]
     assert_all_signatures_valid(data, 2)
+
+
+def pdftotext(data: bytes) -> str:
+    return subprocess.run(
+        ["pdftotext", "-", "-"], input=data, capture_output=True, check=True
+    ).stdout.decode()
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        ("Europe/Paris", "le 22 novembre 2026 à 16 h 46 (heure de Paris)"),
+        ("Europe/Paris", "le 1er juillet 2026 à 0 h 05 (heure de Paris)"),
+        ("America/Cayenne", "le 22 novembre 2026 à 12 h 46 (heure locale, America/Cayenne)"),
+    ],
+)
+def test_countersign_stamp_says_the_signing_time_in_the_given_zone_in_french(
+    pki: Pki, zone: str, expected: str
+) -> None:
+    moment = (
+        datetime(2026, 6, 30, 22, 5, 59, tzinfo=UTC)
+        if "juillet" in expected
+        else datetime(2026, 11, 22, 15, 46, 43, tzinfo=UTC)
+    )
+    data = countersign(
+        _blank_pdf(),
+        _key(pki.untrusted),
+        signer_label="Allianz Vie (gestionnaire Sofaxis)",
+        time_zone=zone,
+        signing_time=moment,
+    )
+    text = " ".join(pdftotext(data).split())
+    assert f"Contresigné pour Allianz Vie (gestionnaire Sofaxis) {expected}" in text, text
+    assert "UTC" not in text
+    # the signature records the very instant the block shows (pyHanko's own reading)
+    [signature] = PdfFileReader(io.BytesIO(data)).embedded_signatures
+    assert signature.self_reported_timestamp == moment.replace(microsecond=0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("app_config", [{"TIMEZONE": "America/Cayenne"}])
+def test_countersign_stamp_follows_the_service_time_zone(
+    client: FlaskClient,
+    staff: dict[str, str],
+    kit: dict[str, Any],
+    employer_auth: dict[str, str],
+    pki: Pki,
+) -> None:
+    for kind in PIECES:
+        signed = sign_pdf(issued_pdf(client, staff, kit, kind), pki.trusted_rsa)
+        assert upload(client, employer_auth, kit, kind, signed).json["status"] == "accepted"
+    for data in countersigned_copies(client, staff, kit).values():
+        text = " ".join(pdftotext(data).split())
+        assert re.search(
+            r"Contresigné pour .+ le \d{1,2}(?:er)? [a-zéû]+ \d{4} à \d{1,2} h \d\d "
+            r"\(heure locale, America/Cayenne\)",
+            text,
+        ), text
+        [*_, insurer] = PdfFileReader(io.BytesIO(data), strict=False).embedded_signatures
+        moment = insurer.self_reported_timestamp.astimezone(ZoneInfo("America/Cayenne"))
+        assert f"à {moment.hour} h {moment.minute:02d} (heure locale" in text
 
 
 # -- PDF/A: fonts of the employer's signature appearance ------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -32,6 +32,7 @@ from service.formatting import group_code, long_date
 from service.kits import domain as kits
 from service.kits.actions import issue_many, issue_one
 from service.kits.models import OPEN_STATES, Kit
+from service.kits.proof import french_dn
 from service.mail import notify
 from service.pages.auth import (
     current_principal,
@@ -51,7 +52,7 @@ from service.reference.simulation import EXCLUDED, simulate
 from service.returns import domain as returns
 from service.returns.actions import countersign_and_archive
 from service.returns.models import KitReturn
-from service.returns.preview import page_image, review_preview
+from service.returns.preview import PreviewPending, ReviewPreview, page_image, review_preview
 from service.timeutil import utcnow
 
 STAFF = ("admin", "staff")
@@ -595,33 +596,54 @@ def review_list() -> Any:
 def review(return_id: int) -> Any:
     ret = returns.get_return(return_id)
     issued = kits.get_document(ret.kit, ret.kind)
-    preview = review_preview(ret, store=document_store())
-    received = labels.paris(ret.uploaded_at)
+    try:
+        preview: ReviewPreview | None = review_preview(ret, store=document_store())
+    except PreviewPending:
+        preview = None  # the page says so; its images come once it is made
+    verification = ret.verification or {}
     return render_template(
         "review.html",
         ret=ret,
         issued=issued,
         preview=preview,
-        received=f"{long_date(received.date())} à {received:%H} h {received:%M}"
-        if received
-        else "",
-        sender=_sender(ret.uploaded_by),
+        pending_message=PreviewPending.message,
+        received=_moment(ret.uploaded_at),
+        sender=labels.actor(ret.uploaded_by),
+        signers=[_signer_row(raw) for raw in verification.get("signers") or ()],
+        pdfa_lost=verification.get("pdfa_preserved") is False,
+        pdfa_reason=verification.get("pdfa_reason") or "",
     )
 
 
-def _sender(actor: str) -> str:
-    """Who sent a return, as a person reads it (never `employer:…`)."""
-    kind, _, who = actor.partition(":")
-    if kind == "employer":
-        return "déposé par la collectivité sur son portail"
-    if kind in STAFF:
-        return f"déposé par {who} (production)"
-    return "déposé"
+def _moment(value: datetime | str | None) -> str:
+    """`22 novembre 2026 à 16 h 45`, in the readers' time zone (an ISO text is read as such)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return ""
+    local = labels.paris(value)
+    return "" if local is None else f"{long_date(local.date())} à {local.hour} h {local:%M}"
+
+
+def _signer_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """One signature of the verification, as staff read it: French names, Paris time."""
+    return {
+        "name": raw.get("name") or "",
+        "organisation": raw.get("organisation") or "",
+        "issuer": french_dn(str(raw.get("issuer") or "")),
+        "signed_at": _moment(raw.get("signing_time")),
+        "level": raw.get("level") or "",
+        "trusted": bool(raw.get("trusted")),
+        "problems": [str(p) for p in raw.get("problems") or ()],
+    }
 
 
 @bp.get("/revue/<int:return_id>/pages/<int:number>-<side>.png")
 def review_page_image(return_id: int, number: int, side: str) -> Response:
-    """One page image of the review; staff only, a 404 for anyone else (an image, no sign-in)."""
+    """One page image of the review; staff only, a 404 for anyone else (an image, no sign-in).
+
+    A 503 with Retry-After while the preview is being made (`PreviewPending`)."""
     who = current_principal()
     if who is None or who.role not in STAFF:
         raise NotFound("Image introuvable.", code="not_found")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
+from service import labels
 from service.accounts.auth import Principal, issue_token
 from service.archive.domain import enqueue_archive
 from service.audit.domain import record
@@ -509,6 +510,7 @@ def countersign_kit(
                 place=place,
                 tsa_url=tsa_url,
                 location=kit.employer.cdg.name,
+                time_zone=labels.zone().key,  # the stamp's time, as every time a person reads
             )
         except TimestampUnavailable as exc:
             raise Conflict(

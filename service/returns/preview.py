@@ -3,6 +3,12 @@
 The returned file is untrusted: it is rendered by `signing.preview` inside the sandbox
 (`run_limited`), once per return; the PNG pages and a small manifest are then kept in the
 document store under `previews/…`, so the review page and its images read them back.
+
+Rendering happens in the web request that first needs it, so it is bounded: the first
+`REQUEST_PAGES` pages of each side, one renderer per return at a time (a short-lived marker in
+the rate limiter's store, shared by every process when Redis is configured). Whoever finds the
+marker taken, or a machine too busy to finish in time, gets `PreviewPending` ("come back in a
+few seconds"), never a verdict on the file.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import NotFound
+from service.errors import NotFound, Unavailable
 from service.kits.domain import get_document
+from service.ratelimit import limiter
 from service.returns.models import KitReturn
-from signing.errors import Refused
+from signing.errors import Refused, VerificationBusy
 from signing.preview import Comparison, compare_pdfs
 from signing.sandbox import Limits, run_limited
 from storage import ObjectNotFound, ObjectStore, sha256_hex
@@ -22,6 +29,17 @@ from storage import ObjectNotFound, ObjectStore, sha256_hex
 LIMITS = Limits(seconds=30.0, memory_mb=1024)
 FORMAT = "v1"  # bump when the rendering changes: older cached previews are then ignored
 SIDES = {"emis": "issued", "retour": "returned"}  # URL word (French) -> manifest field
+REQUEST_PAGES = 20  # pages rendered per side in a web request; the rest is counted, not drawn
+#: how long a renderer's marker lives if it never releases it (the sandbox's limit, and some)
+CLAIM_SECONDS = int(max(LIMITS.seconds, LIMITS.wall_seconds)) + 30
+
+
+class PreviewPending(Unavailable):
+    """The preview is being made (by another request) or the machine was too busy: retry."""
+
+    code = "preview_pending"
+    message = "Aperçu en préparation, rechargez dans quelques instants."
+    retry_after = 5
 
 
 @dataclass(frozen=True)
@@ -113,30 +131,73 @@ def _store_comparison(ret: KitReturn, comparison: Comparison, store: ObjectStore
     return preview
 
 
-def review_preview(ret: KitReturn, *, store: ObjectStore, limits: Limits = LIMITS) -> ReviewPreview:
-    """The page images of a return and of its issued piece, made (in the sandbox) on first use."""
+def claim_name(ret: KitReturn) -> str:
+    """The marker that one request holds while it makes the preview of `ret`."""
+    return f"review-preview/{ret.id}-{ret.sha256[:16]}-{FORMAT}"
+
+
+def _cached(ret: KitReturn, store: ObjectStore) -> ReviewPreview | None:
+    try:
+        return _from_manifest(json.loads(store.get(f"{_prefix(ret)}/manifest.json")))
+    except ObjectNotFound:
+        return None
+
+
+def review_preview(
+    ret: KitReturn, *, store: ObjectStore, limits: Limits | None = None
+) -> ReviewPreview:
+    """The page images of a return and of its issued piece, made (in the sandbox) on first use.
+
+    Raises `PreviewPending` while another request makes them, or when the machine was too busy
+    to make them in time.
+    """
     if ret.quarantined:
         return ReviewPreview(
             problem="Cette pièce a été refusée à la vérification : elle n'est pas affichée."
         )
+    cached = _cached(ret, store)
+    if cached is not None:
+        return cached
+    claim = claim_name(ret)
+    if not limiter().claim(claim, CLAIM_SECONDS):
+        raise PreviewPending()
     try:
-        return _from_manifest(json.loads(store.get(f"{_prefix(ret)}/manifest.json")))
-    except ObjectNotFound:
-        pass
-    issued = store.get(get_document(ret.kit, ret.kind).pdf_key)
-    try:
-        comparison = run_limited(compare_pdfs, issued, store.get(ret.storage_key), limits=limits)
-    except Refused as exc:  # not cached: a deadline missed on a busy machine may pass later
-        return ReviewPreview(problem=f"Aperçu impossible : {exc.message}")
-    return _store_comparison(ret, comparison, store)
+        cached = _cached(ret, store)  # made between our reading and our claim
+        if cached is not None:
+            return cached
+        issued = store.get(get_document(ret.kit, ret.kind).pdf_key)
+        try:
+            comparison = run_limited(
+                compare_pdfs,
+                issued,
+                store.get(ret.storage_key),
+                max_pages=REQUEST_PAGES,
+                limits=limits or LIMITS,
+            )
+        except VerificationBusy as exc:  # the wall clock ran out: nothing said about the file
+            raise PreviewPending() from exc
+        except Refused as exc:  # not cached: a deadline missed on a busy machine may pass later
+            return ReviewPreview(problem=f"Aperçu impossible : {exc.message}")
+        return _store_comparison(ret, comparison, store)
+    finally:
+        limiter().release(claim)
 
 
 def page_image(ret: KitReturn, *, number: int, side: str, store: ObjectStore) -> tuple[bytes, str]:
-    """One PNG of the review (`side`: `emis` or `retour`) and its SHA-256."""
+    """One PNG of the review (`side`: `emis` or `retour`) and its SHA-256.
+
+    Read from the document store; only when the preview was never made (or was dropped) is it
+    made, once, as `review_preview` does (`PreviewPending` meanwhile).
+    """
     field = SIDES.get(side)
-    preview = review_preview(ret, store=store)
-    page = next((p for p in preview.pages if p.number == number), None)
-    digest = getattr(page, field) if page is not None and field is not None else None
-    if digest is None or field is None:
+    if field is None or number < 1 or ret.quarantined:
         raise NotFound("Image de page introuvable.", code="unknown_page")
-    return store.get(_image_key(ret, number, field)), digest
+    try:
+        data = store.get(_image_key(ret, number, field))
+    except ObjectNotFound:
+        preview = review_preview(ret, store=store)
+        page = next((p for p in preview.pages if p.number == number), None)
+        if page is None or getattr(page, field) is None:
+            raise NotFound("Image de page introuvable.", code="unknown_page") from None
+        data = store.get(_image_key(ret, number, field))
+    return data, sha256_hex(data)
