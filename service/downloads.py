@@ -3,9 +3,6 @@ and the record of every download in the audit trail (portal, pages and API alike
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flask import Response, stream_with_context
@@ -13,11 +10,9 @@ from flask import Response, stream_with_context
 from service.archive.models import ArchiveRecord
 from service.audit.domain import record
 from service.backends import archive_store, document_store
+from service.csvfile import csv_text, safe_cell
 from service.extensions import db
 from storage import ObjectStore
-
-#: a cell starting with one of these is read as a formula by spreadsheets
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
 
 
 def record_download(
@@ -83,19 +78,11 @@ def csv_attachment(body: str, filename: str) -> Response:
     return response
 
 
-def safe_cell(value: Any) -> str:
-    """A CSV cell that no spreadsheet runs as a formula (`=`, `+`, `-`, `@`… get a `'`)."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
-
-
-def csv_text(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """`;`-separated, CRLF, UTF-8 BOM first (French spreadsheets), every cell neutralised."""
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
-    writer.writerow([safe_cell(h) for h in headers])
-    for row in rows:
-        writer.writerow([safe_cell(cell) for cell in row])
-    return "\ufeff" + out.getvalue()
+__all__ = [
+    "archived_copy",
+    "csv_attachment",
+    "csv_text",
+    "record_download",
+    "safe_cell",
+    "stream_object",
+]

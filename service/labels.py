@@ -7,21 +7,20 @@ wording, never to the code itself.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
 
 from service.formatting import MONTHS
+from service.formatting import siret as format_siret
+from service.kits.render import SPECS, file_stem
+from service.reference.schemas import EMPLOYER_KINDS
+from service.timeutil import DEFAULT_TIMEZONE, local
 
+#: titles of what is not one of the kit's six documents (those read `render.SPECS`)
 DOCUMENTS = {
-    "special-conditions": "Conditions particulières",
-    "information-notice": "Notice d'information",
-    "enrolment-form": "Bulletin d'adhésion individuelle",
-    "beneficiary-designation": "Désignation de bénéficiaire(s)",
-    "membership-agreement": "Convention d'adhésion",
-    "access-letter": "Courrier avec code d'accès",
     "manifest": "Manifeste de l'archive",
     "proof": "Certificat de preuve",
     "bundle": "Kit complet (PDF)",
@@ -108,13 +107,37 @@ FAILURE_REASONS = {
 #: files named in download events: kinds, or the names the API records (`special-conditions.pdf`)
 _FILE_SUFFIXES = {".pdf": "PDF", ".docx": "DOCX", ".zip": "ZIP"}
 
-PARIS = ZoneInfo("Europe/Paris")
+#: the French names of time zones a person reads (others print their own name)
+ZONE_NAMES = {"Europe/Paris": "heure de Paris"}
+
+#: which copy of a piece a file holds, in its name (`…-conditions-particulieres-signee.pdf`)
+COPIES = {"": "", "signed": "-signee", "countersigned": "-contresignee"}
 
 
 def document(kind: str | None) -> str:
+    """A document's French title: the kit's six from `render.SPECS`, then the extras."""
     if not kind:
         return ""
+    spec = SPECS.get(kind)
+    if spec is not None:
+        return spec.title
     return DOCUMENTS.get(kind, "Document")
+
+
+def employer_kind(code: str | None) -> str:
+    """`ca` → `Communauté d'agglomération`: an employer's kind as a person reads it."""
+    return EMPLOYER_KINDS.get(code or "", "Collectivité")
+
+
+def file_name(kind: str) -> str:
+    """A document's file name (no extension) from its French title, never its code:
+    `special-conditions` → `conditions-particulieres`."""
+    return file_stem(document(kind)) or "document"
+
+
+def download_name(reference: str, kind: str, *, copy: str = "", ext: str = "pdf") -> str:
+    """The name a person saves: `PSC-81-2026-000001-conditions-particulieres-signee.pdf`."""
+    return f"{reference}-{file_name(kind)}{COPIES.get(copy, '')}.{ext}"
 
 
 def kit_state(status: str | None) -> str:
@@ -133,18 +156,34 @@ def event(code: str) -> str:
     return EVENTS.get(code, "Autre événement enregistré")
 
 
-def actor(value: str | None) -> str:
-    """`staff:agent@assureur.fr` → `gestionnaire agent@assureur.fr`; `system` → `le service`."""
-    if not value or value == "system":
+def actor(
+    value: str | None, *, names: dict[str, str] | None = None, staff_names: bool = True
+) -> str:
+    """Who did something, in French, never the code: `staff:agent@assureur.fr` →
+    `gestionnaire agent@assureur.fr`; `employer:<siret>` → `la collectivité (SIRET …)`;
+    `portail:<siret>` (a failed portal attempt: anyone may type a SIRET) → `tentative pour le
+    SIRET …`; `system` → `le service`. `names` maps SIRETs to employers' names;
+    `staff_names=False` says only the role (the employer's copy of the proof)."""
+    if not value:
+        return "—"
+    if value == "system":
         return "le service"
     if value == "cli":
         return "commande d'administration"
     prefix, _, rest = value.partition(":")
-    if prefix in ("employer", "portail"):
-        return f"collectivité (SIRET {rest})" if rest else "collectivité"
-    if prefix in ROLES and rest:
-        return f"{ROLES[prefix]} {rest}"
-    return value if ":" not in value else "utilisateur"
+    if prefix == "portail":
+        return f"tentative pour le SIRET {format_siret(rest)}" if rest else "tentative de connexion"
+    if prefix == "employer":
+        if not rest:
+            return "la collectivité"
+        name = (names or {}).get(rest)
+        who = f"{name} (SIRET {format_siret(rest)})" if name else f"(SIRET {format_siret(rest)})"
+        return f"la collectivité {who}"
+    if prefix in ROLES:
+        if rest and rest != "None" and staff_names:
+            return f"{ROLES[prefix]} {rest}"
+        return ROLES[prefix]
+    return "utilisateur du service"
 
 
 def file_label(name: str | None) -> str:
@@ -166,26 +205,34 @@ def file_label(name: str | None) -> str:
         stem = "zip"
     if stem in ("bundle", "zip"):
         return DOCUMENTS[stem]
-    label = DOCUMENTS.get(stem, "Document")
+    label = document(stem)
     return f"{label}{extra}{f' ({suffix})' if suffix else ''}"
 
 
-def zone() -> ZoneInfo:
+def zone_name() -> str:
     """The time zone of every time a person reads: `TIMEZONE` (Europe/Paris by default)."""
     if has_app_context():
         settings = current_app.extensions.get("psc.settings")
         if settings is not None:
-            return ZoneInfo(settings.timezone)
-    return PARIS
+            return str(settings.timezone)
+    return DEFAULT_TIMEZONE
+
+
+def zone() -> ZoneInfo:
+    return ZoneInfo(zone_name())
+
+
+def zone_label(name: str | None = None) -> str:
+    """`heure de Paris` for Europe/Paris, else `heure locale (<zone>)`."""
+    name = name or zone_name()
+    return ZONE_NAMES.get(name, f"heure locale ({name})")
 
 
 def paris(value: datetime | None) -> datetime | None:
     """A naive UTC datetime (as stored) in the readers' time zone (Paris unless configured)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(zone())
+    return local(value, zone_name())
 
 
 def when(value: datetime | None) -> str:
@@ -243,6 +290,8 @@ def event_details(code: str, details: dict[str, Any] | None) -> dict[str, str]:
     if details.get("signers"):
         names = ", ".join(str(n) for n in details["signers"])
         reason = f"{reason} ; signée par {names}" if reason else f"signée par {names}"
-    if code == "kit_issued" and details.get("reference"):
+    if code in ("kit_issued", "kit_superseded") and details.get("reference"):
         file = f"kit {details['reference']}"
+    if code == "kit_superseded" and details.get("superseded_by"):
+        reason = f"remplacé par le kit {details['superseded_by']}"
     return {"file": file, "decision": decision, "reason": reason}

@@ -265,10 +265,10 @@ def test_tracking_csv_opens_in_a_french_spreadsheet(
     rows = list(csv.reader(io.StringIO(r.data.decode("utf-8-sig")), delimiter=";"))
     assert rows[0][:5] == ["SIRET", "Collectivité", "Type", "Effectif", "Statut du kit"]
     by_name = {row[1]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
-    assert by_name["Albi"]["Statut du kit"] == "archivé"
+    assert by_name["Albi"]["Statut du kit"] == "Archivé"
     assert by_name["Albi"]["Montant forfaitaire"] == "15,00"
     assert by_name["Albi"]["Archivé le"] and by_name["Albi"]["Contresigné le"]
-    assert by_name["Aguts"]["Statut du kit"] == "pas de kit"
+    assert by_name["Aguts"]["Statut du kit"] == "Pas de kit"
     assert (by_name["Aguts"]["Montant A"], by_name["Aguts"]["Montant B"]) == ("7,00", "12,50")
     assert by_name["Aguts"]["Critères de modulation"] == "Catégorie hiérarchique ; revenus modestes"
 

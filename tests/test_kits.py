@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from pypdf import PdfReader
 from sqlalchemy import select
 
+from service import labels
 from service.extensions import db
 from service.kits.domain import CODE_ALPHABET
 from service.kits.models import Kit
@@ -85,7 +86,7 @@ def test_bundle_and_zip_downloads(
     pdfs = [n for n in archive.namelist() if n.endswith(".pdf")]
     assert len(pdfs) == 7
     for doc in kit["documents"]:
-        name = next(n for n in pdfs if n.endswith(f"-{doc['kind']}.pdf"))
+        name = next(n for n in pdfs if n.endswith(f"-{labels.file_name(doc['kind'])}.pdf"))
         assert hashlib.sha256(archive.read(name)).hexdigest() == doc["sha256"]
 
 

@@ -20,9 +20,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import labels
+from service import formatting, labels
 from service.extensions import db
 from service.kits.render import DOCUMENT_KINDS
+from service.reference.schemas import EMPLOYER_KINDS
 from tests.conftest import auth, employer_payload
 from tests.pki import Pki, sign_pdf
 from tests.test_e2e import browser, live  # noqa: F401  (fixtures)
@@ -45,21 +46,49 @@ CODES = sorted(
     key=len,
     reverse=True,
 )
+#: employers' kind codes (`cc`, `ca`, `commune`…) are also French words or syllables: they count
+#: only as a whole cell (a table cell of a page, a CSV cell), never inside a sentence
+KIND_CODES = sorted(EMPLOYER_KINDS, key=len, reverse=True)
+#: `crawl` marks table cells, list items and definitions with it (`visible_text(cells=True)`)
+CELL = "\u241f"
 CODE_RE = re.compile(
     r"(?<![\w-])(?:" + "|".join(re.escape(c) for c in CODES) + r")(?![\w-])"
     r"|\b(?:employer|staff|cdg|admin|portail):"
+    rf"|(?:(?<=[;{CELL}\n])|^)[ \t]*(?:"
+    + "|".join(re.escape(c) for c in KIND_CODES)
+    + rf")[ \t]*(?=[;{CELL}\r\n]|$)",
+    re.MULTILINE,
 )
 
 
-def visible_text(html: str) -> str:
+def visible_text(html: str, *, cells: bool = False) -> str:
+    """The text a person reads; with `cells`, every table cell, list item and definition is
+    framed by CELL so that a code alone in a cell can be told from a word in a sentence."""
     tree = lxml.html.fromstring(html)
     for node in tree.xpath("//script|//style"):
         node.drop_tree()
+    if cells:
+        for node in tree.xpath("//td|//th|//li|//dd|//dt"):
+            node.text = CELL + (node.text or "")
+            node.tail = CELL + (node.tail or "")
     return " ".join(tree.text_content().split())
 
 
 def codes_in(text: str) -> list[str]:
-    return sorted(set(CODE_RE.findall(text)))
+    return sorted({found.strip() for found in CODE_RE.findall(text)})
+
+
+def test_codes_in_finds_kind_codes_alone_in_cells_not_in_sentences() -> None:
+    html = (
+        "<table><tr><td>Albi</td><td> ca </td><td>Émis</td></tr>"
+        "<tr><td>La commune d'Albi, ca va</td><td>Commune</td></tr></table>"
+        "<ul><li>etablissement</li></ul><p>ca ira, cc</p>"
+    )
+    assert codes_in(visible_text(html, cells=True)) == ["ca", "etablissement"]
+    csv_text = "SIRET;Type\r\n218 100 048 00014;cc\r\n218 100 014 00016;commune\r\n"
+    assert codes_in(csv_text) == ["cc", "commune"]
+    assert codes_in("SIRET;Type\r\n218 100 048 00014;Communauté de communes\r\n") == []
+    assert codes_in("la commune d'Albi;Syndicat mixte") == []
 
 
 def crawl(
@@ -87,7 +116,7 @@ def crawl(
             seen[path] = ""
             continue
         html = r.get_data(as_text=True)
-        seen[path] = visible_text(html)
+        seen[path] = visible_text(html, cells=True)
         for href in lxml.html.fromstring(html).xpath("//a/@href"):
             url = urlsplit(href)
             if url.scheme or url.netloc or not url.path.startswith("/"):
@@ -486,7 +515,7 @@ def test_every_download_is_recorded_from_the_portal_the_pages_and_the_api(
     assert downloads[3][3] == notice["sha256"] and all(sha for *_, sha in downloads)
     journal = visible_text(client.get(f"/kits/{kit['id']}/journal").get_data(as_text=True))
     assert "Téléchargement" in journal and "Notice d'information (PDF)" in journal
-    assert f"collectivité (SIRET {SIRET})" in journal
+    assert f"la collectivité (SIRET {formatting.siret(SIRET)})" in journal
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -505,10 +534,10 @@ def test_audit_trail_csv_is_french_and_neutralised(
     r = client.get(f"/kits/{kit['id']}/journal.csv")
     assert r.status_code == 200 and r.mimetype == "text/csv"
     assert r.headers["Content-Disposition"].endswith(f'filename="journal-{kit["reference"]}.csv"')
-    assert r.data.startswith(b"\xef\xbb\xbfDate et heure (Paris);")
+    assert r.data.startswith("\ufeffDate et heure (heure de Paris);".encode())
     rows = list(csv.reader(io.StringIO(r.data.decode("utf-8-sig")), delimiter=";"))
     assert rows[0][:6] == [
-        "Date et heure (Paris)",
+        "Date et heure (heure de Paris)",
         "Événement",
         "Document",
         "Décision",

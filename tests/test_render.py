@@ -193,9 +193,12 @@ def test_zip_holds_every_file(albi: RenderedKit) -> None:
     with zipfile.ZipFile(io.BytesIO(albi.zip)) as archive:
         names = archive.namelist()
         assert len(names) == 6 + 2 + 1
-        assert archive.read("PSC-81-2025-000123/01-special-conditions.pdf") == albi.documents[0].pdf
         assert (
-            archive.read("PSC-81-2025-000123/05-membership-agreement.docx")
+            archive.read("PSC-81-2025-000123/01-conditions-particulieres.pdf")
+            == albi.documents[0].pdf
+        )
+        assert (
+            archive.read("PSC-81-2025-000123/05-convention-d-adhesion.docx")
             == albi.documents[4].docx
         )
         assert archive.read("PSC-81-2025-000123/kit-complet.pdf") == albi.bundle

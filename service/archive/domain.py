@@ -9,13 +9,9 @@ already there with the right checksum and only records it: no duplicate.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import random
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,17 +20,20 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from service import labels
 from service.accounts.auth import Principal
 from service.archive.models import ArchiveJob, ArchiveRecord
 from service.audit.domain import record
 from service.audit.models import AuditHead
+from service.csvfile import csv_text
 from service.errors import InvalidInput, NotFound
 from service.extensions import db
 from service.formatting import siret as format_siret
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.kits.proof import PROOF, ArchivedFacts, archived_proof
-from service.kits.render import SPECS
+from service.labels import file_name
+from service.returns.models import KitReturn
 from service.timeutil import iso, utcnow
 from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
 
@@ -66,16 +65,6 @@ def retain_until(ends_on: date, years: int) -> datetime:
 ARCHIVE_NAMES = {MANIFEST: "manifest.json", PROOF: "certificat-de-preuve.pdf"}
 
 
-def file_name(kind: str) -> str:
-    """A piece's archived file name from its French title (a CDG reads it, never the code):
-    `Conditions particulières` → `conditions-particulieres`."""
-    spec = SPECS.get(kind)
-    if spec is None:
-        return kind
-    ascii_title = unicodedata.normalize("NFKD", spec.title).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
-
-
 def archive_key(kit: Kit, kind: str) -> str:
     employer = kit.employer
     convention = "".join(c if c.isalnum() or c in "-_." else "-" for c in kit.convention.reference)
@@ -105,8 +94,6 @@ def enqueue_archive(kit: Kit, kinds: list[str]) -> None:
 
 def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[str]]:
     """The countersigned copy of a piece and who signed it (employer signers, then insurer)."""
-    from service.returns.models import KitReturn
-
     ret = db.session.scalar(
         select(KitReturn).where(
             KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
@@ -119,8 +106,6 @@ def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[st
 
 
 def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> bytes:
-    from service.returns.models import KitReturn
-
     employer = kit.employer
     # whether each countersigned copy is still PDF/A, as verification found (None: not known)
     pdfa = {
@@ -466,30 +451,6 @@ TRACKING_COLUMNS = [
     "Montant C",
     "Critères de modulation",
 ]
-STATUS_LABELS = {
-    "none": "pas de kit",
-    "issued": "émis",
-    "employer_signed": "signé par la collectivité",
-    "countersigned": "contresigné",
-    "archived": "archivé",
-    "superseded": "remplacé",
-    "cancelled": "annulé",
-}
-
-
-def _day(value: datetime | None) -> str:
-    return f"{value:%d/%m/%Y}" if value else ""
-
-
-# a cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-
-def _cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula gets a leading `'`, shown as text."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def tracking_csv(cdg_code: str) -> str:
@@ -501,26 +462,22 @@ def tracking_csv(cdg_code: str) -> str:
     show as 2,18E+13 and lose its digits), and no formula (`="…"`) is needed; programs reading
     the file drop the spaces.
     """
-    rows = employers_with_current_kit(cdg_code)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
-    writer.writerow(TRACKING_COLUMNS)
-    for employer, kit in rows:
+    rows = []
+    for employer, kit in employers_with_current_kit(cdg_code):
         c = employer.contribution
         amounts = c.get("amounts", {}) if c["mode"] != "flat" else {}
-        writer.writerow(
-            _cell(value)
-            for value in [
+        rows.append(
+            [
                 format_siret(employer.siret),
                 employer.name,
-                employer.kind,
+                labels.employer_kind(employer.kind),
                 employer.headcount,
-                STATUS_LABELS[kit.status if kit else "none"],
+                labels.kit_state(kit.status if kit else None),
                 kit.reference if kit else "",
-                _day(kit.issued_at if kit else None),
-                _day(kit.employer_signed_at if kit else None),
-                _day(kit.countersigned_at if kit else None),
-                _day(kit.archived_at if kit else None),
+                labels.day(kit.issued_at if kit else None),
+                labels.day(kit.employer_signed_at if kit else None),
+                labels.day(kit.countersigned_at if kit else None),
+                labels.day(kit.archived_at if kit else None),
                 "forfaitaire" if c["mode"] == "flat" else "modulée par catégorie",
                 _fr_amount(c["amount"]) if c["mode"] == "flat" else "",
                 _fr_amount(amounts["A"]) if "A" in amounts else "",
@@ -529,4 +486,4 @@ def tracking_csv(cdg_code: str) -> str:
                 c.get("criteria", ""),
             ]
         )
-    return "\ufeff" + out.getvalue()
+    return csv_text(TRACKING_COLUMNS, rows)

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
+from service import labels
 from service.api import json_body, parse, principal, route
 from service.backends import document_store, settings
 from service.downloads import record_download, stream_object
@@ -17,7 +18,7 @@ from service.formatting import group_code
 from service.kits import domain
 from service.kits.actions import issue_one
 from service.kits.models import Kit
-from service.kits.proof import make_proof
+from service.kits.proof import Audience, make_proof
 from service.reference.domain import get_employer
 from service.timeutil import iso
 
@@ -150,7 +151,9 @@ def document_pdf(kit_id: int, kind: str) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
     doc = domain.get_document(kit, kind)
     _downloaded(kit, f"{kind}.pdf", doc.sha256)
-    return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
+    return stream_object(
+        doc.pdf_key, "application/pdf", labels.download_name(kit.reference, kind), doc.size
+    )
 
 
 @route(
@@ -165,7 +168,7 @@ def document_docx(kit_id: int, kind: str) -> Response:
     return stream_object(
         key,
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        f"{kit.reference}-{kind}.docx",
+        labels.download_name(kit.reference, kind, ext="docx"),
     )
 
 
@@ -185,9 +188,11 @@ def kit_zip(kit_id: int) -> Response:
     return stream_object(kit.zip_key, "application/zip", f"{kit.reference}.zip")
 
 
-def proof_response(kit: Kit) -> Response:
-    """The kit's proof certificate as it stands now, as an attachment (API and pages)."""
-    pdf = make_proof(kit, documents=document_store(), zone=settings().timezone)
+def proof_response(kit: Kit, *, role: str | None = None) -> Response:
+    """The kit's proof certificate as it stands now, as an attachment (API and pages); the
+    employer's copy (`role="employer"`) names no staff member and no stranger's address."""
+    audience: Audience = "employer" if role == "employer" else "cdg" if role == "cdg" else "staff"
+    pdf = make_proof(kit, documents=document_store(), zone=settings().timezone, audience=audience)
     response = Response(pdf, mimetype="application/pdf")
     name = f"{kit.reference}-certificat-de-preuve.pdf"
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -202,7 +207,7 @@ def proof_response(kit: Kit) -> Response:
 )
 def kit_proof(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
-    response = proof_response(kit)
+    response = proof_response(kit, role=principal().role)
     _downloaded(kit, "proof.pdf", hashlib.sha256(response.get_data()).hexdigest())
     return response
 

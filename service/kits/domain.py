@@ -8,12 +8,12 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 
+from service import labels
 from service.accounts.auth import Principal
 from service.audit.domain import record
 from service.errors import Conflict, InvalidInput, NotFound
@@ -30,8 +30,7 @@ from service.kits.render import (
 )
 from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Cdg, Employer
-from service.reference.schemas import EMPLOYER_KINDS
-from service.timeutil import utcnow
+from service.timeutil import local, utcnow
 from storage import ObjectStore
 
 #: no 0/O, 1/I/L: 31 symbols; 16 of them carry 79 bits
@@ -71,12 +70,14 @@ def next_reference(cdg_code: str, year: int) -> str:
     return f"PSC-{cdg_code}-{year}-{counter.last:06d}"
 
 
-PARIS = ZoneInfo("Europe/Paris")
+def local_today(zone: str | None = None) -> date:
+    """The day of issue, as the documents date it: today in the readers' time zone
+    (`TIMEZONE`, Europe/Paris by default)."""
+    return local(utcnow(), zone or labels.zone_name()).date()
 
 
-def paris_today() -> date:
-    """The day of issue, as the documents date it (Paris time)."""
-    return datetime.now(PARIS).date()
+#: the former name (Paris was the only zone)
+paris_today = local_today
 
 
 def first_of_month_from(day: date) -> date:
@@ -161,6 +162,7 @@ def kit_input(
         cover_starts_on=cover_starts_on,
         access_code_expires_on=issued_on + timedelta(days=code_days),
         portal_url=portal_url,
+        timezone=labels.zone_name(),
         cdg=CdgData(employer.cdg.code, employer.cdg.name, employer.cdg.email),
         convention=ConventionData(
             reference=convention.reference,
@@ -183,7 +185,7 @@ def kit_input(
             siret=employer.siret,
             name=employer.name,
             kind=employer.kind,
-            kind_label=EMPLOYER_KINDS.get(employer.kind, employer.kind),
+            kind_label=labels.employer_kind(employer.kind),
             address=employer.address,
             email=employer.email,
             headcount=employer.headcount,
@@ -219,7 +221,7 @@ def prepare_kit(
     cover_starts_on: date | None = None,
     override_reason: str | None = None,
 ) -> PreparedKit:
-    today = today or paris_today()
+    today = today or local_today()
     cover = cover_start(
         employer, issued_on=today, requested=cover_starts_on, override_reason=override_reason
     )
@@ -308,11 +310,29 @@ def store_kit(
     )
     db.session.add(kit)
     db.session.flush()
-    db.session.execute(
-        update(Kit)
+    replaced = db.session.scalars(
+        select(Kit)
         .where(Kit.employer_id == employer.id, Kit.id != kit.id, Kit.status.in_(OPEN_STATES))
-        .values(status="superseded", superseded_by_id=kit.id, status_changed_at=now)
-    )
+        .order_by(Kit.id)
+        .with_for_update()
+    ).all()
+    for old in replaced:
+        previous = old.status
+        old.status = "superseded"
+        old.superseded_by_id = kit.id
+        old.status_changed_at = now
+        record(
+            "kit_superseded",
+            actor=actor,
+            kit_id=old.id,
+            siret=employer.siret,
+            details={
+                "reference": old.reference,
+                "previous_status": previous,
+                "superseded_by": kit.reference,
+                "superseded_by_id": kit.id,
+            },
+        )
     record(
         "kit_issued",
         actor=actor,

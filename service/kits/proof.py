@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import select
@@ -28,8 +29,7 @@ from service.archive.models import ArchiveRecord
 from service.audit.models import AuditEvent
 from service.extensions import db
 from service.kits.models import Kit
-from service.kits.render import SPECS, template_set
-from service.reference.schemas import EMPLOYER_KINDS
+from service.kits.render import template_set
 from service.returns.models import KitReturn
 from service.timeutil import DEFAULT_TIMEZONE, local, utcnow
 from storage import ObjectStore, StorageError
@@ -43,7 +43,9 @@ MANIFEST = "manifest"
 KIT_STATES = labels.KIT_STATE_SENTENCES
 RETURN_RESULTS = labels.RETURN_RESULTS
 ROLES = labels.ROLES
-ARCHIVED_OBJECTS = {MANIFEST: labels.document(MANIFEST), PROOF: labels.document(PROOF)}
+#: who reads a certificate: staff and the CDG read everything; the employer's copy names no
+#: staff member and gives no address of failed portal attempts (anyone may type its SIRET)
+Audience = Literal["staff", "cdg", "employer"]
 LEVELS = labels.SIGNATURE_LEVELS
 
 
@@ -141,7 +143,6 @@ class ProofFacts:
     events: tuple[EventFacts, ...]
     downloads: int
     chain_hash: str
-    chain_events: int
     kit_last_hash: str
     kit_events: int
     frozen: bool
@@ -166,30 +167,6 @@ def time_label(value: datetime | str | None, zone: str = DEFAULT_TIMEZONE) -> st
 def _w3c(value: datetime) -> str:
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return aware.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def zone_label(zone: str) -> str:
-    return "heure de Paris" if zone == "Europe/Paris" else f"heure locale ({zone})"
-
-
-def actor_label(actor: str | None, siret_name: dict[str, str] | None = None) -> str:
-    """`employer:218…` → `la collectivité (SIRET 218 …)`; never the code itself."""
-    if not actor:
-        return "—"
-    if actor == "system":
-        return "le service (automatiquement)"
-    role, _, rest = actor.partition(":")
-    if role in ("employer", "portail"):
-        name = (siret_name or {}).get(rest)
-        who = (
-            f"{name} (SIRET {formatting.siret(rest)})"
-            if name
-            else f"SIRET {formatting.siret(rest)}"
-        )
-        return f"la collectivité {who}" if role == "employer" else f"tentative pour le {who}"
-    if role in ROLES:
-        return f"{ROLES[role]} ({rest})" if rest and rest != "None" else ROLES[role]
-    return "utilisateur du service"
 
 
 #: asn1crypto's English attribute names in a distinguished name, in French
@@ -217,10 +194,7 @@ def french_dn(text: str) -> str:
 
 
 def _title(kind: str) -> str:
-    spec = SPECS.get(kind)
-    if spec is not None:
-        return spec.title
-    return ARCHIVED_OBJECTS.get(kind, "Autre document")
+    return labels.document(kind)
 
 
 def _event_what(event: AuditEvent) -> str:
@@ -284,7 +258,7 @@ def _return_facts(
     events: Sequence[AuditEvent],
     documents: ObjectStore,
     zone: str,
-    names: dict[str, str],
+    who: Callable[[str | None], str],
 ) -> ReturnFacts:
     verification = ret.verification or {}
     signers = tuple(_signer(s, zone) for s in verification.get("signers") or ())
@@ -301,7 +275,7 @@ def _return_facts(
     if ret.decided_by:
         verb = "acceptée" if ret.status == "accepted" else "refusée"
         decision = (
-            f"{verb} après examen par {actor_label(ret.decided_by, names)} "
+            f"{verb} après examen par {who(ret.decided_by)} "
             f"le {time_label(ret.decided_at, zone)}"
             + (f" (motif : {ret.decision_reason})" if ret.decision_reason else "")
         )
@@ -322,7 +296,7 @@ def _return_facts(
         level = (event.details or {}).get("level") if event else None
         countersignature = CountersignFacts(
             at=time_label(ret.countersigned_at, zone),
-            by=actor_label(event.actor, names) if event else "—",
+            by=who(event.actor) if event else "—",
             level=LEVELS.get(str(level), "signature PAdES"),
             sha256=ret.countersigned_sha256 or "—",
             certificate=certificate,
@@ -330,7 +304,7 @@ def _return_facts(
     return ReturnFacts(
         title=_title(ret.kind),
         received_at=time_label(ret.uploaded_at, zone),
-        received_by=actor_label(ret.uploaded_by, names),
+        received_by=who(ret.uploaded_by),
         address=ret.uploaded_from or "non connue",
         sha256=ret.sha256,
         size=ret.size,
@@ -351,18 +325,13 @@ def gather_facts(
     upto: AuditEvent | None = None,
     made_at: datetime | None = None,
     archived: Sequence[ArchivedFacts] | None = None,
+    audience: Audience = "staff",
 ) -> ProofFacts:
     """Everything the certificate states, as of the audit event `upto` (the chain's last one
     when None); `made_at` defaults to that event's time."""
     if upto is None:
         upto = db.session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
     cutoff = upto.id if upto is not None else 0
-    chain_events = (
-        db.session.scalar(
-            select(db.func.count()).select_from(AuditEvent).where(AuditEvent.id <= cutoff)
-        )
-        or 0
-    )
     events = db.session.scalars(
         select(AuditEvent)
         .where(AuditEvent.kit_id == kit.id, AuditEvent.id <= cutoff)
@@ -370,7 +339,8 @@ def gather_facts(
     ).all()
     employer = kit.employer
     convention = kit.convention
-    names = {employer.siret: employer.name}
+    for_employer = audience == "employer"
+    who = partial(labels.actor, names={employer.siret: employer.name}, staff_names=not for_employer)
     moment = made_at or (upto.at if upto is not None else kit.issued_at)
     returns = db.session.scalars(
         select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id)
@@ -395,21 +365,21 @@ def gather_facts(
         state=KIT_STATES.get(kit.status, "état inconnu"),
         made_at=time_label(moment, zone),
         made_at_iso=_w3c(moment),
-        zone_label=zone_label(zone),
+        zone_label=labels.zone_label(zone),
         cdg=f"{employer.cdg.name} (CDG {employer.cdg.code})",
-        employer=f"{EMPLOYER_KINDS.get(employer.kind, 'Collectivité')} : {employer.name}",
+        employer=f"{labels.employer_kind(employer.kind)} : {employer.name}",
         employer_siret=formatting.siret(employer.siret),
         employer_address=employer.address,
         convention=convention.reference,
         insurer=convention.insurer,
         manager=convention.manager,
         issued_at=time_label(kit.issued_at, zone),
-        issued_by=actor_label(kit.issued_by, names),
+        issued_by=who(kit.issued_by),
         documents=docs,
         bundle_sha256=kit.bundle_sha256,
         zip_sha256=kit.zip_sha256,
         returns=tuple(
-            _return_facts(r, events=events, documents=documents, zone=zone, names=names)
+            _return_facts(r, events=events, documents=documents, zone=zone, who=who)
             for r in returns
         ),
         archived=tuple(archived),
@@ -417,14 +387,16 @@ def gather_facts(
             EventFacts(
                 at=time_label(e.at, zone),
                 what=_event_what(e),
-                who=actor_label(e.actor, names),
-                address=e.address or "",
+                who=who(e.actor),
+                # a failed portal attempt may be a stranger's: its address is not the employer's
+                address=""
+                if for_employer and (e.actor or "").startswith("portail:")
+                else e.address or "",
             )
             for e in visible
         ),
         downloads=sum(1 for e in events if e.event == "downloaded"),
         chain_hash=upto.hash if upto is not None else "—",
-        chain_events=chain_events,
         kit_last_hash=events[-1].hash if events else "—",
         kit_events=len(events),
         frozen=False,
@@ -455,10 +427,19 @@ def render_proof(facts: ProofFacts, *, template_set_name: str = "default") -> by
     return document.write_pdf(pdf_variant="pdf/a-2b")
 
 
-def make_proof(kit: Kit, *, documents: ObjectStore, zone: str = DEFAULT_TIMEZONE) -> bytes:
-    """The certificate of the kit as it stands now (the audit chain's last event)."""
+def make_proof(
+    kit: Kit, *, documents: ObjectStore, zone: str = DEFAULT_TIMEZONE, audience: Audience = "staff"
+) -> bytes:
+    """The certificate of the kit as it stands now (the audit chain's last event), for
+    `audience` (`staff`, `cdg` or `employer`: see Audience)."""
     return render_proof(
-        gather_facts(kit, documents=documents, zone=zone, made_at=utcnow().replace(microsecond=0)),
+        gather_facts(
+            kit,
+            documents=documents,
+            zone=zone,
+            made_at=utcnow().replace(microsecond=0),
+            audience=audience,
+        ),
         template_set_name=kit.convention.template_set,
     )
 

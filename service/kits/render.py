@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import io
+import re
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -32,8 +34,6 @@ from service.kits.pdfforms import Piece, SignatureField, finish_kit
 from service.reference.simulation import Option, simulate
 
 TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
-#: the metadata's dates (a kit's issue day, at midnight) are Paris time
-PARIS = ZoneInfo("Europe/Paris")
 #: the PDF files' /Creator and xmp:CreatorTool
 CREATOR = "Service des kits PSC prévoyance"
 #: the contractual pieces' empty signature fields: (layout anchor prefix, field name, label)
@@ -115,6 +115,8 @@ class KitInput:
     employer: EmployerData
     #: the start of cover every document states (a first of month; stored on the kit)
     cover_starts_on: date | None = None
+    #: the readers' time zone (`TIMEZONE`): the metadata's dates are the issue day at midnight
+    timezone: str = "Europe/Paris"
 
     @property
     def cover_start(self) -> date:
@@ -259,7 +261,7 @@ class TemplateSet:
         bundle, pdfs = finish_kit(
             bundle,
             pieces=_pieces(document, ranges, data.reference),
-            created=datetime.combine(data.issued_on, time.min, tzinfo=PARIS),
+            created=datetime.combine(data.issued_on, time.min, tzinfo=ZoneInfo(data.timezone)),
             creator=CREATOR,
             group_labels=_group_labels(document),
         )
@@ -280,7 +282,7 @@ class TemplateSet:
         return RenderedKit(
             documents=tuple(documents),
             bundle=bundle,
-            zip=_zip(data.reference, documents, bundle),
+            zip=_zip(data.reference, documents, bundle, issued_on=data.issued_on),
         )
 
     def _docx(self, kind: str, context: dict[str, Any]) -> bytes:
@@ -478,14 +480,24 @@ def _group_labels(document: Any) -> dict[str, str]:
     return labels
 
 
-def _zip(reference: str, documents: list[RenderedDocument], bundle: bytes) -> bytes:
+def file_stem(title: str) -> str:
+    """A file name from a French title, in plain ASCII: `Conditions particulières` →
+    `conditions-particulieres` (what a person saves never carries a code)."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+
+
+def _zip(
+    reference: str, documents: list[RenderedDocument], bundle: bytes, *, issued_on: date
+) -> bytes:
+    """`<reference>/01-conditions-particulieres.pdf`…, every entry dated the day of issue."""
     buffer = io.BytesIO()
-    fixed = (2000, 1, 1, 0, 0, 0)
+    dated = (issued_on.year, issued_on.month, issued_on.day, 0, 0, 0)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for number, doc in enumerate(documents, start=1):
-            name = f"{reference}/{number:02d}-{doc.kind}"
-            archive.writestr(zipfile.ZipInfo(f"{name}.pdf", fixed), doc.pdf)
+            name = f"{reference}/{number:02d}-{file_stem(doc.title)}"
+            archive.writestr(zipfile.ZipInfo(f"{name}.pdf", dated), doc.pdf)
             if doc.docx is not None:
-                archive.writestr(zipfile.ZipInfo(f"{name}.docx", fixed), doc.docx)
-        archive.writestr(zipfile.ZipInfo(f"{reference}/kit-complet.pdf", fixed), bundle)
+                archive.writestr(zipfile.ZipInfo(f"{name}.docx", dated), doc.docx)
+        archive.writestr(zipfile.ZipInfo(f"{reference}/kit-complet.pdf", dated), bundle)
     return buffer.getvalue()

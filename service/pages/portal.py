@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, flash, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
+from service import labels
 from service.backends import settings
 from service.downloads import record_download, stream_object
 from service.errors import ServiceError, TooManyRequests, Unavailable
@@ -97,7 +98,9 @@ def portal_document(kind: str) -> Response:
         return stream_object(kit.bundle_key, "application/pdf", f"{kit.reference}.pdf")
     doc = kits.get_document(kit, kind)
     _downloaded(kit, f"{kind}.pdf", doc.sha256)
-    return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
+    return stream_object(
+        doc.pdf_key, "application/pdf", labels.download_name(kit.reference, kind), doc.size
+    )
 
 
 @bp.get("/portail/documents/<kind>.docx")
@@ -107,7 +110,7 @@ def portal_docx(kind: str) -> Response:
     doc = kits.get_document(kit, kind)
     key = kits.require_docx(doc)
     _downloaded(kit, f"{kind}.docx", doc.docx_sha256)
-    return stream_object(key, DOCX_TYPE, f"{kit.reference}-{kind}.docx")
+    return stream_object(key, DOCX_TYPE, labels.download_name(kit.reference, kind, ext="docx"))
 
 
 @bp.get("/portail/kit.zip")
@@ -127,7 +130,9 @@ def portal_signed(kind: str) -> Response:
     return stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",
-        f"{kit.reference}-{kind}-signe.pdf",
+        labels.download_name(
+            kit.reference, kind, copy="countersigned" if ret.countersigned_key else "signed"
+        ),
     )
 
 

@@ -1,5 +1,6 @@
 """The kit's proof certificate from the pages: staff and CDG (employer page, CDG space), and the
-employer in its portal. Same file as `GET /api/v1/kits/{id}/proof.pdf`."""
+employer in its portal. Same file as `GET /api/v1/kits/{id}/proof.pdf`; the employer's copy
+names no staff member and no stranger's address."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import hashlib
 
 from flask import Response, request, session
 
-from service.audit.domain import record
-from service.extensions import db
+from service.downloads import record_download
 from service.kits import domain as kits
 from service.kits.api import proof_response
 from service.kits.models import Kit
@@ -18,16 +18,15 @@ from service.pages.blueprint import bp
 
 def _send(kit: Kit) -> Response:
     who = current_principal()
-    response = proof_response(kit)
-    record(
-        "downloaded",
-        actor=who.actor if who else "system",
+    response = proof_response(kit, role=who.role if who else None)
+    record_download(
         kit_id=kit.id,
+        file="proof.pdf",
+        actor=who.actor if who else "system",
         address=request.remote_addr,
-        sha256_after=hashlib.sha256(response.get_data()).hexdigest(),
-        details={"file": "proof.pdf"},
+        siret=kit.employer.siret,
+        sha256=hashlib.sha256(response.get_data()).hexdigest(),
     )
-    db.session.commit()
     return response
 
 

@@ -441,7 +441,9 @@ def kit_document(kit_id: int, kind: str) -> Response:
     kit = kits.get_kit(kit_id, principal=current_principal())
     doc = kits.get_document(kit, kind)
     _page_download(kit, f"{kind}.pdf", doc.sha256)
-    return stream_object(doc.pdf_key, "application/pdf", f"{kit.reference}-{kind}.pdf", doc.size)
+    return stream_object(
+        doc.pdf_key, "application/pdf", labels.download_name(kit.reference, kind), doc.size
+    )
 
 
 @bp.get("/retours/<int:return_id>.pdf")
@@ -457,11 +459,12 @@ def return_file(return_id: int) -> Response:
         f"{ret.kind}/signed.pdf",
         ret.countersigned_sha256 if countersigned else ret.sha256,
     )
-    suffix = "-contresigne" if countersigned else ""
     response = stream_object(
         ret.countersigned_key or ret.storage_key,
         "application/pdf",
-        f"{ret.kit.reference}-{ret.kind}{suffix}.pdf",
+        labels.download_name(
+            ret.kit.reference, ret.kind, copy="countersigned" if countersigned else "signed"
+        ),
         None,
     )
     response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
@@ -490,7 +493,7 @@ def kit_countersign(kit_id: int) -> Any:
 
 
 AUDIT_HEADERS = (
-    "Date et heure (Paris)",
+    "Date et heure ({zone})",
     "Événement",
     "Document",
     "Décision",
@@ -527,7 +530,9 @@ def audit_rows(kit: Kit) -> list[dict[str, str]]:
 @page_roles(*STAFF, "cdg")
 def kit_audit(kit_id: int) -> Any:
     kit = kits.get_kit(kit_id, principal=current_principal())
-    return render_template("audit.html", kit=kit, events=audit_rows(kit))
+    return render_template(
+        "audit.html", kit=kit, events=audit_rows(kit), zone_label=labels.zone_label()
+    )
 
 
 @bp.get("/kits/<int:kit_id>/journal.csv")
@@ -548,7 +553,8 @@ def kit_audit_csv(kit_id: int) -> Response:
         ]
         for r in audit_rows(kit)
     ]
-    return csv_attachment(csv_text(AUDIT_HEADERS, rows), f"journal-{kit.reference}.csv")
+    headers = [AUDIT_HEADERS[0].format(zone=labels.zone_label()), *AUDIT_HEADERS[1:]]
+    return csv_attachment(csv_text(headers, rows), f"journal-{kit.reference}.csv")
 
 
 # -- simulator -------------------------------------------------------------------------------

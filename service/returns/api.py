@@ -7,6 +7,7 @@ from typing import Any
 from flask import jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from service import labels
 from service.api import json_body, parse, principal, route
 from service.audit.domain import kit_events
 from service.downloads import record_download, stream_object
@@ -200,7 +201,10 @@ def signed_pdf(kit_id: int, kind: str) -> Any:
         siret=kit.employer.siret,
         sha256=ret.countersigned_sha256 or ret.sha256,
     )
-    return stream_object(key, "application/pdf", f"{kit.reference}-{kind}-signe.pdf")
+    copy = "countersigned" if ret.countersigned_key else "signed"
+    return stream_object(
+        key, "application/pdf", labels.download_name(kit.reference, kind, copy=copy)
+    )
 
 
 @route(
