@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from service.errors import ServiceError
 from service.extensions import db
+from service.wording import agree, counted
 
 users = AppGroup("users", help="Comptes et jetons d'accès.")
 demo = AppGroup("demo", help="Données de démonstration.")
@@ -61,7 +62,8 @@ def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
     result = load_demo(everything=everything, instance_path=settings().instance_path)
     click.echo(
         f"CDG 81 {'créé' if result.cdg_created else 'déjà présent'} ; "
-        f"{result.employers_created} employeur(s) ajouté(s)."
+        f"{counted(result.employers_created, 'employeur')} "
+        f"{agree(result.employers_created, 'ajouté')}."
     )
     for role, email, password, token in [] if quiet else result.credentials:
         click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
@@ -128,7 +130,10 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
             bar.update(1)
 
         issued = issue_many(employers, actor=actor, workers=workers, on_done=done)
-    click.echo(f"{len(issued)} kit(s) émis, {len(failures)} échec(s).")
+    click.echo(
+        f"{counted(len(issued), 'kit')} {agree(len(issued), 'émis', 'émis')}, "
+        f"{counted(len(failures), 'échec')}."
+    )
     for line in failures:
         click.echo(f"  échec : {line}", err=True)
     if failures:
@@ -156,7 +161,7 @@ def kits_remind(after_days: int) -> None:
             kit_id=kit.id,
         )
         sent += ok
-    click.echo(f"{sent} relance(s) envoyée(s).")
+    click.echo(f"{counted(sent, 'relance')} {agree(sent, 'envoyée')}.")
 
 
 signing = AppGroup("signing", help="Clé de contreseing de l'assureur.")
