@@ -12,6 +12,7 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+import lxml.html
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -20,8 +21,20 @@ from service.backends import settings
 from service.wording import after_colon, agree, counted, long_when, piece_result, piece_state
 from tests.conftest import employer_payload
 from tests.pdftools import pdf_text
+from tests.pki import Pki, sign_pdf
 from tests.test_pages import csrf, sign_in
-from tests.test_pages_people import OTHER, SIRET, events, issue, portal_sign_in, visible_text
+from tests.test_pages_people import (
+    OTHER,
+    PIECES,
+    SIRET,
+    employer_token,
+    events,
+    issue,
+    issued_pdf,
+    portal_sign_in,
+    upload,
+    visible_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NBSP = "\u00a0"
@@ -196,3 +209,30 @@ def test_cancelling_a_kit_emails_the_employer_in_french(
     assert "ne fonctionne plus" in body and "nouveau kit" in body
     sent = [e for e in events(app, kit["id"]) if e[0] == "email_sent"]
     assert sent[-1][2]["subject"] == mail["Subject"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_portal_after_countersigning_shows_copies_not_upload_instructions(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any], pki: Pki
+) -> None:
+    kit = issue(client, staff)
+    headers = employer_token(client, kit["access_code"])
+    for kind in PIECES:
+        signed = sign_pdf(issued_pdf(client, headers, kit, kind), pki.trusted)
+        assert upload(client, headers, kit, kind, signed).json["status"] == "accepted"
+    r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    assert r.status_code in (200, 201), r.json
+    portal_sign_in(client, kit["access_code"])
+    html = client.get("/portail/kit").get_data(as_text=True)
+    text = visible_text(html)
+    assert "Les exemplaires signés des deux parties" in text
+    assert "il n'y a plus rien à déposer" in text
+    assert "Les pièces à nous retourner signées" not in text and 'type="file"' not in html
+    links = lxml.html.fromstring(html).xpath("//ul[@id='countersigned']//a/@href")
+    assert len(links) == len(PIECES)
+    for href in links:
+        r = client.get(href)
+        assert r.status_code == 200 and r.data.startswith(b"%PDF")
+        r.close()
+    # the history states each piece's result in words that agree with « pièce »
+    assert "Acceptée" in text and "Accepté " not in text
