@@ -183,6 +183,11 @@ def signing_dev_cert() -> None:
     click.echo("Certificat de DÉVELOPPEMENT : en production, définissez SIGNING_PKCS12.")
 
 
+def _archived(done: int, failed: int) -> str:
+    """« 3 copies archivées, 0 échec »."""
+    return f"{counted(done, 'copie')} {agree(done, 'archivée')}, {counted(failed, 'échec')}."
+
+
 @audit.command("verify")
 def audit_verify() -> None:
     """Vérifie la chaîne de hachage du journal d'audit ; code de sortie non nul si rompue."""
@@ -195,7 +200,8 @@ def audit_verify() -> None:
         for problem in problems:
             click.echo(f"RUPTURE : {problem}", err=True)
         sys.exit(1)
-    click.echo(f"Journal intègre : {head.count if head else 0} événement(s) chaînés.")
+    count = head.count if head else 0
+    click.echo(f"Journal intègre : {counted(count, 'événement')} {agree(count, 'chaîné')}.")
 
 
 archive = AppGroup("archive", help="Archive du CDG.")
@@ -213,7 +219,7 @@ def archive_retry() -> None:
         policy=archive_policy(),
         ignore_schedule=True,
     )
-    click.echo(f"{done} copie(s) archivée(s), {failed} échec(s).")
+    click.echo(_archived(done, failed))
     if failed:
         sys.exit(1)
 
@@ -237,7 +243,7 @@ def archive_worker(interval: float, max_loops: int) -> None:
     while True:
         done, failed = run_archive_jobs()
         if done or failed:
-            click.echo(f"{done} copie(s) archivée(s), {failed} échec(s).")
+            click.echo(_archived(done, failed))
         pause = min(pause * 2, 600) if failed else interval
         loops += 1
         if max_loops and loops >= max_loops:
@@ -255,7 +261,10 @@ def archive_verify(sample: int | None) -> None:
     report = verify_archive(archive=archive_store(), sample=sample)
     for problem in report.problems:
         click.echo(f"ÉCART : {problem}", err=True)
-    click.echo(f"{report.checked} copie(s) relue(s), {len(report.problems)} écart(s).")
+    click.echo(
+        f"{counted(report.checked, 'copie')} {agree(report.checked, 'relue')}, "
+        f"{counted(len(report.problems), 'écart')}."
+    )
     if report.problems:
         sys.exit(1)
 
@@ -276,7 +285,9 @@ def returns_sweep(minutes: int | None) -> None:
     from service.returns.actions import sweep_leftover_uploads
 
     removed = sweep_leftover_uploads(older_than_minutes=minutes)
-    click.echo(f"{removed} copie(s) orpheline(s) supprimée(s).")
+    click.echo(
+        f"{counted(removed, 'copie')} {agree(removed, 'orpheline')} {agree(removed, 'supprimée')}."
+    )
 
 
 def register_cli(app: Flask) -> None:
