@@ -85,6 +85,7 @@ def test_pages_and_email_name_the_employer_in_french(
     assert "Le kit de la commune d'Albi est prêt." in issued
     text = visible_text(client.get(page).get_data(as_text=True))
     assert "La commune d'Albi – Kits PSC" in text and "La commune d'Albi" in text
+    assert "15,00 € par mois" in text and "15.00" not in text
     # « Émis le 22 novembre 2026 à 16 h 43 ; code d'accès valable jusqu'au … »
     months = "janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre"
     moment = rf"(1er|\d{{1,2}}) ({months}) \d{{4}} à \d{{1,2}} h \d{{2}}"
@@ -236,3 +237,8 @@ def test_portal_after_countersigning_shows_copies_not_upload_instructions(
         r.close()
     # the history states each piece's result in words that agree with « pièce »
     assert "Acceptée" in text and "Accepté " not in text
+    # the CDG reads how long each archived copy is kept as a sentence, not dd/mm/yyyy
+    sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
+    cdg = visible_text(client.get("/cdg").get_data(as_text=True))
+    assert re.search(r"conservée jusqu'au (1er|\d{1,2}) [a-zéû]+ \d{4}", cdg), cdg
+    assert not re.search(r"conservée jusqu'au \d\d/", cdg)
