@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from service.errors import ServiceError
 from service.extensions import db
+from service.wording import agree, counted
 
 users = AppGroup("users", help="Comptes et jetons d'accès.")
 demo = AppGroup("demo", help="Données de démonstration.")
@@ -61,7 +62,8 @@ def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
     result = load_demo(everything=everything, instance_path=settings().instance_path)
     click.echo(
         f"CDG 81 {'créé' if result.cdg_created else 'déjà présent'} ; "
-        f"{result.employers_created} employeur(s) ajouté(s)."
+        f"{counted(result.employers_created, 'employeur')} "
+        f"{agree(result.employers_created, 'ajouté')}."
     )
     for role, email, password, token in [] if quiet else result.credentials:
         click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
@@ -128,7 +130,10 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
             bar.update(1)
 
         issued = issue_many(employers, actor=actor, workers=workers, on_done=done)
-    click.echo(f"{len(issued)} kit(s) émis, {len(failures)} échec(s).")
+    click.echo(
+        f"{counted(len(issued), 'kit')} {agree(len(issued), 'émis', 'émis')}, "
+        f"{counted(len(failures), 'échec')}."
+    )
     for line in failures:
         click.echo(f"  échec : {line}", err=True)
     if failures:
@@ -156,7 +161,7 @@ def kits_remind(after_days: int) -> None:
             kit_id=kit.id,
         )
         sent += ok
-    click.echo(f"{sent} relance(s) envoyée(s).")
+    click.echo(f"{counted(sent, 'relance')} {agree(sent, 'envoyée')}.")
 
 
 signing = AppGroup("signing", help="Clé de contreseing de l'assureur.")
@@ -178,6 +183,11 @@ def signing_dev_cert() -> None:
     click.echo("Certificat de DÉVELOPPEMENT : en production, définissez SIGNING_PKCS12.")
 
 
+def _archived(done: int, failed: int) -> str:
+    """« 3 copies archivées, 0 échec »."""
+    return f"{counted(done, 'copie')} {agree(done, 'archivée')}, {counted(failed, 'échec')}."
+
+
 @audit.command("verify")
 def audit_verify() -> None:
     """Vérifie la chaîne de hachage du journal d'audit ; code de sortie non nul si rompue."""
@@ -190,7 +200,8 @@ def audit_verify() -> None:
         for problem in problems:
             click.echo(f"RUPTURE : {problem}", err=True)
         sys.exit(1)
-    click.echo(f"Journal intègre : {head.count if head else 0} événement(s) chaînés.")
+    count = head.count if head else 0
+    click.echo(f"Journal intègre : {counted(count, 'événement')} {agree(count, 'chaîné')}.")
 
 
 archive = AppGroup("archive", help="Archive du CDG.")
@@ -208,7 +219,7 @@ def archive_retry() -> None:
         policy=archive_policy(),
         ignore_schedule=True,
     )
-    click.echo(f"{done} copie(s) archivée(s), {failed} échec(s).")
+    click.echo(_archived(done, failed))
     if failed:
         sys.exit(1)
 
@@ -232,7 +243,7 @@ def archive_worker(interval: float, max_loops: int) -> None:
     while True:
         done, failed = run_archive_jobs()
         if done or failed:
-            click.echo(f"{done} copie(s) archivée(s), {failed} échec(s).")
+            click.echo(_archived(done, failed))
         pause = min(pause * 2, 600) if failed else interval
         loops += 1
         if max_loops and loops >= max_loops:
@@ -250,7 +261,10 @@ def archive_verify(sample: int | None) -> None:
     report = verify_archive(archive=archive_store(), sample=sample)
     for problem in report.problems:
         click.echo(f"ÉCART : {problem}", err=True)
-    click.echo(f"{report.checked} copie(s) relue(s), {len(report.problems)} écart(s).")
+    click.echo(
+        f"{counted(report.checked, 'copie')} {agree(report.checked, 'relue')}, "
+        f"{counted(len(report.problems), 'écart')}."
+    )
     if report.problems:
         sys.exit(1)
 
@@ -271,7 +285,9 @@ def returns_sweep(minutes: int | None) -> None:
     from service.returns.actions import sweep_leftover_uploads
 
     removed = sweep_leftover_uploads(older_than_minutes=minutes)
-    click.echo(f"{removed} copie(s) orpheline(s) supprimée(s).")
+    click.echo(
+        f"{counted(removed, 'copie')} {agree(removed, 'orpheline')} {agree(removed, 'supprimée')}."
+    )
 
 
 def register_cli(app: Flask) -> None:

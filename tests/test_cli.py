@@ -32,11 +32,11 @@ def test_fresh_instance_upgrade_demo_and_token(tmp_path: Path) -> None:
     assert (tmp_path / "instance" / "psc.sqlite3").exists()
     r = flask_cmd(tmp_path, "demo", "load")
     assert r.returncode == 0, r.stderr
-    assert "12 employeur(s) ajouté(s)" in r.stdout
+    assert "12 employeurs ajoutés" in r.stdout
     credentials = (tmp_path / "instance" / "demo-credentials.txt").read_text()
     assert credentials.count("psc_") == 3
     r = flask_cmd(tmp_path, "demo", "load")
-    assert "0 employeur(s) ajouté(s)" in r.stdout  # idempotent
+    assert "0 employeur ajouté" in r.stdout  # idempotent
     r = flask_cmd(
         tmp_path,
         "users",

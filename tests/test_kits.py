@@ -156,7 +156,7 @@ def test_cli_issues_a_whole_cdg_with_a_progress_bar(
     result = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "Kits du CDG 81" in result.output  # the bar itself draws only on a terminal
-    assert "2 kit(s) émis, 0 échec(s)." in result.output
+    assert "2 kits émis, 0 échec." in result.output
     listing = client.get("/api/v1/employers?status=issued", headers=staff).json
     assert listing["total"] == 3
     refs = sorted(e["kit"]["reference"] for e in listing["items"])

@@ -77,13 +77,14 @@ def test_remind_after_days(
     client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff)
     inbox.messages.clear()
     runner = app.test_cli_runner()
-    assert "0 relance(s)" in runner.invoke(args=["kits", "remind", "--after-days", "15"]).output
+    output = runner.invoke(args=["kits", "remind", "--after-days", "15"]).output
+    assert "0 relance envoyée" in output
     with app.app_context():
         for kit in db.session.scalars(select(Kit)):
             kit.issued_at -= timedelta(days=16)
         db.session.commit()
     result = runner.invoke(args=["kits", "remind", "--after-days", "15"])
-    assert "1 relance(s)" in result.output
+    assert "1 relance envoyée" in result.output
     assert len(inbox.messages) == 1 and "Relance" in inbox.messages[0]["Subject"]
 
 

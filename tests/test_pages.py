@@ -82,7 +82,7 @@ def test_batch_runs_in_the_background_with_progress(
         if "Terminé" in body:
             break
         time.sleep(0.5)
-    assert "Terminé : 3 kit(s) émis, 0 échec(s)." in body
+    assert "Terminé : 3 kits émis, 0 échec." in body
     assert 'value="3"' in body and 'http-equiv="refresh"' not in body
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 3
 
@@ -137,7 +137,7 @@ def test_a_batch_whose_worker_died_is_shown_interrupted(
         run_id = run.id
     sign_in(app, client, "agent@assureur.fr")
     body = client.get(f"/lots/{run_id}").get_data(as_text=True)
-    assert "Interrompu : 4 kit(s) émis" in body and 'http-equiv="refresh"' not in body
+    assert "Interrompu : 4 kits émis" in body and 'http-equiv="refresh"' not in body
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -583,8 +583,8 @@ def test_simulator_accepts_grouped_amounts(
         query_string={"convention": convention["id"], "gross": gross, "contribution": "15,00"},
     ).get_data(as_text=True)
     tree = lxml.html.fromstring(html)
-    assert tree.get_element_by_id("premium").text_content().strip() == "34,50 €"
-    assert tree.get_element_by_id("share").text_content().strip() == "19,50 €"
+    assert tree.get_element_by_id("premium").text_content().strip() == "34,50\u00a0€"
+    assert tree.get_element_by_id("share").text_content().strip() == "19,50\u00a0€"
     r = client.get(
         f"/api/v1/conventions/{convention['id']}/simulation",
         query_string={"gross": gross, "contribution": "15.00"},

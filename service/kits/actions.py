@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+from service.accounts.auth import Principal
 from service.backends import document_store, settings
 from service.extensions import db
-from service.kits.domain import IssuedKit, issue_batch, issue_kit
+from service.kits.domain import IssuedKit, cancel_kit, issue_batch, issue_kit
+from service.kits.models import Kit
 from service.mail import notify
 from service.reference.models import Employer
 
@@ -63,3 +65,11 @@ def issue_many(
         start_method=start_method,
         **_options(actor),  # type: ignore[arg-type]
     )
+
+
+def cancel_one(kit_id: int, *, reason: str, principal: Principal) -> Kit:
+    """Cancel an open kit, commit, then tell the employer by e-mail (audited, as issuing)."""
+    kit = cancel_kit(kit_id, reason=reason, principal=principal)
+    db.session.commit()
+    notify.kit_cancelled(kit)
+    return kit

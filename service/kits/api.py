@@ -16,7 +16,7 @@ from service.downloads import record_download, stream_object
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain
-from service.kits.actions import issue_one
+from service.kits.actions import cancel_one, issue_one
 from service.kits.models import Kit
 from service.kits.proof import Audience, make_proof
 from service.reference.domain import get_employer
@@ -222,6 +222,5 @@ def kit_proof(kit_id: int) -> Response:
 )
 def cancel(kit_id: int) -> Any:
     data = parse(CancelIn, json_body())
-    kit = domain.cancel_kit(kit_id, reason=data.reason, principal=principal())
-    db.session.commit()
+    kit = cancel_one(kit_id, reason=data.reason, principal=principal())
     return jsonify(kit_json(kit))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from service import labels
 from service.backends import send_mail, settings
-from service.formatting import long_date
+from service.formatting import capitalize_first, long_date
 from service.kits.models import Kit
+from service.wording import after_colon, employer_designation, long_when
 
 
 def _title(kind: str) -> str:
@@ -25,8 +26,9 @@ def kit_issued(kit: Kit) -> None:
     send_mail(
         employer.email,
         f"Votre kit contractuel PSC prévoyance {kit.reference}",
-        f"Bonjour,\n\nLe kit contractuel {kit.reference} de {employer.name} est disponible dans "
-        f"l'espace « Nouvel Adhérent » : {settings().public_url}/portail\n\n"
+        f"Bonjour,\n\nLe kit contractuel {kit.reference} "
+        f"{employer_designation(employer).of_the} est disponible dans "
+        f"l'espace « Nouvel Adhérent » : {settings().public_url}/portail\n\n"
         f"{_cover_sentence(kit)}Connectez-vous avec "
         "votre SIRET et le code d'accès imprimé sur le courrier du kit (il ne vous sera jamais "
         "communiqué par courriel).\n",
@@ -38,7 +40,7 @@ def return_accepted(kit: Kit, kind: str) -> None:
     send_mail(
         kit.employer.email,
         f"Pièce signée reçue – kit {kit.reference}",
-        f"Bonjour,\n\nLa pièce « {_title(kind)} » du kit {kit.reference} a été acceptée. "
+        f"Bonjour,\n\nLa pièce « {_title(kind)} » du kit {kit.reference} a été acceptée. "
         "L'assureur va la contresigner.\n",
         kit_id=kit.id,
     )
@@ -48,8 +50,9 @@ def return_refused(kit: Kit, kind: str, message: str) -> None:
     send_mail(
         kit.employer.email,
         f"Pièce signée refusée – kit {kit.reference}",
-        f"Bonjour,\n\nLa pièce « {_title(kind)} » déposée pour le kit {kit.reference} n'a pas "
-        f"pu être acceptée : {message}\nVous pouvez la déposer à nouveau depuis votre espace "
+        f"Bonjour,\n\nLa pièce « {_title(kind)} » déposée pour le kit {kit.reference} n'a pas "
+        f"pu être acceptée : {after_colon(message)}\n"
+        "Vous pouvez la déposer à nouveau depuis votre espace "
         f"{settings().public_url}/portail.\n",
         kit_id=kit.id,
     )
@@ -62,5 +65,30 @@ def kit_countersigned(kit: Kit) -> None:
         f"Bonjour,\n\nL'assureur a contresigné les pièces du kit {kit.reference}. Les "
         f"exemplaires signés des deux parties sont disponibles dans votre espace "
         f"{settings().public_url}/portail et sont archivés par votre centre de gestion.\n",
+        kit_id=kit.id,
+    )
+
+
+def kit_cancelled(kit: Kit) -> None:
+    """The employer learns that its kit no longer counts, why, and what comes next."""
+    employer = kit.employer
+    who = employer_designation(employer)
+    when = long_when(kit.cancelled_at)
+    reason = (kit.cancel_reason or "").strip()
+    reason_line = (
+        f"Motif indiqué par votre gestionnaire : {after_colon(reason)}\n\n" if reason else ""
+    )
+    send_mail(
+        employer.email,
+        f"Annulation du kit contractuel PSC prévoyance {kit.reference}",
+        f"Bonjour,\n\nLe kit contractuel {kit.reference} {who.of_the} a été annulé"
+        f"{f' le {when}' if when else ''}.\n\n{reason_line}"
+        "Ce que cela change :\n"
+        "- le code d'accès imprimé sur le courrier de ce kit ne fonctionne plus ;\n"
+        "- les pièces de ce kit ne doivent plus être signées ni nous être retournées : "
+        "celles que vous auriez déjà signées ne seront pas contresignées.\n\n"
+        f"{capitalize_first(who.the)} recevra un nouveau kit, avec un nouveau courrier et un "
+        "nouveau code d'accès, si l'adhésion à la convention de participation se poursuit. "
+        "Pour toute question, contactez votre gestionnaire.\n",
         kit_id=kit.id,
     )

@@ -30,7 +30,7 @@ from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests
 from service.extensions import db
 from service.formatting import group_code, long_date
 from service.kits import domain as kits
-from service.kits.actions import issue_many, issue_one
+from service.kits.actions import cancel_one, issue_many, issue_one
 from service.kits.models import OPEN_STATES, Kit
 from service.kits.proof import french_dn
 from service.mail import notify
@@ -412,10 +412,7 @@ def kit_cancel(kit_id: int) -> Any:
                 code="confirmation_missing",
                 field="confirmation",
             )
-        kits.cancel_kit(
-            kit_id, reason=request.form.get("reason", ""), principal=current_principal()
-        )
-        db.session.commit()
+        cancel_one(kit_id, reason=request.form.get("reason", ""), principal=current_principal())
     except ServiceError as exc:
         db.session.rollback()
         flash(exc.message, "error")

@@ -39,8 +39,27 @@ def normalize_amount(value: Any) -> Any:
     return _THOUSANDS.sub("", value.strip())
 
 
+#: a negative amount as people type it: `-5`, `- 5,00`, `−1 500`
+_NEGATIVE = re.compile(r"^[-\u2212]\s*\d[\d\s\u00a0\u202f\u2009]*(?:[.,]\d*)?$")
+
+
 def _amount(value: Any, *, field: str, code: str = "invalid_amount") -> Decimal:
-    return parse_amount(normalize_amount(value), field=field, code=code)
+    """`parse_amount` with the messages a person reads: « 15,00 » as the example, and a
+    negative amount told as such (not « illisible »)."""
+    value = normalize_amount(value)
+    negative = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if (isinstance(value, str) and _NEGATIVE.match(value)) or (negative and value < 0):
+        raise InvalidInput(
+            "Le montant doit être positif, par exemple «\u00a015,00\u00a0».", code=code, field=field
+        )
+    try:
+        return parse_amount(value, field=field, code=code)
+    except InvalidInput as exc:
+        if "« 15.00 »" not in exc.message:
+            raise
+        raise InvalidInput(
+            exc.message.replace("« 15.00 »", "«\u00a015,00\u00a0»"), code=exc.code, field=exc.field
+        ) from exc
 
 
 @dataclass(frozen=True)
