@@ -103,7 +103,7 @@ def test_documents_and_email_name_an_agglomeration_in_full(
     payload = employer_payload(
         convention["id"],
         siret=OTHER,
-        name="CA de Castres Mazamet",
+        name="CA de Castres-Mazamet",
         kind="ca",
         email="rh@castres-mazamet.fr",
     )
@@ -114,10 +114,10 @@ def test_documents_and_email_name_an_agglomeration_in_full(
         f"/api/v1/kits/{kit['id']}/documents/beneficiary-designation.pdf", headers=staff
     ).data
     text = " ".join(pdf_text(pdf))
-    assert "l'agent de la communauté d'agglomération de Castres Mazamet" in text
+    assert "l'agent de la communauté d'agglomération de Castres-Mazamet" in text
     assert "de CA de" not in text
     body = mails(app)[-1].get_content()
-    assert "de la communauté d'agglomération de Castres Mazamet" in body
+    assert "de la communauté d'agglomération de Castres-Mazamet" in body
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
