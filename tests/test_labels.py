@@ -168,6 +168,14 @@ def test_superseding_a_kit_is_audited_with_the_new_reference(
         detail = labels.event_details("kit_superseded", rows[0].details)
         assert detail["reason"] == f"remplacé par le kit {second['reference']}"
     assert labels.event("kit_superseded") == "Kit remplacé"
+    sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
+    journal = client.get(f"/kits/{first['id']}/journal").get_data(as_text=True)
+    assert "Kit remplacé" in journal and f"remplacé par le kit {second['reference']}" in journal
+    with app.app_context():
+        old_kit = db.session.get(Kit, first["id"])
+        assert old_kit is not None
+        facts = gather_facts(old_kit, documents=document_store())
+    assert any(e.what == f"Kit remplacé par le kit {second['reference']}" for e in facts.events)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -207,6 +207,8 @@ def _event_what(event: AuditEvent) -> str:
     kind = details.get("kind")
     if isinstance(kind, str):
         label += f" : {_title(kind)}"
+    if event.event == "kit_superseded" and details.get("superseded_by"):
+        label += f" par le kit {details['superseded_by']}"
     if event.event == "return_reviewed" and details.get("reason"):
         label += f" (motif : {details['reason']})"
     return label
