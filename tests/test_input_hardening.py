@@ -140,6 +140,36 @@ def test_employer_form_with_an_odd_convention_id_asks_for_a_convention(
         assert "Choisissez une convention." in r.get_data(as_text=True), raw
 
 
+@SQLITE
+def test_dashboard_with_an_odd_waiting_filter_lists_every_employer(
+    app: Flask, client: FlaskClient, employer: dict[str, Any]
+) -> None:
+    staff_pages(app, client)
+    for waiting in ("²", "١", "99999999999999999999"):
+        r = client.get("/", query_string={"cdg": "81", "attente": waiting})
+        assert r.status_code == 200, waiting
+        assert "Albi" in r.get_data(as_text=True)
+
+
+@SQLITE
+def test_review_decision_with_an_odd_version_is_decided(
+    app: Flask, client: FlaskClient, staff: dict[str, str], kit: dict[str, Any], pki: Pki
+) -> None:
+    employer_auth = auth(portal(client, kit["access_code"]).json["token"])
+    data = sign_pdf(issued_pdf(client, employer_auth, kit, PIECES[0]), pki.untrusted)
+    pending = upload(client, employer_auth, kit, PIECES[0], data).json
+    assert pending["status"] == "pending_review"
+    staff_pages(app, client)
+    r = client.post(
+        f"/revue/{pending['id']}",
+        data={"decision": "accept", "version": "²", "csrf_token": csrf(client, "/")},
+    )
+    assert r.status_code == 302
+    assert client.get(f"/api/v1/returns/{pending['id']}", headers=staff).json["status"] == (
+        "accepted"
+    )
+
+
 # -- pagination bounds -----------------------------------------------------------------------
 
 
