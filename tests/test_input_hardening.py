@@ -120,33 +120,63 @@ def test_kit_cancel_page_with_nul_in_the_reason_is_a_french_422(
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "issued"
 
 
-@pytest.mark.parametrize(
-    "raw", ["²", "99999999999999999999", str(ID_MAX + 1), "0", "007", " 1", "١"]
-)
 def test_employer_form_with_an_odd_convention_id_asks_for_a_convention(
-    app: Flask, client: FlaskClient, convention: dict[str, Any], raw: str
+    app: Flask, client: FlaskClient, convention: dict[str, Any]
 ) -> None:
     staff_pages(app, client)
+    token = csrf(client, "/employeurs/nouveau")
+    for raw in ("²", "99999999999999999999", str(ID_MAX + 1), "0", "007", " 1", "١", "-1"):
+        r = client.post(
+            "/employeurs/nouveau",
+            data={
+                "siret": SIRET,
+                "name": "Albi",
+                "kind": "commune",
+                "convention_id": raw,
+                "csrf_token": token,
+            },
+        )
+        assert r.status_code == 200, raw
+        assert "Choisissez une convention." in r.get_data(as_text=True), raw
+
+
+@SQLITE
+def test_dashboard_with_an_odd_waiting_filter_lists_every_employer(
+    app: Flask, client: FlaskClient, employer: dict[str, Any]
+) -> None:
+    staff_pages(app, client)
+    for waiting in ("²", "١", "99999999999999999999"):
+        r = client.get("/", query_string={"cdg": "81", "attente": waiting})
+        assert r.status_code == 200, waiting
+        assert "Albi" in r.get_data(as_text=True)
+
+
+@SQLITE
+def test_review_decision_with_an_odd_version_is_decided(
+    app: Flask, client: FlaskClient, staff: dict[str, str], kit: dict[str, Any], pki: Pki
+) -> None:
+    employer_auth = auth(portal(client, kit["access_code"]).json["token"])
+    data = sign_pdf(issued_pdf(client, employer_auth, kit, PIECES[0]), pki.untrusted)
+    pending = upload(client, employer_auth, kit, PIECES[0], data).json
+    assert pending["status"] == "pending_review"
+    staff_pages(app, client)
     r = client.post(
-        "/employeurs/nouveau",
-        data={
-            "siret": SIRET,
-            "name": "Albi",
-            "kind": "commune",
-            "convention_id": raw,
-            "csrf_token": csrf(client, "/employeurs/nouveau"),
-        },
+        f"/revue/{pending['id']}",
+        data={"decision": "accept", "version": "²", "csrf_token": csrf(client, "/")},
     )
-    assert r.status_code == 200
-    assert "Choisissez une convention." in r.get_data(as_text=True)
+    assert r.status_code == 302
+    assert client.get(f"/api/v1/returns/{pending['id']}", headers=staff).json["status"] == (
+        "accepted"
+    )
 
 
 # -- pagination bounds -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("query", "field"),
-    [
+def test_employers_pagination_out_of_range_is_422(
+    client: FlaskClient, staff: dict[str, str]
+) -> None:
+    for query, field in (
         ("offset=99999999999999999999", "offset"),
         ("offset=1000000001", "offset"),
         ("offset=-1", "offset"),
@@ -154,16 +184,12 @@ def test_employer_form_with_an_odd_convention_id_asks_for_a_convention(
         ("offset=²", "offset"),
         ("limit=0", "limit"),
         ("limit=99999999999999999999", "limit"),
-    ],
-)
-def test_employers_pagination_out_of_range_is_422(
-    client: FlaskClient, staff: dict[str, str], query: str, field: str
-) -> None:
-    r = client.get(f"/api/v1/employers?{query}", headers=staff)
-    assert r.status_code == 422, r.get_data(as_text=True)[:300]
-    error = r.json["error"]
-    assert error["code"] == "invalid_pagination" and error["field"] == field
-    assert "entier" in error["message"]
+    ):
+        r = client.get(f"/api/v1/employers?{query}", headers=staff)
+        assert r.status_code == 422, (query, r.get_data(as_text=True)[:300])
+        error = r.json["error"]
+        assert error["code"] == "invalid_pagination" and error["field"] == field
+        assert "nombre entier" in error["message"]
 
 
 def test_employers_pagination_at_its_bounds_is_served(
@@ -174,14 +200,12 @@ def test_employers_pagination_at_its_bounds_is_served(
     assert r.json["items"] == [] and r.json["offset"] == 1_000_000_000 and r.json["limit"] == 200
 
 
-@pytest.mark.parametrize("after", ["99999999999999999999", str(ID_MAX + 1), "-1", "1_0", "²", "١"])
-def test_archive_cursor_out_of_range_is_422(
-    client: FlaskClient, staff: dict[str, str], after: str
-) -> None:
-    r = client.get(f"/api/v1/archive?cdg=81&after={after}", headers=staff)
-    assert r.status_code == 422, r.get_data(as_text=True)[:300]
-    assert r.json["error"]["code"] == "invalid_pagination"
-    assert r.json["error"]["field"] == "after"
+def test_archive_cursor_out_of_range_is_422(client: FlaskClient, staff: dict[str, str]) -> None:
+    for after in ("99999999999999999999", str(ID_MAX + 1), "-1", "1_0", "²", "١"):
+        r = client.get("/api/v1/archive", query_string={"cdg": "81", "after": after}, headers=staff)
+        assert r.status_code == 422, (after, r.get_data(as_text=True)[:300])
+        assert r.json["error"]["code"] == "invalid_pagination"
+        assert r.json["error"]["field"] == "after"
 
 
 def test_archive_cursor_at_its_bound_is_served(client: FlaskClient, staff: dict[str, str]) -> None:
@@ -192,16 +216,15 @@ def test_archive_cursor_at_its_bound_is_served(client: FlaskClient, staff: dict[
 # -- the portal page with a SIRET typed too long ---------------------------------------------
 
 
-@pytest.mark.parametrize("typed", [SIRET + "999", "218 100 048 00014 12"])
 def test_portal_page_with_a_siret_typed_too_long_signs_in_without_a_token(
-    app: Flask, client: FlaskClient, kit: dict[str, Any], typed: str
+    app: Flask, client: FlaskClient, kit: dict[str, Any]
 ) -> None:
     with app.app_context():
         tokens_before = db.session.scalar(select(func.count(ApiToken.id)))
     r = client.post(
         "/portail",
         data={
-            "siret": typed,
+            "siret": "218 100 048 00014 999",  # 17 digits: the first 14 are the SIRET
             "access_code": kit["access_code"],
             "csrf_token": csrf(client, "/portail"),
         },
@@ -218,26 +241,18 @@ def test_portal_page_with_a_siret_typed_too_long_signs_in_without_a_token(
 
 
 @SQLITE
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [
-        ('{"cover_starts_on": "2025-02-01",}', "application/json"),
+def test_issue_with_a_body_that_is_not_a_json_object_is_422_and_issues_nothing(
+    client: FlaskClient, staff: dict[str, str], kit: dict[str, Any]
+) -> None:
+    url = f"/api/v1/employers/{SIRET}/kits"
+    for body, content_type in (
+        ('{"cover_starts_on": "2025-02-01",}', "application/json"),  # a trailing comma
         ("null", "application/json"),
         ("cover_starts_on=2025-02-01", "application/x-www-form-urlencoded"),
-    ],
-)
-def test_issue_with_a_body_that_is_not_a_json_object_is_422_and_issues_nothing(
-    client: FlaskClient,
-    staff: dict[str, str],
-    kit: dict[str, Any],
-    body: str,
-    content_type: str,
-) -> None:
-    r = client.post(
-        f"/api/v1/employers/{SIRET}/kits", data=body, content_type=content_type, headers=staff
-    )
-    assert r.status_code == 422
-    assert r.json["error"]["code"] == "invalid_json"
+    ):
+        r = client.post(url, data=body, content_type=content_type, headers=staff)
+        assert r.status_code == 422, body
+        assert r.json["error"]["code"] == "invalid_json"
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "issued"
     assert client.get(f"/api/v1/employers/{SIRET}", headers=staff).json["kit"]["id"] == kit["id"]
 

@@ -97,6 +97,17 @@ def _confirmed() -> bool:
     return request.form.get(CONFIRM) == "oui"
 
 
+_FORM_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
+
+
+def form_number(raw: str) -> int | None:
+    """A positive whole number from a form or a query (an id, a version, a count of days):
+    ASCII digits up to the columns' range (`ID_MAX`), else None."""
+    if _FORM_NUMBER.fullmatch(raw) is None or int(raw) > ID_MAX:
+        return None
+    return int(raw)
+
+
 # -- sign-in ---------------------------------------------------------------------------------
 
 
@@ -172,7 +183,7 @@ def dashboard() -> Any:
             listed = []
         rows = [(e, current.get(e.id), _waiting_days(current.get(e.id))) for e in listed]
         if waiting:
-            days = int(waiting) if waiting.isdigit() else 0
+            days = form_number(waiting) or 0
             rows = [row for row in rows if row[2] >= days]
     return render_template(
         "dashboard.html",
@@ -299,16 +310,6 @@ def first_error(errors: dict[str, str]) -> str | None:
     return next((name for name in FORM_ORDER if name in errors), next(iter(errors), None))
 
 
-_FORM_ID = re.compile(r"[1-9][0-9]{0,9}")
-
-
-def form_id(raw: str) -> int | None:
-    """An id typed or chosen in a form: ASCII digits within the columns' range, else None."""
-    if _FORM_ID.fullmatch(raw) is None or int(raw) > ID_MAX:
-        return None
-    return int(raw)
-
-
 @bp.route("/employeurs/nouveau", methods=["GET", "POST"])
 @page_roles(*STAFF)
 def employer_new() -> Any:
@@ -317,7 +318,7 @@ def employer_new() -> Any:
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = request.form.to_dict()
-        convention_id = form_id(values.get("convention_id", ""))
+        convention_id = form_number(values.get("convention_id", ""))
         convention = db.session.get(Convention, convention_id) if convention_id else None
         data, errors = employer_form_errors(values, convention)
         if data is not None:
@@ -670,7 +671,7 @@ def review_decide(return_id: int) -> Any:
             accept=accept,
             reason=request.form.get("reason"),
             principal=current_principal(),
-            version=int(request.form.get("version") or 0) or None,
+            version=form_number(request.form.get("version", "")),
         )
     except ServiceError as exc:
         db.session.rollback()
