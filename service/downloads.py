@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, stream_with_context
+from flask import Response
 
 from service.archive.models import ArchiveRecord
 from service.audit.domain import record
@@ -55,7 +55,9 @@ def stream_object(
         yield first
         yield from chunks
 
-    response = Response(stream_with_context(generate()), mimetype=mimetype)
+    # the chunks are bound to the store already: no request context is kept alive while a slow
+    # client reads (a context held by an unread generator is popped out of order later)
+    response = Response(generate(), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     if size is not None:
         response.headers["Content-Length"] = str(size)

@@ -179,6 +179,7 @@ def test_review_page_shows_each_page_as_images_with_the_signature_highlighted(
     r = client.get(f"/retours/{pending['id']}.pdf")
     assert r.headers["Content-Disposition"].startswith("attachment")
     assert r.headers["Content-Security-Policy"].startswith("sandbox")
+    r.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
