@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, has_request_context, request
 
 from service.archive.models import ArchiveRecord
 from service.audit.domain import record
@@ -37,6 +37,30 @@ def record_download(
         details={"file": file},
     )
     db.session.commit()
+
+
+def record_kit_download(kit: Any, *, file: str, actor: str, sha256: str | None = None) -> None:
+    """`record_download` for a file of `kit`, from the current request's client address."""
+    record_download(
+        kit_id=kit.id,
+        file=file,
+        actor=actor,
+        address=request.remote_addr if has_request_context() else None,
+        siret=kit.employer.siret,
+        sha256=sha256,
+    )
+
+
+def record_archive_download(rec: ArchiveRecord, *, actor: str) -> None:
+    """`record_download` for an archived copy, from the current request's client address."""
+    record_download(
+        kit_id=rec.kit_id,
+        file=f"archive/{rec.kind}",
+        actor=actor,
+        address=request.remote_addr if has_request_context() else None,
+        siret=rec.siret,
+        sha256=rec.sha256,
+    )
 
 
 def stream_object(

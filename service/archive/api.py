@@ -10,7 +10,7 @@ from service.api import principal, query_int, route
 from service.archive import domain
 from service.archive.models import ArchiveRecord
 from service.backends import archive_store
-from service.downloads import archived_copy, csv_attachment, record_download
+from service.downloads import archived_copy, csv_attachment, record_archive_download
 from service.errors import NotFound
 from service.schema_types import CDG_CODE
 from service.timeutil import iso
@@ -75,14 +75,7 @@ def get_archive(record_id: int) -> Any:
 )
 def archive_content(record_id: int) -> Response:
     rec = domain.get_record(record_id, principal=principal())
-    record_download(
-        kit_id=rec.kit_id,
-        file=f"archive/{rec.kind}",
-        actor=principal().actor,
-        address=request.remote_addr,
-        siret=rec.siret,
-        sha256=rec.sha256,
-    )
+    record_archive_download(rec, actor=principal().actor)
     store = archive_store()
     url = store.presign(rec.key, expires_in=300)
     if url:

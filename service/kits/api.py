@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service import labels
 from service.api import json_body, parse, principal, route
 from service.backends import document_store, settings
-from service.downloads import record_download, stream_object
+from service.downloads import record_kit_download, stream_object
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain
@@ -136,14 +136,7 @@ def get_kit(kit_id: int) -> Any:
 
 
 def _downloaded(kit: Kit, what: str, sha256: str | None = None) -> None:
-    record_download(
-        kit_id=kit.id,
-        file=what,
-        actor=principal().actor,
-        address=request.remote_addr,
-        siret=kit.employer.siret,
-        sha256=sha256,
-    )
+    record_kit_download(kit, file=what, actor=principal().actor, sha256=sha256)
 
 
 @route("/kits/<int:kit_id>/documents/<kind>.pdf", summary="Un document du kit (PDF)", roles=READERS)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from service.archive import domain as archive
 from service.archive.models import ArchiveRecord
-from service.downloads import archived_copy, csv_attachment, record_download
+from service.downloads import archived_copy, csv_attachment, record_archive_download
 from service.extensions import db
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
@@ -98,12 +98,5 @@ def cdg_tracking() -> Response:
 @page_roles("cdg", "admin", "staff")
 def cdg_archive(record_id: int) -> Response:
     rec = archive.get_record(record_id, principal=current_principal())
-    record_download(
-        kit_id=rec.kit_id,
-        file=f"archive/{rec.kind}",
-        actor=current_principal().actor,
-        address=request.remote_addr,
-        siret=rec.siret,
-        sha256=rec.sha256,
-    )
+    record_archive_download(rec, actor=current_principal().actor)
     return archived_copy(rec)

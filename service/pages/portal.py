@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from service import labels
 from service.backends import settings
-from service.downloads import record_download, stream_object
+from service.downloads import record_kit_download, stream_object
 from service.errors import ServiceError, TooManyRequests, Unavailable
 from service.extensions import db
 from service.kits import domain as kits
@@ -79,14 +79,7 @@ def portal_kit() -> Any:
 
 
 def _downloaded(kit: Kit, file: str, sha256: str | None) -> None:
-    record_download(
-        kit_id=kit.id,
-        file=file,
-        actor=current_principal().actor,
-        address=request.remote_addr,
-        siret=kit.employer.siret,
-        sha256=sha256,
-    )
+    record_kit_download(kit, file=file, actor=current_principal().actor, sha256=sha256)
 
 
 @bp.get("/portail/documents/<kind>.pdf")

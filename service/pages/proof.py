@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Response, request, session
+from flask import Response, session
 
-from service.downloads import record_download
+from service.downloads import record_kit_download
 from service.kits import domain as kits
 from service.kits.api import proof_response
 from service.kits.models import Kit
@@ -19,12 +19,10 @@ from service.pages.blueprint import bp
 def _send(kit: Kit) -> Response:
     who = current_principal()
     response = proof_response(kit, role=who.role if who else None)
-    record_download(
-        kit_id=kit.id,
+    record_kit_download(
+        kit,
         file="proof.pdf",
         actor=who.actor if who else "system",
-        address=request.remote_addr,
-        siret=kit.employer.siret,
         sha256=hashlib.sha256(response.get_data()).hexdigest(),
     )
     return response

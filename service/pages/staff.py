@@ -25,7 +25,7 @@ from service import ID_MAX, labels
 from service.api import field_errors
 from service.audit.domain import kit_events
 from service.backends import document_store
-from service.downloads import csv_attachment, csv_text, record_download, stream_object
+from service.downloads import csv_attachment, csv_text, record_kit_download, stream_object
 from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
 from service.formatting import group_code, long_date
@@ -423,14 +423,7 @@ def kit_cancel(kit_id: int) -> Any:
 
 
 def _page_download(kit: Kit, file: str, sha256: str | None) -> None:
-    record_download(
-        kit_id=kit.id,
-        file=file,
-        actor=current_principal().actor,
-        address=request.remote_addr,
-        siret=kit.employer.siret,
-        sha256=sha256,
-    )
+    record_kit_download(kit, file=file, actor=current_principal().actor, sha256=sha256)
 
 
 @bp.get("/kits/<int:kit_id>/documents/<kind>.pdf")

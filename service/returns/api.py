@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service import labels
 from service.api import json_body, parse, principal, route
 from service.audit.domain import kit_events
-from service.downloads import record_download, stream_object
+from service.downloads import record_kit_download, stream_object
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
 from service.kits.domain import get_kit
@@ -193,12 +193,10 @@ def signed_pdf(kit_id: int, kind: str) -> Any:
     kit = get_kit(kit_id, principal=principal())
     ret = domain.accepted_return(kit, kind)
     key = ret.countersigned_key or ret.storage_key
-    record_download(
-        kit_id=kit.id,
+    record_kit_download(
+        kit,
         file=f"{kind}/signed.pdf",
         actor=principal().actor,
-        address=request.remote_addr,
-        siret=kit.employer.siret,
         sha256=ret.countersigned_sha256 or ret.sha256,
     )
     copy = "countersigned" if ret.countersigned_key else "signed"
