@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from service.timeutil import DEFAULT_TIMEZONE
+
 
 def _secret_key(instance: Path) -> str:
     """Return the instance's secret key, generating it once on first use."""
@@ -72,7 +74,7 @@ class Settings:
     trusted_proxies: int = 0
     ratelimit_prefix: str = "psc"
     #: the time zone of every time a person reads (the API stays in UTC)
-    timezone: str = "Europe/Paris"
+    timezone: str = DEFAULT_TIMEZONE
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -110,5 +112,5 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
             ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
-            timezone=_timezone(env.get("TIMEZONE") or "Europe/Paris"),
+            timezone=_timezone(env.get("TIMEZONE") or DEFAULT_TIMEZONE),
         )

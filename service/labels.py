@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
 
-from service.formatting import MONTHS
+from service.formatting import long_date
 from service.formatting import siret as format_siret
 from service.kits.render import SPECS, file_stem
 from service.reference.schemas import EMPLOYER_KINDS
@@ -65,6 +65,29 @@ RETURN_STATES = {
     "pending_review": "À revoir",
     "refused": "Refusé",
 }
+
+#: a returned piece (« pièce », feminine) as staff read its state in a column
+PIECE_STATES = {
+    "accepted": "Acceptée",
+    "pending_review": "À examiner",
+    "refused": "Refusée",
+}
+
+#: a returned piece's result as the employer reads it after « Résultat : »
+PIECE_RESULTS = {
+    "accepted": "acceptée",
+    "pending_review": "en cours d'examen par votre gestionnaire",
+    "refused": "refusée",
+}
+
+
+def piece_state(status: str | None) -> str:
+    return PIECE_STATES.get(status or "", "État inconnu")
+
+
+def piece_result(status: str | None) -> str:
+    return PIECE_RESULTS.get(status or "", "en cours de traitement")
+
 
 ROLES = {
     "admin": "administrateur",
@@ -254,10 +277,7 @@ def day(value: datetime | None) -> str:
 
 def long_day(value: datetime | None) -> str:
     local = paris(value)
-    if local is None:
-        return ""
-    first = "1er" if local.day == 1 else str(local.day)
-    return f"{first} {MONTHS[local.month - 1]} {local.year}"
+    return "" if local is None else long_date(local.date())
 
 
 def event_details(code: str, details: dict[str, Any] | None) -> dict[str, str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import Flask, current_app
@@ -48,13 +50,11 @@ class RateLimiter:
         """Seconds until the rule lets one more attempt through; None when it does now."""
         ids = self._ids(rule, identifiers)
         wait = 0.0
-        try:
+        with _storage_errors():
             for window in rule.windows:
                 if not self.strategy.test(window, *ids):
                     reset = self.strategy.get_window_stats(window, *ids).reset_time
                     wait = max(wait, reset - time.time(), 1.0)
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
         return math.ceil(wait) if wait else None
 
     def check(self, rule: Rule, *identifiers: str, message: str | None = None) -> None:
@@ -64,59 +64,52 @@ class RateLimiter:
 
     def hit(self, rule: Rule, *identifiers: str) -> None:
         ids = self._ids(rule, identifiers)
-        try:
+        with _storage_errors():
             for window in rule.windows:
                 self.strategy.hit(window, *ids)
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
 
     def count(self, rule: Rule, *identifiers: str) -> int:
         """Attempts recorded in the rule's longest window."""
         window = max(rule.windows, key=lambda w: w.get_expiry())
-        try:
+        with _storage_errors():
             stats = self.strategy.get_window_stats(window, *self._ids(rule, identifiers))
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
         return window.amount - stats.remaining
 
     def clear(self, rule: Rule, *identifiers: str) -> None:
         ids = self._ids(rule, identifiers)
-        try:
+        with _storage_errors():
             for window in rule.windows:
                 self.strategy.clear(window, *ids)
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
 
     def generation(self, name: str, *, bump: bool = False) -> int:
         """A counter that lets one action clear many keys at once (e.g. every address that
         guessed one SIRET's code): include it in the identifiers, bump it to start afresh.
         It lives two days, longer than any window, so its reset never revives old attempts."""
         key = f"{self.prefix}/generation/{name}"
-        try:
+        with _storage_errors():
             if bump:
                 return self.storage.incr(key, 2 * 86400)
             return self.storage.get(key)
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
 
     def claim(self, name: str, seconds: int) -> bool:
         """Take the short-lived marker `name` (work in progress): True for the one caller that
         takes it while nobody holds it. It lapses by itself after `seconds`, so a holder that
         died never blocks the work for good; `release` drops it when the work is done."""
-        try:
+        with _storage_errors():
             return self.storage.incr(f"{self.prefix}/claim/{name}", seconds) == 1
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
 
     def release(self, name: str) -> None:
-        try:
+        with _storage_errors():
             self.storage.clear(f"{self.prefix}/claim/{name}")
-        except LimitsStorageError as exc:
-            raise _unavailable() from exc
 
 
-def _unavailable() -> Unavailable:
-    return Unavailable("Le contrôle des tentatives est momentanément indisponible.")
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """The limits' store failing (Redis down) answers 503: never an unthrottled attempt."""
+    try:
+        yield
+    except LimitsStorageError as exc:
+        raise Unavailable("Le contrôle des tentatives est momentanément indisponible.") from exc
 
 
 def init_app(app: Flask, *, redis_url: str | None, prefix: str) -> None:

@@ -44,29 +44,6 @@ def counted(count: int, singular: str, plural_form: str | None = None) -> str:
     return plural(count, singular, plural_form)
 
 
-#: a returned piece (« pièce », feminine) as staff read its state in a column
-PIECE_STATES = {
-    "accepted": "Acceptée",
-    "pending_review": "À examiner",
-    "refused": "Refusée",
-}
-
-#: a returned piece's result as the employer reads it after « Résultat : »
-PIECE_RESULTS = {
-    "accepted": "acceptée",
-    "pending_review": "en cours d'examen par votre gestionnaire",
-    "refused": "refusée",
-}
-
-
-def piece_state(status: str | None) -> str:
-    return PIECE_STATES.get(status or "", "État inconnu")
-
-
-def piece_result(status: str | None) -> str:
-    return PIECE_RESULTS.get(status or "", "en cours de traitement")
-
-
 def after_colon(text: str | None) -> str:
     """French takes no capital after a colon: « Le fichier… » → « le fichier… ».
 

@@ -18,7 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.backends import settings
-from service.wording import after_colon, agree, counted, long_when, piece_result, piece_state
+from service.labels import piece_result, piece_state
+from service.wording import after_colon, agree, counted, long_when
 from tests.conftest import employer_payload
 from tests.pdftools import pdf_text
 from tests.pki import Pki, sign_pdf

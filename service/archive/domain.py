@@ -34,7 +34,7 @@ from service.kits.models import Kit
 from service.kits.proof import PROOF, ArchivedFacts, archived_proof
 from service.labels import file_name
 from service.returns.models import KitReturn
-from service.timeutil import iso, utcnow
+from service.timeutil import DEFAULT_TIMEZONE, iso, utcnow
 from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class ArchivePolicy:
     lock_mode: str = "GOVERNANCE"
     retention_years: int = 10
     #: the time zone of the proof certificate archived with the manifest
-    timezone: str = "Europe/Paris"
+    timezone: str = DEFAULT_TIMEZONE
 
 
 def retain_until(ends_on: date, years: int) -> datetime:

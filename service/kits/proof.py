@@ -40,13 +40,9 @@ log = logging.getLogger(__name__)
 PROOF = "proof"
 MANIFEST = "manifest"
 
-KIT_STATES = labels.KIT_STATE_SENTENCES
-RETURN_RESULTS = labels.RETURN_RESULTS
-ROLES = labels.ROLES
 #: who reads a certificate: staff and the CDG read everything; the employer's copy names no
 #: staff member and gives no address of failed portal attempts (anyone may type its SIRET)
 Audience = Literal["staff", "cdg", "employer"]
-LEVELS = labels.SIGNATURE_LEVELS
 
 
 # -- the facts ------------------------------------------------------------------------------
@@ -244,9 +240,9 @@ def _signer(raw: dict[str, Any], zone: str) -> SignerFacts:
         signed_at=time_label(raw.get("signing_time"), zone)
         if raw.get("signing_time")
         else "non indiquée",
-        kind=LEVELS.get(str(raw.get("level")), "signature électronique")
+        kind=labels.SIGNATURE_LEVELS.get(str(raw.get("level")), "signature électronique")
         if raw.get("kind") != "timestamp"
-        else LEVELS["document-timestamp"],
+        else labels.SIGNATURE_LEVELS["document-timestamp"],
         trust="certificat reconnu par les autorités de confiance du service"
         if raw.get("trusted")
         else "certificat non reconnu par les autorités de confiance du service",
@@ -270,7 +266,7 @@ def _return_facts(
         method = "signature électronique (PAdES)"
     else:
         method = "signature manuscrite numérisée, vérifiée visuellement par le gestionnaire"
-    result = RETURN_RESULTS.get(ret.status, "inconnu")
+    result = labels.RETURN_RESULTS.get(ret.status, "inconnu")
     if ret.status == "refused" and ret.refusal_message:
         result += f" : {ret.refusal_message}"
     decision = None
@@ -299,7 +295,7 @@ def _return_facts(
         countersignature = CountersignFacts(
             at=time_label(ret.countersigned_at, zone),
             by=who(event.actor) if event else "—",
-            level=LEVELS.get(str(level), "signature PAdES"),
+            level=labels.SIGNATURE_LEVELS.get(str(level), "signature PAdES"),
             sha256=ret.countersigned_sha256 or "—",
             certificate=certificate,
         )
@@ -364,7 +360,7 @@ def gather_facts(
     visible = [e for e in events if e.event != "downloaded"]
     return ProofFacts(
         reference=kit.reference,
-        state=KIT_STATES.get(kit.status, "état inconnu"),
+        state=labels.KIT_STATE_SENTENCES.get(kit.status, "état inconnu"),
         made_at=time_label(moment, zone),
         made_at_iso=_w3c(moment),
         zone_label=labels.zone_label(zone),
@@ -467,5 +463,5 @@ def archived_proof(
     facts = gather_facts(
         kit, documents=documents, zone=zone, upto=upto, archived=[*archived, manifest]
     )
-    facts = replace(facts, frozen=True, state=KIT_STATES["archived"])
+    facts = replace(facts, frozen=True, state=labels.KIT_STATE_SENTENCES["archived"])
     return render_proof(facts, template_set_name=kit.convention.template_set)

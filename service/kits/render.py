@@ -32,6 +32,7 @@ from service import formatting
 from service.kits.clauses import DocxMeta, to_docx
 from service.kits.pdfforms import Piece, SignatureField, finish_kit
 from service.reference.simulation import Option, simulate
+from service.timeutil import DEFAULT_TIMEZONE
 
 TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
 #: the PDF files' /Creator and xmp:CreatorTool
@@ -116,7 +117,7 @@ class KitInput:
     #: the start of cover every document states (a first of month; stored on the kit)
     cover_starts_on: date | None = None
     #: the readers' time zone (`TIMEZONE`): the metadata's dates are the issue day at midnight
-    timezone: str = "Europe/Paris"
+    timezone: str = DEFAULT_TIMEZONE
 
     @property
     def cover_start(self) -> date:

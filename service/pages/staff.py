@@ -66,7 +66,6 @@ def _globals() -> dict[str, Any]:
     return {
         "who": current_principal(),
         "status_labels": labels.KIT_STATES,
-        "return_labels": labels.RETURN_STATES,
         "kinds": EMPLOYER_KINDS,
     }
 

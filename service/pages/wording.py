@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.formatting import capitalize_first, money, percent
+from service.labels import piece_result, piece_state
 from service.pages.blueprint import bp
 from service.wording import (
     after_colon,
@@ -12,8 +13,6 @@ from service.wording import (
     counted,
     employer_designation,
     long_when,
-    piece_result,
-    piece_state,
 )
 
 
