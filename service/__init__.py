@@ -88,12 +88,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if settings.database_url.startswith("sqlite"):
         _sqlite_pragmas(app)
 
+    from service.engine.celery_app import init_celery
+
+    init_celery(app, settings)
+    app.config["PSC_OVERRIDES"] = dict(config or {})  # the tests hand them to worker processes
+
     from service import health as _health  # noqa: F401
     from service import models  # noqa: F401  (registers every table)
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
+    from service.engine import tasks as _engine_tasks  # noqa: F401
     from service.errors import register_error_handlers
     from service.kits import api as _kits_api  # noqa: F401
+    from service.mail import tasks as _mail_tasks  # noqa: F401
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401
     from service.pages import proof as _proof_pages  # noqa: F401

@@ -10,16 +10,11 @@ from cryptography.hazmat.primitives import serialization
 from flask import current_app
 
 from service.archive.domain import ArchivePolicy
-from service.config import Settings
-from service.mail import outbox
+from service.config import settings
 from signing.countersign import SigningKey, load_pkcs12
 from signing.devcert import create_dev_certificate
 from signing.verify import TrustSettings
 from storage import ObjectStore, StorageError, Timeouts, open_store
-
-
-def settings() -> Settings:
-    return current_app.extensions["psc.settings"]
 
 
 def store_timeouts() -> Timeouts:
@@ -168,25 +163,3 @@ def trust_settings() -> TrustSettings:
             allow_fetching=s.signing_allow_fetching,
         )
     return cache["trust"]
-
-
-def send_mail(to: str, subject: str, body: str, *, kit_id: int | None = None) -> bool:
-    """Send now; a failure is logged and recorded in the audit trail, never raised."""
-    from service.audit.domain import record
-    from service.extensions import db
-
-    try:
-        outbox.send(settings().mail_url, outbox.build(to, subject, body))
-    except Exception as exc:  # the business action already happened: report, do not undo
-        current_app.logger.exception("mail to %s failed", to)
-        record(
-            "email_failed",
-            actor="system",
-            kit_id=kit_id,
-            details={"to": to, "subject": subject, "error": type(exc).__name__},
-        )
-        db.session.commit()
-        return False
-    record("email_sent", actor="system", kit_id=kit_id, details={"to": to, "subject": subject})
-    db.session.commit()
-    return True

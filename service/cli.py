@@ -145,22 +145,15 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
 def kits_remind(after_days: int) -> None:
     """Relance les employeurs dont les pièces signées manquent."""
     from service.audit.domain import record
-    from service.backends import send_mail, settings
+    from service.mail import notify
     from service.returns.domain import kits_waiting
 
     sent = 0
     for kit in kits_waiting(after_days):
         record("reminder", actor="cli", kit_id=kit.id, siret=kit.employer.siret)
+        notify.reminder(kit)
         db.session.commit()
-        ok = send_mail(
-            kit.employer.email,
-            f"Relance – pièces signées attendues pour le kit {kit.reference}",
-            f"Bonjour,\n\nNous n'avons pas encore reçu les pièces signées du kit {kit.reference} "
-            f"(conditions particulières et convention d'adhésion). Déposez-les dans votre espace "
-            f"{settings().public_url}/portail avec votre SIRET et le code d'accès du courrier.\n",
-            kit_id=kit.id,
-        )
-        sent += ok
+        sent += 1
     click.echo(f"{counted(sent, 'relance')} {agree(sent, 'envoyée')}.")
 
 
@@ -290,6 +283,33 @@ def returns_sweep(minutes: int | None) -> None:
     )
 
 
+jobs = AppGroup("jobs", help="Travaux en arrière-plan (courriels, archivage, campagnes).")
+
+
+@jobs.command("run")
+def jobs_run() -> None:
+    """Exécute ici les travaux en attente arrivés à échéance (sans worker)."""
+    from service.engine.outbox import run_due
+
+    done, failed = run_due()
+    work = counted(done, "travail", "travaux")
+    click.echo(f"{work} {agree(done, 'terminé')}, {counted(failed, 'échec')}.")
+    if failed:
+        sys.exit(1)
+
+
+@jobs.command("sweep")
+def jobs_sweep() -> None:
+    """Renvoie aux workers les travaux dont le message s'est perdu."""
+    from datetime import timedelta
+
+    from service.config import settings
+    from service.engine.outbox import sweep
+
+    sent = sweep(stale_after=timedelta(seconds=settings().task_stale_seconds))
+    click.echo(f"{counted(sent, 'travail', 'travaux')} {agree(sent, 'renvoyé')}.")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (users, demo, kits, signing, audit, archive, returns):
+    for group in (users, demo, kits, signing, audit, archive, returns, jobs):
         app.cli.add_command(group)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flask import current_app
+
 from service.timeutil import DEFAULT_TIMEZONE
 
 
@@ -71,6 +73,14 @@ class Settings:
     upload_quota_mb: int = 200
     quarantine_max_age_minutes: int = 60
     redis_url: str | None = None
+    #: the Celery queue (one per deployment; the tests give each worker its own)
+    task_queue: str = "psc"
+    #: a pending job whose message is older than this is sent again by beat's sweep
+    task_stale_seconds: int = 300
+    #: beat's daily reminder: kits issued at least this many days ago, pieces still missing
+    remind_after_days: int = 14
+    #: beat's daily fixity check: archived copies re-read and checked
+    fixity_sample: int = 20
     trusted_proxies: int = 0
     ratelimit_prefix: str = "psc"
     #: the time zone of every time a person reads (the API stays in UTC)
@@ -110,7 +120,16 @@ class Settings:
             upload_quota_mb=int(env.get("UPLOAD_QUOTA_MB", "200")),
             quarantine_max_age_minutes=int(env.get("QUARANTINE_MAX_AGE_MINUTES", "60")),
             redis_url=env.get("REDIS_URL") or None,
+            task_queue=env.get("CELERY_QUEUE") or "psc",
+            task_stale_seconds=_count(env.get("TASK_STALE_SECONDS", "300"), "TASK_STALE_SECONDS"),
+            remind_after_days=_count(env.get("REMIND_AFTER_DAYS", "14"), "REMIND_AFTER_DAYS"),
+            fixity_sample=_count(env.get("ARCHIVE_FIXITY_SAMPLE", "20"), "ARCHIVE_FIXITY_SAMPLE"),
             trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
             ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
             timezone=_timezone(env.get("TIMEZONE") or DEFAULT_TIMEZONE),
         )
+
+
+def settings() -> Settings:
+    """The running app's settings (inside an app context)."""
+    return current_app.extensions["psc.settings"]  # type: ignore[no-any-return]

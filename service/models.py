@@ -3,6 +3,8 @@
 from service.accounts.models import ApiToken, User, WebSession
 from service.archive.models import ArchiveJob, ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
+from service.campaigns.models import Campaign
+from service.engine.models import Job, WorkerHeartbeat
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.pages.models import BatchRun
 from service.reference.models import Cdg, Convention, Employer
@@ -15,13 +17,16 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "BatchRun",
+    "Campaign",
     "Cdg",
     "Convention",
     "Employer",
+    "Job",
     "Kit",
     "KitCounter",
     "KitDocument",
     "KitReturn",
     "User",
     "WebSession",
+    "WorkerHeartbeat",
 ]

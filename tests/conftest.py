@@ -252,3 +252,12 @@ def make_bucket(endpoint: str, name: str, *, lock: bool) -> None:
         CreateBucketConfiguration={"LocationConstraint": "eu-west-3"},
         ObjectLockEnabledForBucket=lock,
     )
+
+
+def run_jobs(app: Flask) -> tuple[int, int]:
+    """Run the app's pending jobs (e-mails, archive copies…) in this process, as
+    `flask jobs run` does; the real workers are exercised in tests/test_engine.py."""
+    from service.engine.outbox import run_due
+
+    with app.app_context():
+        return run_due()

@@ -27,7 +27,7 @@ from service.kits.domain import first_of_month_from, issue_batch, paris_today
 from service.kits.render import SPECS, ConventionData, KitInput, RenderedKit, render_kit
 from service.reference.models import Employer
 from storage.local import LocalStore
-from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload
+from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload, run_jobs
 from tests.pdftools import pdf_text
 from tests.test_render import MODULATED, kit_input
 
@@ -388,6 +388,7 @@ def test_start_of_cover_is_one_date_in_documents_mail_api_and_audit(
     assert "la communauté de communes Tarn-Agout" in special
     assert "représentée par sa présidente" in special
     assert "société anonyme au capital de 681 879 255 €" in special
+    run_jobs(app)
     mails = sorted((tmp_path / "instance" / "outbox").glob("*.eml"))
     assert len(mails) == 1
     body = message_from_bytes(mails[0].read_bytes()).get_payload(decode=True).decode()

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from service.backends import settings
 from service.labels import piece_result, piece_state
 from service.wording import after_colon, agree, counted, long_when
-from tests.conftest import employer_payload
+from tests.conftest import employer_payload, run_jobs
 from tests.pdftools import pdf_text
 from tests.pki import Pki, sign_pdf
 from tests.test_pages import csrf, sign_in
@@ -42,6 +42,7 @@ NBSP = "\u00a0"
 
 
 def mails(app: Flask) -> list[email.message.EmailMessage]:
+    run_jobs(app)
     with app.app_context():
         outbox = Path(settings().mail_url.removeprefix("file://"))
     found = [

@@ -15,9 +15,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import Kit
-from tests.conftest import auth
+from service.timeutil import utcnow
+from tests.conftest import auth, run_jobs
 from tests.pki import Pki, sign_pdf
 from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
 
@@ -49,6 +51,7 @@ def app_config(smtp: tuple[Inbox, int]) -> dict[str, str]:
 
 
 def test_kit_issued_mail_goes_through_smtp_without_the_code(
+    app: Flask,
     client: FlaskClient,
     staff: dict[str, str],
     employer: dict[str, Any],
@@ -57,6 +60,8 @@ def test_kit_issued_mail_goes_through_smtp_without_the_code(
     inbox, _ = smtp
     inbox.messages.clear()
     kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
+    assert inbox.messages == []  # queued in the request's transaction, sent by a worker
+    assert run_jobs(app) == (1, 0)
     assert len(inbox.messages) == 1
     message = inbox.messages[0]
     assert message["To"] == "rh@mairie-albi.fr"
@@ -75,6 +80,7 @@ def test_remind_after_days(
 ) -> None:
     inbox, _ = smtp
     client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff)
+    run_jobs(app)
     inbox.messages.clear()
     runner = app.test_cli_runner()
     output = runner.invoke(args=["kits", "remind", "--after-days", "15"]).output
@@ -85,10 +91,11 @@ def test_remind_after_days(
         db.session.commit()
     result = runner.invoke(args=["kits", "remind", "--after-days", "15"])
     assert "1 relance envoyée" in result.output
+    run_jobs(app)
     assert len(inbox.messages) == 1 and "Relance" in inbox.messages[0]["Subject"]
 
 
-def test_mail_failure_is_recorded_not_raised(
+def test_mail_failure_leaves_the_job_to_retry(
     app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
     app.extensions["psc.settings"] = type(app.extensions["psc.settings"])(
@@ -96,8 +103,14 @@ def test_mail_failure_is_recorded_not_raised(
     )
     r = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff)
     assert r.status_code == 201
+    assert run_jobs(app) == (0, 1)
+    with app.app_context():
+        job = db.session.scalars(select(Job)).one()
+        assert (job.status, job.attempts) == ("pending", 1)
+        assert "ConnectionRefusedError" in (job.last_error or "")
+        assert job.next_attempt_at > utcnow()
     events = client.get(f"/api/v1/kits/{r.json['id']}/events", headers=staff).json["items"]
-    assert events[-1]["event"] == "email_failed"
+    assert "email_sent" not in [e["event"] for e in events]
 
 
 @pytest.mark.parametrize("backend", ["postgres"])

@@ -24,7 +24,7 @@ from service import formatting, labels
 from service.extensions import db
 from service.kits.render import DOCUMENT_KINDS
 from service.reference.schemas import EMPLOYER_KINDS
-from tests.conftest import auth, employer_payload
+from tests.conftest import auth, employer_payload, run_jobs
 from tests.pki import Pki, sign_pdf
 from tests.test_e2e import browser, live  # noqa: F401  (fixtures)
 from tests.test_pages import csrf, sign_in
@@ -289,6 +289,7 @@ def test_pages_emails_and_csv_show_no_code_to_any_role(
     )
     assert "annulé" in refused and codes_in(refused) == []
 
+    run_jobs(app)
     with app.app_context():
         outbox = Path(settings().mail_url.removeprefix("file://"))
     mails = [

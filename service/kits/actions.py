@@ -40,8 +40,8 @@ def issue_one(
         override_reason=override_reason,
         **_options(actor),  # type: ignore[arg-type]
     )
-    db.session.commit()
     notify.kit_issued(issued.kit)
+    db.session.commit()
     return issued
 
 
@@ -57,6 +57,7 @@ def issue_many(
         on_done(employer, kit, error)
         if kit is not None:
             notify.kit_issued(kit.kit)
+            db.session.commit()
 
     return issue_batch(
         employers,
@@ -68,8 +69,8 @@ def issue_many(
 
 
 def cancel_one(kit_id: int, *, reason: str, principal: Principal) -> Kit:
-    """Cancel an open kit, commit, then tell the employer by e-mail (audited, as issuing)."""
+    """Cancel an open kit and tell the employer by e-mail (queued in the same transaction)."""
     kit = cancel_kit(kit_id, reason=reason, principal=principal)
-    db.session.commit()
     notify.kit_cancelled(kit)
+    db.session.commit()
     return kit

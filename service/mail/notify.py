@@ -1,11 +1,13 @@
-"""E-mails to employers (the same from the API, the pages and the commands)."""
+"""E-mails to employers (the same from the API, the pages and the commands): each is queued in
+the caller's transaction and sent by a worker after the commit."""
 
 from __future__ import annotations
 
 from service import labels
-from service.backends import send_mail, settings
+from service.config import settings
 from service.formatting import capitalize_first, long_date
 from service.kits.models import Kit
+from service.mail.queue import queue_mail
 from service.wording import after_colon, employer_designation, long_when
 
 
@@ -23,7 +25,7 @@ def _cover_sentence(kit: Kit) -> str:
 def kit_issued(kit: Kit) -> None:
     """The portal's address, never the access code (it travels only in the printed letter)."""
     employer = kit.employer
-    send_mail(
+    queue_mail(
         employer.email,
         f"Votre kit contractuel PSC prévoyance {kit.reference}",
         f"Bonjour,\n\nLe kit contractuel {kit.reference} "
@@ -37,7 +39,7 @@ def kit_issued(kit: Kit) -> None:
 
 
 def return_accepted(kit: Kit, kind: str) -> None:
-    send_mail(
+    queue_mail(
         kit.employer.email,
         f"Pièce signée reçue – kit {kit.reference}",
         f"Bonjour,\n\nLa pièce « {_title(kind)} » du kit {kit.reference} a été acceptée. "
@@ -47,7 +49,7 @@ def return_accepted(kit: Kit, kind: str) -> None:
 
 
 def return_refused(kit: Kit, kind: str, message: str) -> None:
-    send_mail(
+    queue_mail(
         kit.employer.email,
         f"Pièce signée refusée – kit {kit.reference}",
         f"Bonjour,\n\nLa pièce « {_title(kind)} » déposée pour le kit {kit.reference} n'a pas "
@@ -59,7 +61,7 @@ def return_refused(kit: Kit, kind: str, message: str) -> None:
 
 
 def kit_countersigned(kit: Kit) -> None:
-    send_mail(
+    queue_mail(
         kit.employer.email,
         f"Kit {kit.reference} contresigné",
         f"Bonjour,\n\nL'assureur a contresigné les pièces du kit {kit.reference}. Les "
@@ -78,7 +80,7 @@ def kit_cancelled(kit: Kit) -> None:
     reason_line = (
         f"Motif indiqué par votre gestionnaire : {after_colon(reason)}\n\n" if reason else ""
     )
-    send_mail(
+    queue_mail(
         employer.email,
         f"Annulation du kit contractuel PSC prévoyance {kit.reference}",
         f"Bonjour,\n\nLe kit contractuel {kit.reference} {who.of_the} a été annulé"
@@ -90,5 +92,17 @@ def kit_cancelled(kit: Kit) -> None:
         f"{capitalize_first(who.the)} recevra un nouveau kit, avec un nouveau courrier et un "
         "nouveau code d'accès, si l'adhésion à la convention de participation se poursuit. "
         "Pour toute question, contactez votre gestionnaire.\n",
+        kit_id=kit.id,
+    )
+
+
+def reminder(kit: Kit) -> None:
+    """The signed pieces of an open kit are still missing."""
+    queue_mail(
+        kit.employer.email,
+        f"Relance – pièces signées attendues pour le kit {kit.reference}",
+        f"Bonjour,\n\nNous n'avons pas encore reçu les pièces signées du kit {kit.reference} "
+        f"(conditions particulières et convention d'adhésion). Déposez-les dans votre espace "
+        f"{settings().public_url}/portail avec votre SIRET et le code d'accès du courrier.\n",
         kit_id=kit.id,
     )

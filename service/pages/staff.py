@@ -33,7 +33,6 @@ from service.kits import domain as kits
 from service.kits.actions import cancel_one, issue_many, issue_one
 from service.kits.models import OPEN_STATES, Kit
 from service.kits.proof import french_dn
-from service.mail import notify
 from service.pages.auth import (
     current_principal,
     page_roles,
@@ -669,8 +668,6 @@ def review_decide(return_id: int) -> Any:
         db.session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("pages.review", return_id=return_id))
-    if not accept:
-        notify.return_refused(ret.kit, ret.kind, ret.decision_reason or "")
     flash("Retour accepté." if accept else "Retour refusé.")
     return redirect(url_for("pages.employer_page", siret=ret.kit.employer.siret))
 

@@ -45,9 +45,8 @@ def receive_upload(
         )
     except Refused as refusal:
         notify.return_refused(kit, kind, refusal.message)
+        db.session.commit()
         raise
-    if ret.status == "accepted":
-        notify.return_accepted(kit, kind)
     return ret
 
 
@@ -62,7 +61,6 @@ def countersign_and_archive(kit_id: int, *, principal: Principal) -> Kit:
     )
     run_archive_jobs(kit.id, inline=True)
     db.session.refresh(kit)
-    notify.kit_countersigned(kit)
     return kit
 
 

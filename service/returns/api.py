@@ -14,7 +14,6 @@ from service.downloads import record_kit_download, stream_object
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
 from service.kits.domain import get_kit
-from service.mail import notify
 from service.reference.domain import get_employer
 from service.returns import domain
 from service.returns.actions import countersign_and_archive, receive_upload
@@ -163,8 +162,6 @@ def decision(return_id: int) -> Any:
         principal=principal(),
         version=data.version,
     )
-    if not data.accept:
-        notify.return_refused(ret.kit, ret.kind, ret.decision_reason or "")
     return jsonify(return_json(ret))
 
 

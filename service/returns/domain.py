@@ -28,6 +28,7 @@ from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
 from service.kits.domain import current_kit, get_document, hash_access_code
 from service.kits.models import Kit, KitDocument
+from service.mail import notify
 from service.ratelimit import Rule, limiter
 from service.reference.models import Employer
 from service.returns.models import KitReturn
@@ -382,6 +383,7 @@ def _verify_and_record(
     )
     if event == "return_accepted":
         _update_kit_status(kit)
+        notify.return_accepted(kit, kind)
     db.session.commit()
     return ret, refusal
 
@@ -452,6 +454,8 @@ def decide(
     )
     if accept:
         _update_kit_status(kit)
+    else:
+        notify.return_refused(kit, ret.kind, ret.decision_reason or "")
     db.session.commit()
     return ret
 
@@ -546,6 +550,7 @@ def countersign_kit(
         )
     kit.status, kit.status_changed_at, kit.countersigned_at = "countersigned", now, now
     enqueue_archive(kit, [doc.kind for doc, _, _, _ in signed])
+    notify.kit_countersigned(kit)
     db.session.commit()
     return kit
 

@@ -1,0 +1,1 @@
+"""Campaigns: a kit for every employer of a CDG that has none, one job per employer."""

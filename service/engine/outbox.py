@@ -1,0 +1,269 @@
+"""Writing jobs in the caller's transaction, handing them to Celery after the commit, and running
+them once: claim, work, mark done, in one transaction; failures retried with backoff.
+
+Domain packages declare their tasks with `job_task` and write jobs with `enqueue`; nothing here
+knows what a job does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Task, shared_task
+from flask import current_app
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
+
+from service.engine.models import Job
+from service.errors import NotFound, ServiceError
+from service.extensions import db
+from service.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+_PENDING_KEY = "psc.jobs_to_send"
+
+#: what a job's task does with its row, inside the claiming transaction (no commit)
+Handler = Callable[[Job], None]
+#: task name → handler, filled by `job_task`
+HANDLERS: dict[str, Handler] = {}
+
+
+def enqueue(
+    task: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    kit_id: int | None = None,
+    campaign_id: int | None = None,
+    max_attempts: int = 8,
+    send: bool = True,
+) -> Job:
+    """Add a job to the current transaction; its task is sent to the broker once it commits.
+
+    `send=False`: the job is only written (a caller runs it itself, or beat's sweep sends it).
+    """
+    job = Job(
+        task=task,
+        payload=payload or {},
+        kit_id=kit_id,
+        campaign_id=campaign_id,
+        max_attempts=max_attempts,
+        status="pending",
+        attempts=0,
+        created_at=utcnow(),
+        next_attempt_at=utcnow(),
+    )
+    db.session.add(job)
+    if send:
+        db.session.info.setdefault(_PENDING_KEY, []).append(job)
+    return job
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    jobs = session.info.pop(_PENDING_KEY, None)
+    if jobs:
+        send([(job.id, job.task) for job in jobs])
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def send(jobs: Iterable[tuple[int, str]], *, countdown: float | None = None) -> int:
+    """Hand jobs to the broker; a broker that does not answer leaves them to beat's sweep.
+
+    Never raises: the business action is committed already.
+    """
+    celery = current_app.extensions["celery"]
+    sent: list[int] = []
+    try:
+        with celery.producer_or_acquire() as producer:
+            for job_id, task in jobs:
+                celery.send_task(task, args=[job_id], countdown=countdown, producer=producer)
+                sent.append(job_id)
+    except Exception:  # broker down: the jobs stay pending, the sweep sends them again
+        log.warning("broker unavailable: %d job(s) left to the sweep", 1 + len(sent))
+    if sent:
+        _mark_enqueued(sent)
+    return len(sent)
+
+
+def _mark_enqueued(job_ids: list[int]) -> None:
+    """Note when jobs were handed over, in a connection of its own (the caller's transaction is
+    over or belongs to the caller)."""
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=utcnow()))
+    except Exception:  # only the sweep's timing depends on it
+        log.warning("could not note %d enqueued job(s)", len(job_ids), exc_info=True)
+
+
+def backoff(attempts: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
+    """30 s, 60 s, 2 min, … capped at an hour."""
+    return min(cap, base * 2 ** max(0, attempts - 1))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running a job did: `ran` False when another run had it already (done or claimed)."""
+
+    ran: bool
+    ok: bool = True
+    retry_in: float | None = None
+    error: str | None = None
+
+
+def run_job(job_id: int, handler: Handler) -> Outcome:
+    """Claim the job, run `handler`, mark it done, commit: all or nothing.
+
+    The claim is an UPDATE of the pending row: on PostgreSQL it locks the row until the commit, so
+    a duplicate of the same job waits, then finds it done; on SQLite the write lock does the same.
+    A `ServiceError` (bad data) fails the job at once; anything else is retried with backoff up to
+    `max_attempts`, then the job is `failed` (staff may retry it).
+    """
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "pending")
+        .values(attempts=Job.attempts + 1, started_at=now)
+    ).rowcount
+    if not claimed:
+        db.session.rollback()
+        return Outcome(ran=False)
+    job = db.session.get(Job, job_id)
+    assert job is not None
+    try:
+        handler(job)
+        job.status, job.done_at, job.last_error = "done", utcnow(), None
+        db.session.commit()
+        return Outcome(ran=True)
+    except Exception as exc:
+        db.session.rollback()
+        permanent = isinstance(exc, ServiceError)
+        if not permanent:
+            log.warning("job %s (%s) failed", job_id, type(exc).__name__, exc_info=True)
+        return _failed(job_id, exc, permanent=permanent)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return exc.message[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _failed(job_id: int, exc: BaseException, *, permanent: bool) -> Outcome:
+    job = db.session.get(Job, job_id)
+    if job is None:  # pragma: no cover - deleted meanwhile
+        db.session.rollback()
+        return Outcome(ran=True, ok=False, error=_describe(exc))
+    job.attempts += 1
+    job.last_error = _describe(exc)
+    retry_in = None
+    if permanent or job.attempts >= job.max_attempts:
+        job.status = "failed"
+    else:
+        retry_in = backoff(job.attempts)
+        job.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
+        # the retry message is sent now with a countdown: the sweep waits for it first
+        job.enqueued_at = job.next_attempt_at
+    db.session.commit()
+    return Outcome(ran=True, ok=False, retry_in=retry_in, error=job.last_error)
+
+
+def job_task(name: str) -> Callable[[Handler], Task]:
+    """Declare the Celery task `name` that runs jobs with `handler`:
+
+        @job_task("psc.mail.send")
+        def send_mail_job(job: Job) -> None: ...
+
+    Acknowledged late, so a worker killed midway leaves the message to another.
+    """
+
+    def wrap(handler: Handler) -> Task:
+        @shared_task(name=name, bind=True, acks_late=True, ignore_result=True)
+        def task(self: Task, job_id: int) -> None:
+            outcome = run_job(job_id, handler)
+            if outcome.retry_in is not None:
+                self.apply_async(args=[job_id], countdown=outcome.retry_in)
+
+        HANDLERS[name] = handler
+        return task
+
+    return wrap
+
+
+def run_here(job_id: int) -> Outcome:
+    """Run one job in this process through its task's handler (the CLI without workers)."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        return Outcome(ran=False)
+    handler = HANDLERS[job.task]
+    db.session.rollback()
+    return run_job(job_id, handler)
+
+
+def run_due(*, limit: int | None = None) -> tuple[int, int]:
+    """Run the due pending jobs in this process, oldest first: (done, failed or retried)."""
+    query = (
+        select(Job.id)
+        .where(Job.status == "pending", Job.next_attempt_at <= utcnow())
+        .order_by(Job.id)
+    )
+    ids = list(db.session.scalars(query.limit(limit) if limit else query))
+    db.session.rollback()
+    done = failed = 0
+    for job_id in ids:
+        outcome = run_here(job_id)
+        if outcome.ran:
+            done += outcome.ok
+            failed += not outcome.ok
+    return done, failed
+
+
+def sweep(*, stale_after: timedelta, limit: int = 1000) -> int:
+    """Send again the pending jobs whose message was lost (never sent, or sent long ago and
+    still pending: a worker killed before acknowledging, a broker restarted)."""
+    now = utcnow()
+    rows = db.session.execute(
+        select(Job.id, Job.task)
+        .where(
+            Job.status == "pending",
+            Job.next_attempt_at <= now,
+            (Job.enqueued_at.is_(None) & (Job.created_at <= now - stale_after))
+            | (Job.enqueued_at <= now - stale_after),
+        )
+        .order_by(Job.id)
+        .limit(limit)
+    ).all()
+    db.session.rollback()
+    return send([(row.id, row.task) for row in rows])
+
+
+def retry(job_id: int) -> Job:
+    """A failed job, pending again with a fresh set of attempts, sent after the commit."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise NotFound("Tâche introuvable.", code="unknown_job")
+    if job.status == "failed":
+        job.status, job.attempts, job.next_attempt_at = "pending", 0, utcnow()
+        job.enqueued_at = None
+        db.session.info.setdefault(_PENDING_KEY, []).append(job)
+    return job
+
+
+def due(now: datetime | None = None) -> int:
+    """Pending jobs (for the health page and the queue page)."""
+    return (
+        db.session.scalar(
+            select(db.func.count(Job.id)).where(
+                Job.status == "pending", Job.next_attempt_at <= (now or utcnow())
+            )
+        )
+        or 0
+    )
