@@ -97,6 +97,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import models  # noqa: F401  (registers every table)
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
+    from service.campaigns import api as _campaigns_api  # noqa: F401
+    from service.campaigns import tasks as _campaign_tasks  # noqa: F401
     from service.engine import tasks as _engine_tasks  # noqa: F401
     from service.errors import register_error_handlers
     from service.kits import api as _kits_api  # noqa: F401

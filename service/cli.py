@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
+import time
+from multiprocessing.pool import AsyncResult
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
@@ -91,52 +94,143 @@ def demo_credentials() -> None:
     "--cdg", "cdg_code", help="Émet les kits de tous les employeurs du CDG qui n'en ont pas."
 )
 @click.option(
-    "--workers", type=int, default=lambda: min(os.cpu_count() or 1, 4), show_default="cœurs"
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=lambda: min(os.cpu_count() or 1, 4),
+    show_default="cœurs",
+    help="Processus locaux quand aucun worker ne répond.",
 )
-def kits_issue(siret: str | None, cdg_code: str | None, workers: int) -> None:
-    """Émet un kit (--siret) ou ceux de tout un CDG (--cdg), avec une barre de progression."""
+@click.option("--no-wait", is_flag=True, help="Lance la campagne et affiche son numéro.")
+def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: bool) -> None:
+    """Émet un kit (--siret) ou ceux de tout un CDG (--cdg) : une campagne exécutée par les
+    workers, ou ici sur --workers processus si aucun ne répond, avec une barre de progression."""
+    from service.campaigns.domain import start_campaign
+    from service.engine.celery_app import live_workers
     from service.formatting import designation, group_code
-    from service.kits.actions import issue_many, issue_one
-    from service.kits.domain import employers_without_kit
-    from service.reference.domain import get_cdg, get_employer
+    from service.kits.actions import issue_one
+    from service.reference.domain import get_employer
 
     if bool(siret) == bool(cdg_code):
         raise click.UsageError("Indiquez --siret ou --cdg (l'un des deux).")
     actor = "cli:" + os.environ.get("USER", "inconnu")
-    try:
-        if siret:
+    if siret:
+        try:
             issued = issue_one(get_employer(siret), actor=actor)
-            employer = issued.kit.employer
-            who = designation(employer.kind, employer.name).the
-            click.echo(f"Kit {issued.kit.reference} émis pour {who}.")
-            click.echo(f"Code d'accès : {group_code(issued.access_code)}")
+        except ServiceError as error:
+            _fail(error)
             return
-        get_cdg(cdg_code or "")
-        employers = employers_without_kit(cdg_code or "")
+        employer = issued.kit.employer
+        who = designation(employer.kind, employer.name).the
+        click.echo(f"Kit {issued.kit.reference} émis pour {who}.")
+        click.echo(f"Code d'accès : {group_code(issued.access_code)}")
+        return
+    answering = bool(live_workers())
+    db.session.rollback()
+    try:
+        campaign = start_campaign(cdg_code or "", actor=actor, send=answering or no_wait)
     except ServiceError as error:
+        if error.code == "nothing_to_issue":
+            db.session.rollback()
+            click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
+            return
         _fail(error)
         return
-    if not employers:
-        click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
+    campaign_id, total = campaign.id, campaign.total
+    if no_wait:
+        click.echo(
+            f"Campagne n° {campaign_id} lancée : {counted(total, 'kit')} à émettre."
+            + ("" if answering else " Aucun worker ne répond : elle attend qu'un worker démarre.")
+        )
+        click.echo(campaign_id)
         return
-    failures: list[str] = []
+    if answering:
+        _follow_campaign(campaign_id, total, cdg_code or "", local=None)
+    else:
+        click.echo(
+            "Aucun worker ne répond : la campagne est exécutée ici sur "
+            f"{counted(workers, 'processus', 'processus')}."
+        )
+        _run_campaign_here(campaign_id, total, cdg_code or "", workers=workers)
+
+
+#: the app of a local process running a campaign's jobs (its context stays pushed)
+_LOCAL_APP: list[Flask] = []
+
+
+def _local_init(config: dict[str, object]) -> None:
+    """A local process of a campaign run without workers: the app, as the command built it."""
+    from service import create_app
+
+    app = create_app(config)
+    app.app_context().push()
+    _LOCAL_APP.append(app)
+
+
+def _local_job(job_id: int) -> bool:
+    """Run one job in a local process through its task's handler; False if it failed."""
+    from service.engine.outbox import run_here
+
+    outcome = run_here(job_id)
+    db.session.remove()
+    return outcome.ok
+
+
+def _run_campaign_here(campaign_id: int, total: int, cdg_code: str, *, workers: int) -> None:
+    """The campaign's jobs on `workers` local processes (spawned: each builds the app), with the
+    same progress bar as when workers do it."""
+    from service.campaigns.domain import get_campaign, pending_job_ids
+
+    job_ids = pending_job_ids(get_campaign(campaign_id))
+    db.session.rollback()
+    config = dict(current_app.config.get("PSC_OVERRIDES") or {})
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(
+        processes=max(1, min(workers, len(job_ids))), initializer=_local_init, initargs=(config,)
+    ) as pool:
+        running = pool.map_async(_local_job, job_ids, chunksize=1)
+        _follow_campaign(campaign_id, total, cdg_code, local=running)
+        running.wait()
+
+
+def _follow_campaign(
+    campaign_id: int, total: int, cdg_code: str, *, local: AsyncResult[list[bool]] | None
+) -> None:
+    """Progress read from the database every half second until nothing is pending (or the local
+    processes are done), then the totals and each failure; exit 1 if any kit failed."""
+    from service.campaigns.domain import failures, get_campaign, progress, settle
+
+    shown = 0
     with click.progressbar(
-        length=len(employers), label=f"Kits du CDG {cdg_code}", show_pos=True, show_eta=True
+        length=total, label=f"Kits du CDG {cdg_code}", show_pos=True, show_eta=True
     ) as bar:
-
-        def done(employer, kit, error) -> None:  # type: ignore[no-untyped-def]
-            if error is not None:
-                failures.append(f"{employer.siret} {employer.name} : {error}")
-            bar.update(1)
-
-        issued = issue_many(employers, actor=actor, workers=workers, on_done=done)
+        while True:
+            campaign = get_campaign(campaign_id)
+            counts = progress(campaign)
+            db.session.rollback()
+            finished = counts.done + counts.failed
+            if finished > shown:
+                bar.update(finished - shown)
+                shown = finished
+            if counts.pending == 0 or (local is not None and local.ready()):
+                break
+            time.sleep(0.5)
+    campaign = get_campaign(campaign_id)
+    counts = settle(campaign)
+    failed = failures(campaign)
+    db.session.commit()
     click.echo(
-        f"{counted(len(issued), 'kit')} {agree(len(issued), 'émis', 'émis')}, "
-        f"{counted(len(failures), 'échec')}."
+        f"{counted(counts.done, 'kit')} {agree(counts.done, 'émis', 'émis')}, "
+        f"{counted(counts.failed, 'échec')}."
     )
-    for line in failures:
-        click.echo(f"  échec : {line}", err=True)
-    if failures:
+    if counts.pending:
+        click.echo(
+            f"{counted(counts.pending, 'kit')} {agree(counts.pending, 'reste', 'restent')} à "
+            "émettre (nouvel essai plus tard, par un worker ou « flask jobs run »).",
+            err=True,
+        )
+    for failure in failed:
+        click.echo(f"  échec : {failure.siret} {failure.name} : {failure.error}", err=True)
+    if failed:
         sys.exit(1)
 
 

@@ -6,7 +6,6 @@ from service.audit.models import AuditEvent, AuditHead
 from service.campaigns.models import Campaign
 from service.engine.models import Job, WorkerHeartbeat
 from service.kits.models import Kit, KitCounter, KitDocument
-from service.pages.models import BatchRun
 from service.reference.models import Cdg, Convention, Employer
 from service.returns.models import KitReturn
 
@@ -16,7 +15,6 @@ __all__ = [
     "ArchiveRecord",
     "AuditEvent",
     "AuditHead",
-    "BatchRun",
     "Campaign",
     "Cdg",
     "Convention",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.extensions import db
@@ -16,6 +16,16 @@ class Campaign(db.Model):
     progress is counted from those jobs."""
 
     __tablename__ = "campaign"
+    __table_args__ = (
+        # one running campaign per CDG, whatever the race between two starts
+        Index(
+            "uq_campaign_running",
+            "cdg_code",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     cdg_code: Mapped[str] = mapped_column(String(8), index=True)

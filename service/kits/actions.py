@@ -1,20 +1,17 @@
-"""Issuing as the API, the pages and the commands all do it: with the configured store and
-portal address, committed, and the employer told by e-mail (never the code)."""
+"""Issuing as the API, the pages, the commands and the campaigns' tasks all do it: with the
+configured store and portal address, and the employer told by e-mail (never the code)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 
 from service.accounts.auth import Principal
 from service.backends import document_store, settings
 from service.extensions import db
-from service.kits.domain import IssuedKit, cancel_kit, issue_batch, issue_kit
+from service.kits.domain import IssuedKit, cancel_kit, issue_kit
 from service.kits.models import Kit
 from service.mail import notify
 from service.reference.models import Employer
-
-OnDone = Callable[[Employer, IssuedKit | None, BaseException | None], None]
 
 
 def _options(actor: str) -> dict[str, object]:
@@ -45,27 +42,12 @@ def issue_one(
     return issued
 
 
-def issue_many(
-    employers: list[Employer],
-    *,
-    actor: str,
-    on_done: OnDone,
-    workers: int = 2,
-    start_method: str | None = None,
-) -> list[IssuedKit]:
-    def done(employer: Employer, kit: IssuedKit | None, error: BaseException | None) -> None:
-        on_done(employer, kit, error)
-        if kit is not None:
-            notify.kit_issued(kit.kit)
-            db.session.commit()
-
-    return issue_batch(
-        employers,
-        workers=workers,
-        on_done=done,
-        start_method=start_method,
-        **_options(actor),  # type: ignore[arg-type]
-    )
+def issue_reserved(employer: Employer, *, reference: str, actor: str) -> IssuedKit:
+    """Issue under a reference reserved beforehand (a campaign's task), in the caller's
+    transaction: the « kit émis » e-mail is queued with it; nothing is committed here."""
+    issued = issue_kit(employer, reference=reference, **_options(actor))  # type: ignore[arg-type]
+    notify.kit_issued(issued.kit)
+    return issued
 
 
 def cancel_one(kit_id: int, *, reason: str, principal: Principal) -> Kit:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import secrets
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -68,6 +65,30 @@ def next_reference(cdg_code: str, year: int) -> str:
     )
     db.session.refresh(counter)
     return f"PSC-{cdg_code}-{year}-{counter.last:06d}"
+
+
+def reserve_references(cdg_code: str, year: int, count: int) -> list[str]:
+    """`count` consecutive references of the per-CDG, per-year sequence, in one counter update
+    (a campaign reserves them up front). A reference never issued leaves a gap; none is reused."""
+    if count <= 0:
+        return []
+    counter = db.session.execute(
+        select(KitCounter)
+        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if counter is None:
+        counter = KitCounter(cdg_code=cdg_code, year=year, last=0)
+        db.session.add(counter)
+        db.session.flush()
+    db.session.execute(
+        update(KitCounter)
+        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
+        .values(last=KitCounter.last + count)
+    )
+    db.session.refresh(counter)
+    first = counter.last - count + 1
+    return [f"PSC-{cdg_code}-{year}-{n:06d}" for n in range(first, counter.last + 1)]
 
 
 def local_today(zone: str | None = None) -> date:
@@ -220,12 +241,14 @@ def prepare_kit(
     today: date | None = None,
     cover_starts_on: date | None = None,
     override_reason: str | None = None,
+    reference: str | None = None,
 ) -> PreparedKit:
+    """`reference`: one reserved beforehand (a campaign's); otherwise the next of the sequence."""
     today = today or local_today()
     cover = cover_start(
         employer, issued_on=today, requested=cover_starts_on, override_reason=override_reason
     )
-    reference = next_reference(employer.cdg.code, today.year)
+    reference = reference or next_reference(employer.cdg.code, today.year)
     data = kit_input(
         employer,
         reference=reference,
@@ -369,6 +392,7 @@ def issue_kit(
     portal_url: str,
     cover_starts_on: date | None = None,
     override_reason: str | None = None,
+    reference: str | None = None,
 ) -> IssuedKit:
     prepared = prepare_kit(
         employer,
@@ -376,79 +400,9 @@ def issue_kit(
         portal_url=portal_url,
         cover_starts_on=cover_starts_on,
         override_reason=override_reason,
+        reference=reference,
     )
     return store_kit(prepared, render_kit(prepared.data), store=store, actor=actor)
-
-
-def render_many(
-    inputs: Iterable[KitInput], *, workers: int, start_method: str | None = None
-) -> Iterator[tuple[KitInput, RenderedKit | BaseException]]:
-    """Render kits on `workers` processes, yielding results as they complete in input order."""
-    items = list(inputs)
-    if workers <= 1 or len(items) <= 1:
-        for data in items:
-            try:
-                yield data, render_kit(data)
-            except Exception as exc:  # reported per kit by the caller
-                yield data, exc
-        return
-    context = multiprocessing.get_context(start_method) if start_method else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures: list[Future[RenderedKit]] = [pool.submit(render_kit, d) for d in items]
-        for data, future in zip(items, futures, strict=True):
-            try:
-                yield data, future.result()
-            except Exception as exc:
-                yield data, exc
-
-
-def issue_batch(
-    employers: list[Employer],
-    *,
-    store: ObjectStore,
-    actor: str,
-    code_days: int,
-    portal_url: str,
-    workers: int = 2,
-    on_done: Callable[[Employer, IssuedKit | None, BaseException | None], None] | None = None,
-    start_method: str | None = None,
-) -> list[IssuedKit]:
-    """Issue kits for many employers: rendering on several processes, one commit per kit.
-
-    From a threaded server, pass `start_method="spawn"`: forking a multi-threaded process is
-    unsafe.
-    """
-    by_id = {e.id: e for e in employers}
-    prepared = []
-    for employer in employers:
-        try:
-            prepared.append(prepare_kit(employer, code_days=code_days, portal_url=portal_url))
-        except InvalidInput as exc:  # e.g. no start of cover left in the convention
-            if on_done:
-                on_done(employer, None, exc)
-    db.session.commit()  # reserve the references before the (long) rendering
-    inputs = {p.data.reference: p for p in prepared}
-    issued = []
-    rendered = render_many((p.data for p in prepared), workers=workers, start_method=start_method)
-    for data, result in rendered:
-        p = inputs[data.reference]
-        employer = by_id[p.employer_id]
-        if isinstance(result, BaseException):
-            if on_done:
-                on_done(employer, None, result)
-            continue
-        try:
-            kit = store_kit(p, result, store=store, actor=actor)
-            db.session.commit()
-        except Exception as exc:
-            db.session.rollback()
-            if on_done:
-                on_done(employer, None, exc)
-            continue
-        issued.append(kit)
-        if on_done:
-            on_done(employer, kit, None)
-    return issued
 
 
 def employers_without_kit(cdg_code: str) -> list[Employer]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flask import (
     Response,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -25,12 +23,15 @@ from service import ID_MAX, labels
 from service.api import field_errors
 from service.audit.domain import kit_events
 from service.backends import document_store
+from service.campaigns import domain as campaigns
+from service.campaigns.models import Campaign
 from service.downloads import csv_attachment, csv_text, record_kit_download, stream_object
+from service.engine.celery_app import live_workers
 from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
 from service.extensions import db
 from service.formatting import group_code, long_date
 from service.kits import domain as kits
-from service.kits.actions import cancel_one, issue_many, issue_one
+from service.kits.actions import cancel_one, issue_one
 from service.kits.models import OPEN_STATES, Kit
 from service.kits.proof import french_dn
 from service.pages.auth import (
@@ -41,7 +42,6 @@ from service.pages.auth import (
     sign_out,
 )
 from service.pages.blueprint import bp
-from service.pages.models import BatchRun
 from service.reference import domain as reference
 from service.reference.listing import list_employers
 from service.reference.models import Convention, Employer
@@ -53,9 +53,9 @@ from service.returns.actions import countersign_and_archive
 from service.returns.models import KitReturn
 from service.returns.preview import PreviewPending, ReviewPreview, page_image, review_preview
 from service.timeutil import utcnow
+from service.wording import agree, counted
 
 STAFF = ("admin", "staff")
-STALE_BATCH = timedelta(minutes=30)
 #: the checkbox that confirms an action that cannot be undone
 CONFIRM = "confirmation"
 
@@ -192,7 +192,7 @@ def dashboard() -> Any:
         total=len(rows),
         page=page,
         filters={"statut": status, "type": kind, "q": q, "attente": waiting},
-        batches=db.session.scalars(select(BatchRun).order_by(BatchRun.id.desc()).limit(3)).all(),
+        batches=campaigns.recent(3),
     )
 
 
@@ -672,7 +672,7 @@ def review_decide(return_id: int) -> Any:
     return redirect(url_for("pages.employer_page", siret=ret.kit.employer.siret))
 
 
-# -- CDG-wide batches ------------------------------------------------------------------------
+# -- CDG-wide campaigns ----------------------------------------------------------------------
 
 
 @bp.post("/lots")
@@ -686,63 +686,47 @@ def batch_start() -> Any:
             "error",
         )
         return redirect(url_for("pages.index", cdg=cdg.code))
-    employers = kits.employers_without_kit(cdg.code)
-    if not employers:
-        flash("Tous les employeurs de ce CDG ont déjà un kit.")
+    try:
+        run = campaigns.start_campaign(cdg.code, actor=current_principal().actor)
+    except ServiceError as exc:
+        db.session.rollback()
+        if exc.code == "campaign_running":
+            flash(exc.message, "error")
+        else:
+            flash("Tous les employeurs de ce CDG ont déjà un kit.")
         return redirect(url_for("pages.index", cdg=cdg.code))
-    run = BatchRun(cdg_code=cdg.code, total=len(employers), started_by=current_principal().actor)
-    db.session.add(run)
-    db.session.commit()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    threading.Thread(
-        target=_run_batch,
-        args=(app, run.id, [e.id for e in employers]),
-        daemon=True,
-        name=f"batch-{run.id}",
-    ).start()
     return redirect(url_for("pages.batch_page", run_id=run.id))
-
-
-def _run_batch(app: Any, run_id: int, employer_ids: list[int]) -> None:
-    with app.app_context():
-        run = db.session.get(BatchRun, run_id)
-        employers = [db.session.get(Employer, i) for i in employer_ids]
-
-        def done(employer: Employer, kit: Any, error: BaseException | None) -> None:
-            current = db.session.get(BatchRun, run_id)
-            if error is not None:
-                current.failed += 1
-                current.errors = [*current.errors, f"{employer.name} : {error}"][:50]
-            else:
-                current.done += 1
-            db.session.commit()
-
-        try:
-            issue_many(
-                [e for e in employers if e is not None],
-                actor=run.started_by,
-                on_done=done,
-                start_method="spawn",
-            )
-            status = "done"
-        except Exception:  # reported on the page; the thread must not die silently
-            current_app.logger.exception("batch %s failed", run_id)
-            db.session.rollback()
-            status = "failed"
-        run = db.session.get(BatchRun, run_id)
-        run.status, run.finished_at = status, utcnow()
-        db.session.commit()
 
 
 @bp.get("/lots/<int:run_id>")
 @page_roles(*STAFF)
 def batch_page(run_id: int) -> Any:
-    run = db.session.get(BatchRun, run_id)
+    run = db.session.get(Campaign, run_id)
     if run is None:
         abort(404)
-    if run.status == "running" and utcnow() - run.started_at > STALE_BATCH + timedelta(
-        seconds=10 * run.total
-    ):  # its web worker was restarted: the kits issued so far are kept
-        run.status, run.finished_at = "interrupted", utcnow()
+    counts = campaigns.settle(run)  # finished once nothing is pending, whoever ran the last job
+    db.session.commit()
+    return render_template(
+        "batch.html",
+        run=run,
+        counts=counts,
+        failures=campaigns.failures(run),
+        workers=len(live_workers()) if run.status == "running" else None,
+    )
+
+
+@bp.post("/lots/<int:run_id>/relance")
+@page_roles(*STAFF)
+def batch_retry(run_id: int) -> Any:
+    run = db.session.get(Campaign, run_id)
+    if run is None:
+        abort(404)
+    try:
+        retried = campaigns.retry_failed(run)
         db.session.commit()
-    return render_template("batch.html", run=run)
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.batch_page", run_id=run_id))
+    flash(f"{counted(retried, 'kit')} en échec {agree(retried, 'relancé')}.")
+    return redirect(url_for("pages.batch_page", run_id=run_id))
