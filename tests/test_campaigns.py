@@ -38,13 +38,23 @@ def _log(app: Flask, name: str) -> Path:
 
 
 def add_employers(
-    client: FlaskClient, staff: dict[str, str], convention_id: int, count: int, *, first: int = 0
+    client: FlaskClient,
+    staff: dict[str, str],
+    convention_id: int,
+    count: int,
+    *,
+    first: int = 0,
+    **overrides: Any,
 ) -> list[str]:
     sirets = []
     for n in range(first, first + count):
         siret = siret_from_siren(f"2181{n:05d}")
         payload = employer_payload(
-            convention_id, siret=siret, name=f"Commune {n:02d}", email=f"rh{n}@mairie.fr"
+            convention_id,
+            siret=siret,
+            name=f"Commune {n:02d}",
+            email=f"rh{n}@mairie.fr",
+            **overrides,
         )
         r = client.post("/api/v1/employers", json=payload, headers=staff)
         assert r.status_code == 201, r.json
@@ -164,7 +174,16 @@ def test_a_failing_employer_is_listed_and_retried_after_the_fix(
     r = client.post("/api/v1/conventions", json={**ended, "ends_on": "2023-12-31"}, headers=staff)
     assert r.status_code == 201, r.json
     add_employers(client, staff, convention["id"], 2)
-    (late,) = add_employers(client, staff, r.json["id"], 1, first=50)
+    ended_id = r.json["id"]
+    (late,) = add_employers(
+        client,
+        staff,
+        ended_id,
+        1,
+        first=50,
+        cst_opinion_on="2019-03-01",
+        deliberation_on="2019-04-01",
+    )
     campaign_id = client.post("/api/v1/cdgs/81/campaigns", headers=staff).json["id"]
     with worker(app, _log(app, "failing"), concurrency=2):
         done = finished(client, staff, campaign_id)
@@ -174,7 +193,7 @@ def test_a_failing_employer_is_listed_and_retried_after_the_fix(
         assert failure["error"].startswith("Aucun début de garantie possible")
         # the data fixed, the failure is retried
         fix = client.patch(
-            f"/api/v1/employers/{late}", json={"convention_id": convention["id"]}, headers=staff
+            f"/api/v1/conventions/{ended_id}", json={"ends_on": "2030-12-31"}, headers=staff
         )
         assert fix.status_code == 200, fix.json
         retried = client.post(f"/api/v1/campaigns/{campaign_id}/retry", headers=staff)
