@@ -23,10 +23,8 @@ from sqlalchemy import select
 from service import formatting
 from service.audit.models import AuditEvent
 from service.extensions import db
-from service.kits.domain import first_of_month_from, issue_batch, paris_today
+from service.kits.domain import first_of_month_from, paris_today
 from service.kits.render import SPECS, ConventionData, KitInput, RenderedKit, render_kit
-from service.reference.models import Employer
-from storage.local import LocalStore
 from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload, run_jobs
 from tests.pdftools import pdf_text
 from tests.test_render import MODULATED, kit_input
@@ -422,7 +420,7 @@ def test_convention_refuses_a_capital_that_is_not_an_amount(
     assert r.json["error"]["field"] == "insurer_capital"
 
 
-def test_batch_reports_an_employer_left_without_a_start_of_cover(
+def test_campaign_reports_an_employer_left_without_a_start_of_cover(
     app: Flask, client: FlaskClient, staff: dict[str, str]
 ) -> None:
     assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
@@ -433,18 +431,12 @@ def test_batch_reports_an_employer_left_without_a_start_of_cover(
         r.json["id"], cst_opinion_on="2019-03-01", deliberation_on="2019-04-01"
     )
     assert client.post("/api/v1/employers", json=payload, headers=staff).status_code == 201
-    reported: list[tuple[str, BaseException | None]] = []
-    with app.app_context():
-        employer = db.session.scalar(select(Employer))
-        issued = issue_batch(
-            [employer],
-            store=LocalStore(app.instance_path),
-            actor="test",
-            code_days=30,
-            portal_url="http://x/portail",
-            workers=1,
-            on_done=lambda e, kit, error: reported.append((e.siret, error)),
-        )
-    assert issued == []
-    assert len(reported) == 1 and reported[0][0] == SIRET
-    assert getattr(reported[0][1], "code", None) == "cover_outside_convention"
+    started = client.post("/api/v1/cdgs/81/campaigns", headers=staff)
+    assert started.status_code == 202, started.json
+    assert run_jobs(app) == (0, 1)  # bad data: failed at once, not retried
+    campaign = client.get(f"/api/v1/campaigns/{started.json['id']}", headers=staff).json
+    assert (campaign["status"], campaign["done"], campaign["failed"]) == ("finished", 0, 1)
+    (failure,) = campaign["failures"]
+    assert failure["siret"] == SIRET
+    assert failure["error"].startswith("Aucun début de garantie possible dans la période")
+    assert client.get(f"/api/v1/employers/{SIRET}", headers=staff).json["kit"] is None

@@ -1,9 +1,8 @@
-"""Pages without a browser: sign-in rules, scopes, and the background batch with its progress."""
+"""Pages without a browser: sign-in rules, scopes, and a campaign's progress and failures."""
 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.extensions import db
-from tests.conftest import employer_payload
+from tests.conftest import CONVENTION, employer_payload, run_jobs
 
 
 def csrf(client: FlaskClient, path: str) -> str:
@@ -55,19 +54,28 @@ def test_pages_need_the_right_role(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_batch_runs_in_the_background_with_progress(
+def test_campaign_page_shows_progress_failures_and_retries_them(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
 ) -> None:
-    for siret, name in (
-        ("21810004800014", "Albi"),
-        ("21810001400016", "Aguts"),
-        ("20003402300016", "CC Tarn-Agout"),
+    ended = {**CONVENTION, "reference": "CDG81-PREV-2019", "starts_on": "2019-01-01"}
+    old = client.post("/api/v1/conventions", json={**ended, "ends_on": "2023-12-31"}, headers=staff)
+    assert old.status_code == 201, old.json
+    for siret, name, convention_id, dates in (
+        ("21810004800014", "Albi", convention["id"], {}),
+        ("21810001400016", "Aguts", convention["id"], {}),
+        (
+            "20003402300016",
+            "CC Tarn-Agout",
+            old.json["id"],
+            {"cst_opinion_on": "2019-03-01", "deliberation_on": "2019-04-01"},
+        ),
     ):
-        client.post(
+        r = client.post(
             "/api/v1/employers",
-            json=employer_payload(convention["id"], siret=siret, name=name),
+            json=employer_payload(convention_id, siret=siret, name=name, **dates),
             headers=staff,
         )
+        assert r.status_code == 201, r.json
     sign_in(app, client, "agent@assureur.fr")
     r = client.post(
         "/lots", data={"cdg": "81", "csrf_token": csrf(client, "/"), "confirmation": "oui"}
@@ -75,16 +83,32 @@ def test_batch_runs_in_the_background_with_progress(
     assert r.status_code == 302
     url = r.headers["Location"]
     first = client.get(url).get_data(as_text=True)
-    assert '<progress id="progress" max="3"' in first
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        body = client.get(url).get_data(as_text=True)
-        if "Terminé" in body:
-            break
-        time.sleep(0.5)
-    assert "Terminé : 3 kits émis, 0 échec." in body
-    assert 'value="3"' in body and 'http-equiv="refresh"' not in body
+    assert '<progress id="progress" max="3" value="0"' in first
+    assert 'http-equiv="refresh"' in first and "En cours" in first
+    assert "Aucun worker ne répond" in first  # no worker in this test: the jobs wait
+    again = client.post(
+        "/lots", data={"cdg": "81", "csrf_token": csrf(client, "/"), "confirmation": "oui"}
+    )
+    assert "déjà en cours" in client.get(again.headers["Location"]).get_data(as_text=True)
+    run_jobs(app)  # what a worker does, in this process
+    body = client.get(url).get_data(as_text=True)
+    assert "Terminé : 2 kits émis, 1 échec." in body and 'http-equiv="refresh"' not in body
+    assert "CC Tarn-Agout (SIRET 20003402300016) : Aucun début de garantie possible" in body
+    assert "Relancer les échecs" in body
+    # the data fixed, staff retry the failure from the page
+    fixed = client.patch(
+        f"/api/v1/conventions/{old.json['id']}", json={"ends_on": "2030-12-31"}, headers=staff
+    )
+    assert fixed.status_code == 200, fixed.json
+    r = client.post(f"{url}/relance", data={"csrf_token": csrf(client, url)})
+    assert r.status_code == 302
+    assert "1 kit en échec relancé." in client.get(url).get_data(as_text=True)
+    run_jobs(app)
+    body = client.get(url).get_data(as_text=True)
+    assert "Terminé : 3 kits émis, 0 échec." in body and "Relancer" not in body
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 3
+    dashboard = client.get("/?cdg=81").get_data(as_text=True)
+    assert "Campagne n° " in dashboard and "3/3 kits" in dashboard
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -113,31 +137,6 @@ def test_staff_can_lift_a_portal_lockout_from_the_page(
         environ_base={"REMOTE_ADDR": "192.0.2.66"},
     )
     assert r.status_code == 200
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_a_batch_whose_worker_died_is_shown_interrupted(
-    app: Flask, client: FlaskClient, convention: dict[str, Any]
-) -> None:
-    from datetime import timedelta
-
-    from service.pages.models import BatchRun
-    from service.timeutil import utcnow
-
-    with app.app_context():
-        run = BatchRun(
-            cdg_code="81",
-            total=10,
-            done=4,
-            started_by="staff:x",
-            started_at=utcnow() - timedelta(hours=2),
-        )
-        db.session.add(run)
-        db.session.commit()
-        run_id = run.id
-    sign_in(app, client, "agent@assureur.fr")
-    body = client.get(f"/lots/{run_id}").get_data(as_text=True)
-    assert "Interrompu : 4 kits émis" in body and 'http-equiv="refresh"' not in body
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -380,7 +380,7 @@ def test_reissue_countersign_and_campaign_need_a_confirmation(
     app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
     from service.kits.models import Kit
-    from service.pages.models import BatchRun
+    from service.campaigns.models import Campaign
 
     first = issue(client, staff)
     sign_in(app, client, "agent@assureur.fr")
@@ -408,7 +408,7 @@ def test_reissue_countersign_and_campaign_need_a_confirmation(
     assert "Cochez la case" in client.get(r.headers["Location"]).get_data(as_text=True)
     assert 'id="confirm-campaign"' in client.get("/").get_data(as_text=True)
     with app.app_context():
-        assert db.session.query(BatchRun).count() == 0
+        assert db.session.query(Campaign).count() == 0
 
 
 # -- cancellation ---------------------------------------------------------------------------
