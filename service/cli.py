@@ -167,10 +167,10 @@ def _local_init(config: dict[str, object]) -> None:
 
 
 def _local_job(job_id: int) -> bool:
-    """Run one job in a local process through its task's handler; False if it failed."""
-    from service.engine.outbox import run_here
+    """Run one job of the campaign in a local process as a worker does; False if it failed."""
+    from service.campaigns.tasks import run_campaign_job
 
-    outcome = run_here(job_id)
+    outcome = run_campaign_job(job_id)
     db.session.remove()
     return outcome.ok
 

@@ -1,43 +1,123 @@
-"""The campaigns' task: one employer's kit, issued at most once whatever the retries."""
+"""The campaigns' task: one employer's kit, issued at most once whatever the retries.
+
+The kit is rendered BEFORE the job is claimed (reading only), then stored and recorded in the
+claiming transaction: the claim's lock (a row on PostgreSQL, the whole database on SQLite) is
+held for the writes only, so that several processes render at the same time. A duplicate that
+rendered for nothing finds the job done and drops its copy.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from celery import Task, shared_task
 from sqlalchemy import select
 
+from service.backends import document_store, settings
 from service.campaigns.domain import ISSUE_TASK, finish_if_last
 from service.campaigns.models import Campaign
+from service.engine import outbox
 from service.engine.models import Job
-from service.engine.outbox import job_task
-from service.errors import NotFound
+from service.errors import NotFound, ServiceError
 from service.extensions import db
-from service.kits.actions import issue_reserved
+from service.kits.domain import PreparedKit, prepare_kit, store_kit
 from service.kits.models import Kit
+from service.kits.render import RenderedKit, render_kit
+from service.mail import notify
 from service.reference.models import Employer
 
 
-@job_task(ISSUE_TASK)
-def issue_campaign_kit(job: Job) -> None:
-    """Issue the employer's kit under the reference reserved by the campaign, queue the « kit
-    émis » e-mail, in the job's transaction (committed with the job done, or not at all).
+@dataclass(frozen=True)
+class Rendered:
+    """A kit rendered ahead of the claim for one job."""
 
-    An employer that has received a kit since the campaign began (from this campaign or from
-    anyone) gets none: the job is done and points to that kit.
-    """
+    prepared: PreparedKit
+    rendered: RenderedKit
+
+
+def _subjects(job: Job) -> tuple[Campaign, Employer]:
     campaign = db.session.get(Campaign, job.campaign_id) if job.campaign_id else None
     employer = db.session.get(Employer, int(job.payload.get("employer_id", 0)))
     if campaign is None or employer is None:
         raise NotFound("Employeur ou campagne introuvable.", code="unknown_employer")
-    since = db.session.scalar(
+    return campaign, employer
+
+
+def _kit_since(campaign: Campaign, employer: Employer) -> Kit | None:
+    """A kit the employer received since the campaign began (from it or from anyone)."""
+    return db.session.scalar(
         select(Kit)
         .where(Kit.employer_id == employer.id, Kit.issued_at >= campaign.started_at)
         .order_by(Kit.id.desc())
         .limit(1)
     )
+
+
+def _prepare(employer: Employer, reference: str) -> PreparedKit:
+    s = settings()
+    return prepare_kit(
+        employer,
+        code_days=s.access_code_days,
+        portal_url=f"{s.public_url}/portail",
+        reference=reference,
+    )
+
+
+def render_ahead(job_id: int) -> Rendered | None:
+    """Render the job's kit without writing anything, or None when there is nothing to render
+    (the job is not pending, the employer has a kit, or the data is refused: the claimed run
+    finds out again and records why)."""
+    try:
+        job = db.session.get(Job, job_id)
+        if job is None or job.status != "pending" or job.task != ISSUE_TASK:
+            return None
+        campaign, employer = _subjects(job)
+        if _kit_since(campaign, employer) is not None:
+            return None
+        prepared = _prepare(employer, str(job.payload["reference"]))
+        return Rendered(prepared, render_kit(prepared.data))
+    except ServiceError:
+        return None
+    finally:
+        db.session.rollback()  # no transaction left open while the claim is taken
+
+
+def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
+    """Issue the employer's kit under the reference reserved by the campaign and queue the « kit
+    émis » e-mail, in the job's transaction (committed with the job done, or not at all).
+
+    An employer that has received a kit since the campaign began gets none: the job is done and
+    points to that kit.
+    """
+    campaign, employer = _subjects(job)
+    since = _kit_since(campaign, employer)
     if since is not None:
         job.kit_id = since.id
     else:
-        issued = issue_reserved(
-            employer, reference=str(job.payload["reference"]), actor=campaign.started_by
+        if ahead is None or ahead.prepared.employer_id != employer.id:
+            prepared = _prepare(employer, str(job.payload["reference"]))
+            ahead = Rendered(prepared, render_kit(prepared.data))
+        issued = store_kit(
+            ahead.prepared, ahead.rendered, store=document_store(), actor=campaign.started_by
         )
+        notify.kit_issued(issued.kit)
         job.kit_id = issued.kit.id
     finish_if_last(campaign.id, job.id)
+
+
+def run_campaign_job(job_id: int) -> outbox.Outcome:
+    """Render ahead, then claim and issue (what the task and the CLI's local processes do)."""
+    ahead = render_ahead(job_id)
+    return outbox.run_job(job_id, lambda job: issue_campaign_kit(job, ahead))
+
+
+@shared_task(name=ISSUE_TASK, bind=True, acks_late=True, ignore_result=True)
+def issue_kit_task(self: Task, job_id: int) -> None:
+    """As `outbox.job_task` declares tasks, with the rendering ahead of the claim."""
+    outcome = run_campaign_job(job_id)
+    if outcome.retry_in is not None:
+        self.apply_async(args=[job_id], countdown=outcome.retry_in)
+
+
+# `flask jobs run` and `outbox.run_here` run it too (rendering inside the claim there)
+outbox.HANDLERS[ISSUE_TASK] = issue_campaign_kit

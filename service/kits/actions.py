@@ -1,5 +1,5 @@
-"""Issuing as the API, the pages, the commands and the campaigns' tasks all do it: with the
-configured store and portal address, and the employer told by e-mail (never the code)."""
+"""Issuing as the API, the pages and the commands all do it: with the configured store and
+portal address, committed, and the employer told by e-mail (never the code)."""
 
 from __future__ import annotations
 
@@ -39,14 +39,6 @@ def issue_one(
     )
     notify.kit_issued(issued.kit)
     db.session.commit()
-    return issued
-
-
-def issue_reserved(employer: Employer, *, reference: str, actor: str) -> IssuedKit:
-    """Issue under a reference reserved beforehand (a campaign's task), in the caller's
-    transaction: the « kit émis » e-mail is queued with it; nothing is committed here."""
-    issued = issue_kit(employer, reference=reference, **_options(actor))  # type: ignore[arg-type]
-    notify.kit_issued(issued.kit)
     return issued
 
 

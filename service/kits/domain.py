@@ -392,7 +392,6 @@ def issue_kit(
     portal_url: str,
     cover_starts_on: date | None = None,
     override_reason: str | None = None,
-    reference: str | None = None,
 ) -> IssuedKit:
     prepared = prepare_kit(
         employer,
@@ -400,7 +399,6 @@ def issue_kit(
         portal_url=portal_url,
         cover_starts_on=cover_starts_on,
         override_reason=override_reason,
-        reference=reference,
     )
     return store_kit(prepared, render_kit(prepared.data), store=store, actor=actor)
 
