@@ -198,22 +198,32 @@ def _follow_campaign(
     """Progress read from the database every half second until nothing is pending (or the local
     processes are done), then the totals and each failure; exit 1 if any kit failed."""
     from service.campaigns.domain import failures, get_campaign, progress, settle
+    from service.engine.celery_app import live_workers
 
-    shown = 0
+    shown, checked, deserted = 0, time.monotonic(), False
     with click.progressbar(
         length=total, label=f"Kits du CDG {cdg_code}", show_pos=True, show_eta=True
     ) as bar:
         while True:
             campaign = get_campaign(campaign_id)
             counts = progress(campaign)
+            if local is None and time.monotonic() - checked > 10:
+                checked, deserted = time.monotonic(), not live_workers()
             db.session.rollback()
             finished = counts.done + counts.failed
             if finished > shown:
                 bar.update(finished - shown)
                 shown = finished
-            if counts.pending == 0 or (local is not None and local.ready()):
+            if counts.pending == 0 or deserted or (local is not None and local.ready()):
                 break
             time.sleep(0.5)
+    if deserted and counts.pending:
+        click.echo(
+            f"Plus aucun worker ne répond : la campagne n° {campaign_id} reprendra au démarrage "
+            f"d'un worker ({counted(counts.pending, 'kit')} en attente).",
+            err=True,
+        )
+        sys.exit(1)
     campaign = get_campaign(campaign_id)
     counts = settle(campaign)
     failed = failures(campaign)

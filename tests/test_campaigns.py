@@ -19,7 +19,7 @@ from service.engine.outbox import send
 from service.extensions import db
 from service.kits.models import Kit
 from service.reference.rules import siret_from_siren
-from tests.conftest import ARTIFACTS, CONVENTION, employer_payload
+from tests.conftest import ARTIFACTS, CONVENTION, employer_payload, run_jobs
 from tests.workers import redis_config, stop, wait_for, worker
 
 ISSUE = "psc.campaigns.issue_kit"
@@ -231,3 +231,31 @@ def test_cli_waits_for_the_workers_or_runs_the_campaign_here(
     assert "Aucun worker" not in waited.output and "2 kits émis, 0 échec." in waited.output
     per_employer = kits_per_employer(app)
     assert len(per_employer) == 6 and set(per_employer.values()) == {1}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_campaign_failures_read_in_french_and_unknown_ones_are_404(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    """No worker here: the jobs are run in this process (`flask jobs run` does the same)."""
+    assert client.post("/api/v1/cdgs/99/campaigns", headers=staff).status_code == 404
+    assert client.get("/api/v1/campaigns/12345", headers=staff).status_code == 404
+    add_employers(client, staff, convention["id"], 2)
+    campaign_id = client.post("/api/v1/cdgs/81/campaigns", headers=staff).json["id"]
+    first, second = jobs(app)
+    with app.app_context():
+        # what the outbox records of an unexpected exception once its attempts are spent
+        job = db.session.get(Job, first.id)
+        job.status, job.last_error = "failed", "OperationalError: (psycopg) server closed"
+        db.session.commit()
+    assert run_jobs(app)[1] == 0
+    done = campaign(client, staff, campaign_id)
+    assert (done["status"], done["done"], done["failed"]) == ("finished", 1, 1)
+    assert done["failures"][0]["error"].startswith("Erreur technique")
+    assert "OperationalError" not in str(done)
+    retried = client.post(f"/api/v1/campaigns/{campaign_id}/retry", headers=staff).json
+    assert (retried["status"], retried["retried"], retried["pending"]) == ("running", 1, 1)
+    run_jobs(app)
+    done = campaign(client, staff, campaign_id)
+    assert (done["status"], done["done"], done["failed"]) == ("finished", 2, 0)
+    assert len(kits_per_employer(app)) == 2 and second.kit_id is None

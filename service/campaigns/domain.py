@@ -3,6 +3,7 @@ by the workers (or by local processes when none answers). Progress is read from 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -192,10 +193,23 @@ def failures(campaign: Campaign) -> list[Failure]:
             Failure(
                 siret=employer.siret if employer else "",
                 name=employer.name if employer else "Employeur supprimé",
-                error=job.last_error or "Erreur inconnue.",
+                error=_readable(job.last_error),
             )
         )
     return sorted(rows, key=lambda f: (f.name, f.siret))
+
+
+#: what `outbox` records of an unexpected exception (« OperationalError: … »), not for readers
+_TECHNICAL = re.compile(r"^[A-Za-z_][\w.]*: ")
+
+
+def _readable(error: str | None) -> str:
+    """The French reason of a failure; an unexpected exception's text stays in the job."""
+    if not error:
+        return "Erreur inconnue."
+    if _TECHNICAL.match(error):
+        return "Erreur technique, persistante après plusieurs essais : relancez l'émission."
+    return error
 
 
 def pending_job_ids(campaign: Campaign) -> list[int]:
