@@ -95,6 +95,8 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     assert "Terminé : 2 kits émis, 1 échec." in body and 'http-equiv="refresh"' not in body
     assert "CC Tarn-Agout (SIRET 20003402300016) : Aucun début de garantie possible" in body
     assert "Relancer les échecs" in body
+    for code in ("cover_outside_convention", "psc.campaigns", "running", "finished", "pending"):
+        assert code not in body  # no code name on the page
     # the data fixed, staff retry the failure from the page
     fixed = client.patch(
         f"/api/v1/conventions/{old.json['id']}", json={"ends_on": "2030-12-31"}, headers=staff

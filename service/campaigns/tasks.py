@@ -75,11 +75,11 @@ def render_ahead(job_id: int) -> Rendered | None:
         if _kit_since(campaign, employer) is not None:
             return None
         prepared = _prepare(employer, str(job.payload["reference"]))
-        return Rendered(prepared, render_kit(prepared.data))
     except ServiceError:
         return None
     finally:
-        db.session.rollback()  # no transaction left open while the claim is taken
+        db.session.rollback()  # no transaction open while rendering, nor when claiming
+    return Rendered(prepared, render_kit(prepared.data))
 
 
 def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
