@@ -8,7 +8,7 @@ import hashlib
 import io
 import re
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pikepdf
@@ -122,14 +122,21 @@ def failed_mail(app: Flask, to: str = "rh@mairie-albi.fr", *, kit_id: int | None
         return job.id
 
 
-def heartbeat(app: Flask, hostname: str, *, seen_ago: float = 1.0, concurrency: int = 2) -> None:
+def heartbeat(
+    app: Flask,
+    hostname: str,
+    *,
+    seen_ago: float = 1.0,
+    concurrency: int = 2,
+    started_at: datetime | None = None,
+) -> None:
     with app.app_context():
         db.session.add(
             WorkerHeartbeat(
                 hostname=hostname,
                 pid=4242,
                 concurrency=concurrency,
-                started_at=utcnow() - timedelta(hours=1),
+                started_at=started_at or utcnow() - timedelta(hours=1),
                 seen_at=utcnow() - timedelta(seconds=seen_ago),
             )
         )
@@ -162,7 +169,7 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
         campaign.total = 4
         db.session.commit()
         campaign_failed_id = other.id
-    heartbeat(app, "celery@machine-a:101")
+    heartbeat(app, "celery@machine-a:101", concurrency=3, started_at=datetime(2026, 7, 14, 8, 5))
     heartbeat(app, "celery@machine-morte:102", seen_ago=600)
 
     assert client.get("/travaux").status_code == 302  # signed out
@@ -175,6 +182,7 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
     assert 'href="/travaux"' in page and "File des travaux" in page  # in the navigation
     body = client.get("/travaux").get_data(as_text=True)
     assert "celery@machine-a:101" in body and "machine-morte" not in body
+    assert "<td>3</td><td>14/07/2026 à 10 h 05</td>" in body  # Paris time (UTC+2 in July)
     # the campaign: 2 done, 1 failed, 1 pending of 4 (its total), by whom, its letters
     assert "gestionnaire production@assureur.fr" in body
     assert 'max="4" value="3"' in body and "En cours" in body
@@ -410,8 +418,11 @@ def test_cdg_archive_zip_streams_every_copy_with_its_summary(
 
     r = client.get("/api/v1/cdgs/81/archive.zip", headers=own, buffered=False)
     assert r.status_code == 200 and r.mimetype == "application/zip" and r.is_streamed
-    data = b"".join(r.response)
+    chunks = list(r.response)
     r.close()
+    data = b"".join(chunks)
+    # written as it is read, a piece at a time: never the whole ZIP in one buffer
+    assert len(chunks) > len(items) and max(map(len, chunks)) <= 1 << 20
     assert int(r.headers["Content-Length"]) == len(data)
     archive = zipfile.ZipFile(io.BytesIO(data))
     assert archive.testzip() is None
