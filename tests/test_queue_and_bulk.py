@@ -465,6 +465,11 @@ def test_cdg_archive_zip_streams_every_copy_with_its_summary(
         io.BytesIO(client.get("/api/v1/cdgs/82/archive.zip", headers=other).data)
     )
     assert empty.namelist() == ["sommaire.csv"]
+    # from the CDG's pages, with its session: its own archive only
+    sign_in(app, client, "archives@cdg81.fr", role="cdg", cdg="81")
+    page = client.get("/cdg/81/archive.zip")
+    assert page.status_code == 200 and zipfile.ZipFile(io.BytesIO(page.data)).namelist() == names
+    assert client.get("/cdg/82/archive.zip").status_code == 404
 
 
 # -- health ----------------------------------------------------------------------------------

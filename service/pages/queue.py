@@ -1,5 +1,6 @@
 """« File des travaux »: the background work as staff see it (workers, campaigns, pending and
-failed tasks) and the retry of failed tasks, one or all."""
+failed tasks) and the retry of failed tasks, one or all; the bulk files from the pages (a
+campaign's letters, a CDG's archive in one ZIP)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 
 from service import labels
+from service.archive.bundle_api import archive_zip_response
 from service.campaigns.letters_api import letters_response
 from service.errors import ServiceError
 from service.extensions import db
@@ -77,3 +79,10 @@ def campaign_letters(campaign_id: int) -> Any:
     who = current_principal()
     assert who is not None
     return letters_response(campaign_id, actor=who.actor)
+
+
+@bp.get("/cdg/<code>/archive.zip")
+@page_roles(*STAFF, "cdg")
+def cdg_archive_zip(code: str) -> Any:
+    """The CDG's archive in one ZIP from the pages (a CDG's session sees its own only)."""
+    return archive_zip_response(code, who=current_principal())
