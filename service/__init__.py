@@ -97,15 +97,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import models  # noqa: F401  (registers every table)
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
+    from service.archive import bundle_api as _archive_bundle_api  # noqa: F401
     from service.campaigns import api as _campaigns_api  # noqa: F401
+    from service.campaigns import letters_api as _letters_api  # noqa: F401
     from service.campaigns import tasks as _campaign_tasks  # noqa: F401
     from service.engine import tasks as _engine_tasks  # noqa: F401
     from service.errors import register_error_handlers
+    from service.jobs import api as _jobs_api  # noqa: F401
     from service.kits import api as _kits_api  # noqa: F401
     from service.mail import tasks as _mail_tasks  # noqa: F401
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401
     from service.pages import proof as _proof_pages  # noqa: F401
+    from service.pages import queue as _queue_pages  # noqa: F401
     from service.pages import staff as _staff_pages  # noqa: F401
     from service.pages import wording as _wording_pages  # noqa: F401
     from service.pages.blueprint import bp as pages_bp

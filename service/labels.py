@@ -7,6 +7,7 @@ wording, never to the code itself.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -119,6 +120,44 @@ EVENTS = {
     "reminder": "Relance envoyée",
     "cover_start_overridden": "Début de garantie antérieur à l'émission (motif enregistré)",
     "proof_archived": "Certificat de preuve archivé",
+    "letters_downloaded": "Courrier d'accès téléchargé avec ceux de la campagne (impression)",
+    "archive_downloaded": "Archive du CDG téléchargée (ZIP)",
+}
+
+#: kinds of background tasks (Celery task names), exact names first
+JOB_KINDS = {
+    "psc.mail.send": "Courriel",
+    "psc.archive.copy": "Copie d'archive",
+    "psc.archive.fixity": "Contrôle d'intégrité de l'archive",
+    "psc.kits.remind_all": "Relance des employeurs",
+    "psc.returns.sweep_uploads": "Nettoyage des dépôts inachevés",
+    "psc.engine.sweep": "Reprise des tâches en attente",
+}
+#: then by the task's package (`psc.campaigns.…`), for tasks named elsewhere
+JOB_KIND_PREFIXES = {
+    "psc.campaigns.": "Kit de campagne",
+    "psc.mail.": "Courriel",
+    "psc.archive.": "Tâche d'archivage",
+    "psc.kits.": "Tâche sur les kits",
+    "psc.returns.": "Tâche sur les retours signés",
+    "psc.agents.": "Tâche sur les adhésions",
+}
+
+JOB_STATES = {"pending": "En attente", "done": "Terminée", "failed": "En échec"}
+
+CAMPAIGN_STATES = {"running": "En cours", "finished": "Terminée"}
+
+#: exceptions a failed task may report (`SMTPServerDisconnected: …`), as staff read them
+JOB_ERRORS = {
+    "SMTP": "le serveur de courriel a refusé ou n'a pas répondu",
+    "ConnectionRefusedError": "connexion refusée par un serveur",
+    "ConnectionError": "connexion impossible à un serveur",
+    "TimeoutError": "un serveur n'a pas répondu à temps",
+    "socket.timeout": "un serveur n'a pas répondu à temps",
+    "StorageUnavailable": "stockage injoignable",
+    "StorageError": "erreur du stockage",
+    "ObjectNotFound": "fichier introuvable dans le stockage",
+    "OperationalError": "base de données indisponible",
 }
 
 FAILURE_REASONS = {
@@ -315,3 +354,44 @@ def event_details(code: str, details: dict[str, Any] | None) -> dict[str, str]:
     if code == "kit_superseded" and details.get("superseded_by"):
         reason = f"remplacé par le kit {details['superseded_by']}"
     return {"file": file, "decision": decision, "reason": reason}
+
+
+def job_kind(task: str | None) -> str:
+    """`psc.mail.send` → `Courriel`: a background task's kind as staff read it."""
+    if not task:
+        return "Tâche"
+    if task in JOB_KINDS:
+        return JOB_KINDS[task]
+    for prefix, text in JOB_KIND_PREFIXES.items():
+        if task.startswith(prefix):
+            return text
+    return "Autre tâche"
+
+
+def job_state(status: str | None) -> str:
+    return JOB_STATES.get(status or "", "État inconnu")
+
+
+def campaign_state(status: str | None) -> str:
+    return CAMPAIGN_STATES.get(status or "", "État inconnu")
+
+
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*)(?::\s*(.*))?$", re.DOTALL)
+
+
+def job_error(text: str | None) -> str:
+    """A task's last error in French: French messages (the service's own errors) as they are;
+    an exception (`SMTPServerDisconnected: Connection closed`) by what it means, its class name
+    dropped, its own words kept as the technical detail."""
+    if not text:
+        return ""
+    match = _EXCEPTION.match(text)
+    if match is None or " " in match.group(1):
+        return text
+    name, detail = match.group(1), (match.group(2) or "").strip()
+    meaning = next(
+        (v for k, v in JOB_ERRORS.items() if name.startswith(k) or name.endswith(k)),
+        "erreur technique",
+    )
+    meaning = meaning[0].upper() + meaning[1:]
+    return f"{meaning} (détail : {detail})" if detail else meaning

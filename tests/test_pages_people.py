@@ -379,8 +379,8 @@ def test_employer_form_shows_every_error_at_once_like_the_api(
 def test_reissue_countersign_and_campaign_need_a_confirmation(
     app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
-    from service.kits.models import Kit
     from service.campaigns.models import Campaign
+    from service.kits.models import Kit
 
     first = issue(client, staff)
     sign_in(app, client, "agent@assureur.fr")

@@ -29,6 +29,8 @@ def test_health_reports_database_and_storage(client: FlaskClient) -> None:
         "documents": "ok",
         "archive": "ok",
         "storage": "ok",
+        "workers": 0,
+        "jobs": {"pending": 0, "failed": 0},
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from flask import current_app
-from sqlalchemy import event, select, update
+from sqlalchemy import event, inspect, select, update
 from sqlalchemy.orm import Session
 
 from service.engine.models import Job
@@ -59,15 +59,18 @@ def enqueue(
     )
     db.session.add(job)
     if send:
-        db.session.info.setdefault(_PENDING_KEY, []).append(job)
+        db.session.info.setdefault(_PENDING_KEY, []).append((job, task))
     return job
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    """The committed jobs go to the broker. No SQL may run here: ids come from the identity
+    keys, the task names were kept at `enqueue`."""
     jobs = session.info.pop(_PENDING_KEY, None)
     if jobs:
-        send([(job.id, job.task) for job in jobs])
+        committed = [(inspect(job).identity, task) for job, task in jobs]
+        send([(identity[0], task) for identity, task in committed if identity])
 
 
 @event.listens_for(Session, "after_rollback")
@@ -253,7 +256,7 @@ def retry(job_id: int) -> Job:
     if job.status == "failed":
         job.status, job.attempts, job.next_attempt_at = "pending", 0, utcnow()
         job.enqueued_at = None
-        db.session.info.setdefault(_PENDING_KEY, []).append(job)
+        db.session.info.setdefault(_PENDING_KEY, []).append((job, job.task))
     return job
 
 

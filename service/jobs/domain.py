@@ -1,0 +1,256 @@
+"""What staff see of the background work: workers that answer, campaigns and their progress,
+pending jobs by kind, failed jobs with what they were about, and retrying them.
+
+Read from the outbox rows (`Job`), the campaigns and the workers' heartbeats; every listing is
+bounded (keyset pagination on ids), so that a national campaign's 35 000 rows never load at once.
+This package sits above the engine and the domain packages it names (kits, employers): the
+engine itself never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from service import labels
+from service.campaigns.models import Campaign
+from service.engine import outbox
+from service.engine.celery_app import live_workers
+from service.engine.models import JOB_STATES, Job, WorkerHeartbeat
+from service.errors import Conflict, InvalidInput, NotFound
+from service.extensions import db
+from service.formatting import siret as format_siret
+from service.kits.models import Kit
+from service.reference.models import Employer
+from service.timeutil import utcnow
+
+#: one page of failed jobs, of campaigns
+PAGE = 50
+CAMPAIGN_PAGE = 20
+#: how many failed jobs « Tout relancer » takes per round trip to the database
+RETRY_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class KindCount:
+    task: str
+    kind: str
+    count: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    campaign: Campaign
+    done: int = 0
+    failed: int = 0
+    pending: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.failed
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    job: Job
+    kind: str
+    subject: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any] = field(default_factory=list)
+    #: the cursor of the next page (the last id shown), None at the end
+    next: int | None = None
+
+
+def workers() -> list[WorkerHeartbeat]:
+    """Workers seen in the last 30 seconds, the longest running first."""
+    return sorted(live_workers(), key=lambda w: (w.started_at, w.hostname))
+
+
+def job_counts() -> dict[str, int]:
+    """Pending (due or waiting for a retry) and failed jobs: the health answer."""
+    rows = db.session.execute(
+        select(Job.status, func.count(Job.id))
+        .where(Job.status.in_(("pending", "failed")))
+        .group_by(Job.status)
+    ).all()
+    counts = {"pending": 0, "failed": 0}
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def pending_by_kind() -> list[KindCount]:
+    rows = db.session.execute(
+        select(Job.task, func.count(Job.id), func.min(Job.created_at))
+        .where(Job.status == "pending")
+        .group_by(Job.task)
+        .order_by(Job.task)
+    ).all()
+    return [KindCount(task, labels.job_kind(task), int(n), oldest) for task, n, oldest in rows]
+
+
+def failed_by_kind() -> list[KindCount]:
+    rows = db.session.execute(
+        select(Job.task, func.count(Job.id), func.min(Job.created_at))
+        .where(Job.status == "failed")
+        .group_by(Job.task)
+        .order_by(Job.task)
+    ).all()
+    return [KindCount(task, labels.job_kind(task), int(n), oldest) for task, n, oldest in rows]
+
+
+def campaigns(*, before: int | None = None, limit: int = CAMPAIGN_PAGE) -> Page:
+    """The latest campaigns (newest first) with their progress counted from their jobs."""
+    query = select(Campaign).order_by(Campaign.id.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(Campaign.id < before)
+    rows = list(db.session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    counts: dict[int, dict[str, int]] = {c.id: {} for c in rows}
+    if rows:
+        for campaign_id, status, n in db.session.execute(
+            select(Job.campaign_id, Job.status, func.count(Job.id))
+            .where(Job.campaign_id.in_(list(counts)))
+            .group_by(Job.campaign_id, Job.status)
+        ):
+            counts[campaign_id][status] = int(n)
+    items = [
+        CampaignProgress(
+            campaign=c,
+            done=counts[c.id].get("done", 0),
+            failed=counts[c.id].get("failed", 0),
+            pending=counts[c.id].get("pending", 0),
+        )
+        for c in rows
+    ]
+    return Page(items, rows[-1].id if more else None)
+
+
+def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
+    """What each job was about, in French: its kit (reference and employer), the e-mail's
+    recipient, or the campaign's employer."""
+    kit_ids = {j.kit_id for j in jobs if j.kit_id}
+    employer_ids = {
+        int(j.payload["employer_id"])
+        for j in jobs
+        if isinstance(j.payload, dict) and str(j.payload.get("employer_id", "")).isdigit()
+    }
+    kits = {
+        kit.id: (kit.reference, name)
+        for kit, name in db.session.execute(
+            select(Kit, Employer.name)
+            .join(Employer, Employer.id == Kit.employer_id)
+            .where(Kit.id.in_(kit_ids))
+        )
+    }
+    employers = {
+        e.id: e for e in db.session.scalars(select(Employer).where(Employer.id.in_(employer_ids)))
+    }
+    subjects: dict[int, str] = {}
+    for job in jobs:
+        payload = job.payload if isinstance(job.payload, dict) else {}
+        parts: list[str] = []
+        if payload.get("to"):
+            parts.append(f"courriel à {payload['to']}")
+        if job.kit_id in kits:
+            reference, name = kits[job.kit_id]
+            parts.append(f"kit {reference} ({name})")
+        elif str(payload.get("employer_id", "")).isdigit():
+            employer = employers.get(int(payload["employer_id"]))
+            if employer is not None:
+                parts.append(f"{employer.name} (SIRET {format_siret(employer.siret)})")
+        if job.campaign_id and not parts:
+            parts.append(f"campagne n° {job.campaign_id}")
+        text = " ; ".join(parts)
+        subjects[job.id] = text[:1].upper() + text[1:] if text else "—"
+    return subjects
+
+
+def failed_jobs(*, before: int | None = None, limit: int = PAGE) -> Page:
+    """Failed jobs, the latest first, `limit` at a time (keyset on the id)."""
+    return jobs_page("failed", before=before, limit=limit)
+
+
+def jobs_page(status: str, *, before: int | None = None, limit: int = PAGE) -> Page:
+    if status not in JOB_STATES:
+        raise InvalidInput(
+            "État de tâche inconnu : « pending », « done » ou « failed ».",
+            code="invalid_status",
+            field="status",
+        )
+    query = select(Job).where(Job.status == status).order_by(Job.id.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(Job.id < before)
+    rows = list(db.session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    subjects = _subjects(rows)
+    items = [
+        FailedJob(
+            job=j,
+            kind=labels.job_kind(j.task),
+            subject=subjects[j.id],
+            error=labels.job_error(j.last_error),
+        )
+        for j in rows
+    ]
+    return Page(items, rows[-1].id if more else None)
+
+
+def describe(job: Job) -> FailedJob:
+    return FailedJob(
+        job=job,
+        kind=labels.job_kind(job.task),
+        subject=_subjects([job])[job.id],
+        error=labels.job_error(job.last_error),
+    )
+
+
+def retry_job(job_id: int) -> Job:
+    """A failed job, pending again (sent to the workers once the caller commits)."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise NotFound("Tâche introuvable.", code="unknown_job")
+    if job.status != "failed":
+        raise Conflict(
+            "Seule une tâche en échec peut être relancée : celle-ci est "
+            f"« {labels.job_state(job.status).lower()} ».",
+            code="job_not_failed",
+        )
+    return outbox.retry(job_id)
+
+
+def retry_all_failed(*, task: str | None = None) -> list[tuple[int, str]]:
+    """Every failed job (of one task, when given) pending again, in the caller's transaction.
+
+    Returns the (id, task) pairs to hand to the broker once the caller has committed
+    (`outbox.send`); a broker down leaves them to beat's sweep. Bulk updates, a thousand rows
+    at a time: no Job object is loaded."""
+    query = select(Job.id, Job.task).where(Job.status == "failed").order_by(Job.id)
+    if task is not None:
+        query = query.where(Job.task == task)
+    pairs = [(row.id, row.task) for row in db.session.execute(query)]
+    now = utcnow()
+    for start in range(0, len(pairs), RETRY_CHUNK):
+        ids = [job_id for job_id, _ in pairs[start : start + RETRY_CHUNK]]
+        db.session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == "failed")
+            .values(status="pending", attempts=0, next_attempt_at=now, enqueued_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    return pairs
+
+
+def send_after_commit(pairs: list[tuple[int, str]]) -> int:
+    """Hand the retried jobs to the broker (call after the commit)."""
+    return outbox.send(pairs) if pairs else 0
