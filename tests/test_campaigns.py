@@ -13,9 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from service.engine import outbox
 from service.engine.celery_app import live_workers
 from service.engine.models import Job
-from service.engine.outbox import send
 from service.extensions import db
 from service.kits.models import Kit
 from service.reference.rules import siret_from_siren
@@ -114,7 +114,7 @@ def test_campaign_end_to_end_on_a_worker_with_duplicated_messages(
     assert sorted(int(ref.rsplit("-", 1)[1]) for ref in references) == list(range(1, 7))
     # every task message twice: a duplicate finds its job claimed or done and does nothing
     with app.app_context():
-        assert send([(j.id, j.task) for j in jobs(app)]) == 6
+        assert outbox.send([(j.id, j.task) for j in jobs(app)]) == 6
     with worker(app, _log(app, "e2e"), concurrency=2):
         done = finished(client, staff, campaign_id)
     assert (done["total"], done["done"], done["failed"], done["pending"]) == (6, 6, 0, 0)
@@ -253,8 +253,11 @@ def test_campaign_failures_read_in_french_and_unknown_ones_are_404(
     assert (done["status"], done["done"], done["failed"]) == ("finished", 1, 1)
     assert done["failures"][0]["error"].startswith("Erreur technique")
     assert "OperationalError" not in str(done)
-    retried = client.post(f"/api/v1/campaigns/{campaign_id}/retry", headers=staff).json
-    assert (retried["status"], retried["retried"], retried["pending"]) == ("running", 1, 1)
+    with app.app_context():  # as the queue page retries one job, the campaign aside
+        outbox.retry(first.id)
+        db.session.commit()
+    again = campaign(client, staff, campaign_id)
+    assert (again["status"], again["pending"], again["finished_at"]) == ("running", 1, None)
     run_jobs(app)
     done = campaign(client, staff, campaign_id)
     assert (done["status"], done["done"], done["failed"]) == ("finished", 2, 0)

@@ -22,14 +22,14 @@ def campaign_json(campaign: Campaign) -> dict[str, Any]:
     return {
         "id": campaign.id,
         "cdg": campaign.cdg_code,
-        "status": campaign.status,
+        "status": counts.status,
         "total": counts.total,
         "done": counts.done,
         "failed": counts.failed,
         "pending": counts.pending,
         "started_by": campaign.started_by,
         "started_at": iso(campaign.started_at),
-        "finished_at": iso(campaign.finished_at),
+        "finished_at": None if counts.pending else iso(campaign.finished_at),
         "failures": [
             {"siret": f.siret, "name": f.name, "error": f.error} for f in domain.failures(campaign)
         ],

@@ -34,6 +34,12 @@ class Progress:
     failed: int
     pending: int
 
+    @property
+    def status(self) -> str:
+        """`running` while a job is pending, whoever put it back (this module's retry, or the
+        queue page's), else `finished`."""
+        return "running" if self.pending else "finished"
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -166,7 +172,7 @@ def finish_if_last(campaign_id: int, job_id: int) -> None:
     campaign = db.session.execute(
         select(Campaign).where(Campaign.id == campaign_id).with_for_update()
     ).scalar_one_or_none()
-    if campaign is None or campaign.status != "running":
+    if campaign is None:
         return
     others = db.session.scalar(
         select(func.count(Job.id)).where(
@@ -268,7 +274,7 @@ def recent(limit: int = 3) -> list[CampaignView]:
             CampaignView(
                 campaign.id,
                 campaign.cdg_code,
-                campaign.status if counts.pending else "finished",
+                counts.status,
                 campaign.total,
                 counts.done,
                 counts.failed,

@@ -711,7 +711,7 @@ def batch_page(run_id: int) -> Any:
         run=run,
         counts=counts,
         failures=campaigns.failures(run),
-        workers=len(live_workers()) if run.status == "running" else None,
+        workers=len(live_workers()) if counts.pending else None,
     )
 
 
