@@ -104,7 +104,7 @@ def demo_credentials() -> None:
 def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: bool) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg) : une campagne exécutée par les
     workers, ou ici sur --workers processus si aucun ne répond, avec une barre de progression."""
-    from service.campaigns.domain import start_campaign
+    from service.campaigns.domain import running_campaign, start_campaign
     from service.engine.celery_app import live_workers
     from service.formatting import designation, group_code
     from service.kits.actions import issue_one
@@ -129,12 +129,18 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
     try:
         campaign = start_campaign(cdg_code or "", actor=actor, send=answering or no_wait)
     except ServiceError as error:
-        if error.code == "nothing_to_issue":
-            db.session.rollback()
+        db.session.rollback()
+        current = running_campaign(cdg_code or "")
+        if error.code == "campaign_running" and current is not None and not no_wait:
+            # interrupted (Ctrl-C, a machine restarted) or run elsewhere: followed, or resumed
+            click.echo(f"La campagne n° {current.id} du CDG {cdg_code} est en cours : reprise.")
+            campaign = current
+        elif error.code == "nothing_to_issue":
             click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
             return
-        _fail(error)
-        return
+        else:
+            _fail(error)
+            return
     campaign_id, total = campaign.id, campaign.total
     if no_wait:
         click.echo(
@@ -151,6 +157,10 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
             f"{counted(workers, 'processus', 'processus')}."
         )
         _run_campaign_here(campaign_id, total, cdg_code or "", workers=workers)
+        click.echo(
+            "Les courriels « kit émis » partiront au démarrage d'un worker "
+            "(ou avec « flask jobs run »)."
+        )
 
 
 #: the app of a local process running a campaign's jobs (its context stays pushed)

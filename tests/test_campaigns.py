@@ -229,8 +229,17 @@ def test_cli_waits_for_the_workers_or_runs_the_campaign_here(
         waited = runner.invoke(args=["kits", "issue", "--cdg", "81"])
     assert waited.exit_code == 0, waited.output
     assert "Aucun worker" not in waited.output and "2 kits émis, 0 échec." in waited.output
+
+    # a campaign left running with no worker (started with --no-wait, or interrupted) is resumed
+    add_employers(client, staff, convention["id"], 1, first=30)
+    left = int(runner.invoke(args=["kits", "issue", "--cdg", "81", "--no-wait"]).output.split()[-1])
+    resumed = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "1"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"La campagne n° {left} du CDG 81 est en cours : reprise." in resumed.output
+    assert "exécutée ici sur 1 processus" in resumed.output
+    assert "1 kit émis, 0 échec." in resumed.output
     per_employer = kits_per_employer(app)
-    assert len(per_employer) == 6 and set(per_employer.values()) == {1}
+    assert len(per_employer) == 7 and set(per_employer.values()) == {1}
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

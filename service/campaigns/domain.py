@@ -60,7 +60,7 @@ class CampaignView:
     failed: int
 
 
-def _running(cdg_code: str) -> Campaign | None:
+def running_campaign(cdg_code: str) -> Campaign | None:
     return db.session.scalar(
         select(Campaign).where(Campaign.cdg_code == cdg_code, Campaign.status == "running")
     )
@@ -75,7 +75,7 @@ def start_campaign(cdg_code: str, *, actor: str, send: bool = True) -> Campaign:
     every employer has a kit.
     """
     cdg = get_cdg(cdg_code)
-    running = _running(cdg.code)
+    running = running_campaign(cdg.code)
     if running is not None:
         settle(running)
         if running.status == "running":
@@ -241,7 +241,7 @@ def retry_failed(campaign: Campaign) -> int:
     if not ids:
         return 0
     if campaign.status != "running":
-        other = _running(campaign.cdg_code)
+        other = running_campaign(campaign.cdg_code)
         if other is not None and other.id != campaign.id:
             settle(other)
             if other.status == "running":
