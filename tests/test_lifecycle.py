@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -228,6 +229,56 @@ def test_no_module_but_the_lifecycle_spells_a_state() -> None:
     assert not problems, "\n".join(problems)
 
 
+#: how the code names a kit (returns, archive jobs, batch runs and errors have states of their
+#: own: `ret.status`, `job.status`, `run.status`, `mapped.status`)
+_KIT_LIKE = re.compile(r"kit|^(old|current|previous|row|replaced)$", re.I)
+
+
+def _status_writes(source: str) -> list[int]:
+    """Lines assigning `<a kit>.status` or building a `Kit(status=…)`."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = [t for target in node.targets for t in _flatten(target)]
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        for target in targets:
+            if (
+                isinstance(target, ast.Attribute)
+                and target.attr == "status"
+                and _KIT_LIKE.search(ast.unparse(target.value))
+            ):
+                lines.append(node.lineno)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "Kit"
+            and any(k.arg == "status" for k in node.keywords)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def _flatten(target: ast.expr) -> list[ast.expr]:
+    if isinstance(target, ast.Tuple | ast.List):
+        return [t for element in target.elts for t in _flatten(element)]
+    return [target]
+
+
+def test_only_the_lifecycle_writes_a_kit_status() -> None:
+    assert _status_writes("kit.status, kit.at = 'x', now\nret.status = 'accepted'") == [1]
+    assert _status_writes("old.status = s\nself.kit.status = s\njob.status = 'done'") == [1, 2]
+    assert _status_writes("Kit(reference='r', status=s)") == [1]
+    problems = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / "service").rglob("*.py"))
+        if path.relative_to(ROOT).as_posix() != "service/kits/lifecycle.py"
+        for line in _status_writes(path.read_text(encoding="utf-8"))
+    ]
+    assert not problems, "kit.status written outside the lifecycle: " + ", ".join(problems)
+
+
 def test_the_literal_scan_sees_a_status_write() -> None:
     # the scan can fail: a status written or compared by hand is found, an audit event is not
     source = (
@@ -237,3 +288,27 @@ def test_the_literal_scan_sees_a_status_write() -> None:
         'q = select(AuditEvent).where(AuditEvent.event == "countersigned")\n'
     )
     assert _state_literals(source) == [(1, "cancelled"), (2, "issued"), (2, "employer_signed")]
+
+
+#: a state name quoted inside a Jinja tag (`{% if kit.status == 'cancelled' %}`)
+_JINJA = re.compile(r"\{[{%].*?[%}]\}", re.S)
+_QUOTED_STATE = re.compile("['\"](" + "|".join(sorted(STATE_NAMES)) + ")['\"]")
+
+
+def _template_states(text: str) -> list[str]:
+    return [m.group(1) for tag in _JINJA.findall(text) for m in _QUOTED_STATE.finditer(tag)]
+
+
+def test_no_template_spells_a_state() -> None:
+    # the pages' templates compare with `kit_states.CANCELLED`, `kit_states.OPEN_STATES`…
+    assert _template_states("{% if kit.status in ('issued', 'archived') %}x{% endif %}") == [
+        "issued",
+        "archived",
+    ]
+    assert _template_states('<p id="cancelled">{{ label("kit", kit.status) }}</p>') == []
+    problems = [
+        f"{path.relative_to(ROOT)}: {found}"
+        for path in sorted((ROOT / "service" / "templates").rglob("*.html"))
+        if (found := _template_states(path.read_text(encoding="utf-8")))
+    ]
+    assert not problems, "\n".join(problems)

@@ -19,7 +19,7 @@ from service.audit.domain import record
 from service.errors import InvalidInput, NotFound
 from service.extensions import db
 from service.kits import lifecycle
-from service.kits.lifecycle import ISSUED, OPEN_STATES, SUPERSEDED
+from service.kits.lifecycle import OPEN_STATES, SUPERSEDED
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.kits.render import (
     DOCUMENT_KINDS,
@@ -297,7 +297,6 @@ def store_kit(
         reference=data.reference,
         employer_id=employer.id,
         convention_id=employer.convention_id,
-        status=ISSUED,
         access_code_hash=hash_access_code(data.access_code),
         access_code_expires_at=now + (data.access_code_expires_on - data.issued_on),
         bundle_key=bundle.key,

@@ -30,6 +30,7 @@ from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests
 from service.extensions import db
 from service.formatting import group_code, long_date
 from service.kits import domain as kits
+from service.kits import lifecycle
 from service.kits.actions import cancel_one, issue_many, issue_one
 from service.kits.lifecycle import CANCELLED, OPEN_STATES
 from service.kits.listing import list_employers
@@ -67,6 +68,7 @@ def _globals() -> dict[str, Any]:
     return {
         "who": current_principal(),
         "status_labels": labels.KIT_STATES,
+        "kit_states": lifecycle,  # states and groups, never spelled in a template
         "kinds": EMPLOYER_KINDS,
     }
 
