@@ -191,6 +191,20 @@ def test_units_import_without_cycles() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_type_only_imports_name_models_only() -> None:
+    # the one way around the graph: a model named by string in a relationship, imported for
+    # its annotation only; anything else under TYPE_CHECKING would hide a real dependency
+    problems = [
+        f"{imp.path}:{imp.line}: {imp.target}"
+        for path in _source_files()
+        for imp in _imports(path)
+        if imp.type_only
+        and imp.target.startswith("service.")
+        and not imp.target.endswith(".models")
+    ]
+    assert not problems, "\n".join(problems)
+
+
 def test_cycle_finder_sees_a_cycle() -> None:
     # the search itself can fail: a -> b -> c -> a is one component, d hangs off it
     found = _cycles({"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()})
