@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
 from service.config import Settings
+from service.extensions import db
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 ID_MAX = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL)
@@ -79,7 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     from service import ratelimit
-    from service.extensions import csrf, db, migrate
+    from service.extensions import csrf, migrate
 
     ratelimit.init_app(app, redis_url=settings.redis_url, prefix=settings.ratelimit_prefix)
 
@@ -103,6 +105,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.errors import register_error_handlers
     from service.jobs import api as _jobs_api  # noqa: F401
     from service.kits import api as _kits_api  # noqa: F401
+    from service.kits import employer_api as _employer_api  # noqa: F401
     from service.mail import tasks as _mail_tasks  # noqa: F401
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401
@@ -145,10 +148,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _sqlite_pragmas(app: Flask) -> None:
-    from sqlalchemy import event
-
-    from service.extensions import db
-
     with app.app_context():
 
         @event.listens_for(db.engine, "connect")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -29,13 +29,16 @@ from service.csvfile import csv_text
 from service.errors import InvalidInput, NotFound
 from service.extensions import db
 from service.formatting import siret as format_siret
+from service.kits import lifecycle
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.kits.proof import PROOF, ArchivedFacts, archived_proof
 from service.labels import file_name
-from service.returns.models import KitReturn
 from service.timeutil import DEFAULT_TIMEZONE, iso, utcnow
 from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
+
+if TYPE_CHECKING:  # annotations only: the returns sit above the archive (countersigning enqueues)
+    from service.returns.models import KitReturn
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest"
@@ -92,13 +95,14 @@ def enqueue_archive(kit: Kit, kinds: list[str]) -> None:
     db.session.flush()
 
 
+def _accepted_returns(kit: Kit) -> list[KitReturn]:
+    db.session.expire(kit, ["returns"])  # read them now, as a query would
+    return [ret for ret in kit.returns if ret.status == "accepted"]
+
+
 def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[str]]:
     """The countersigned copy of a piece and who signed it (employer signers, then insurer)."""
-    ret = db.session.scalar(
-        select(KitReturn).where(
-            KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
-        )
-    )
+    ret = next((r for r in _accepted_returns(kit) if r.kind == kind), None)
     if ret is None or ret.countersigned_key is None:
         raise NotFound("Aucun exemplaire contresigné pour cette pièce.", code="not_countersigned")
     names = [s.get("name", "") for s in (ret.verification or {}).get("signers", [])]
@@ -109,10 +113,7 @@ def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> byt
     employer = kit.employer
     # whether each countersigned copy is still PDF/A, as verification found (None: not known)
     pdfa = {
-        ret.kind: (ret.verification or {}).get("pdfa_preserved")
-        for ret in db.session.scalars(
-            select(KitReturn).where(KitReturn.kit_id == kit.id, KitReturn.status == "accepted")
-        )
+        ret.kind: (ret.verification or {}).get("pdfa_preserved") for ret in _accepted_returns(kit)
     }
     manifest = {
         "kit_reference": kit.reference,
@@ -234,8 +235,7 @@ def run_job(
         _archive_proof(
             kit, rec, pieces, documents=documents, archive=archive, policy=policy, until=until
         )
-        kit.status, kit.archived_at = "archived", utcnow()
-        kit.status_changed_at = kit.archived_at
+        lifecycle.mark_archived(kit)
         record("kit_archived", actor="system", kit_id=kit.id, sha256_after=digest)
     return rec
 
