@@ -119,6 +119,7 @@ EVENTS = {
     "reminder": "Relance envoyée",
     "cover_start_overridden": "Début de garantie antérieur à l'émission (motif enregistré)",
     "proof_archived": "Certificat de preuve archivé",
+    "archive_fixity_failed": "Copie archivée absente ou modifiée (contrôle d'intégrité)",
 }
 
 FAILURE_REASONS = {
