@@ -9,6 +9,7 @@ import io
 import json
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import boto3
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from service.archive.domain import ARCHIVE_NAMES, archive_copy, archive_policy, file_name
 from service.archive.models import ArchiveRecord
@@ -345,3 +346,68 @@ def test_documents_on_s3_and_a_storage_outage_during_upload(
         from tests.conftest import _reset
 
         _reset(app)
+
+
+@pytest.fixture
+def own_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own (migrated from scratch by make_app)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'own.sqlite3'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = f"psc_own_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migration_moves_waiting_archive_jobs_into_the_engine_and_back(
+    own_database: str, tmp_path: Path, trust_roots: Path, pki: Pki
+) -> None:
+    """0010 moves pending archive_job rows into job (and its downgrade moves them back): on a
+    database of its own, so that going down and up again touches no other test."""
+    from flask_migrate import downgrade, upgrade
+
+    from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload
+
+    app = make_app(own_database, tmp_path, SIGNING_TRUST_ROOTS=str(trust_roots))
+    migration = ROOT / "migrations" / "versions" / "0010_archive_jobs.py"
+    before = next(
+        line.split("=", 1)[1].strip().strip("\"'")
+        for line in migration.read_text().splitlines()
+        if line.startswith("down_revision")
+    )
+    client = app.test_client()
+    staff = auth(create_token(app, "staff", "prod@assureur.fr"))
+    client.post("/api/v1/cdgs", json=CDG81, headers=staff)
+    convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
+    client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
+    employer = auth(portal(client, kit["access_code"]).json["token"])
+    for kind in PIECES:
+        data = sign_pdf(issued_pdf(client, employer, kit, kind), pki.trusted)
+        assert upload(client, employer, kit, kind, data).json["status"] == "accepted"
+    assert client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff).status_code == 200
+    with app.app_context():
+        db.session.remove()
+        downgrade(revision=before)
+        rows = db.session.execute(text("SELECT kind, status FROM archive_job ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(k, "pending") for k in (*PIECES, "manifest")]
+        db.session.remove()
+        upgrade()
+    jobs = archive_jobs(app)
+    assert [j.payload["kind"] for j in jobs] == [*PIECES, "manifest"]
+    assert all(j.payload["pieces"] == list(PIECES) for j in jobs)
+    assert len(jobs[-1].payload["audit_last_hash"]) == 64
+    assert run_jobs(app)[1] == 0
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
+    assert [j.payload["kind"] for j in archive_jobs(app)] == [*PIECES, "manifest"]
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
