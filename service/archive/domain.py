@@ -120,9 +120,8 @@ def _enqueue_manifest(kit_id: int, pieces: list[str], manifest: dict[str, Any]) 
 
 def _release_manifest(kit: Kit, job: Job) -> None:
     """After a piece: once every piece of the kit is archived, write the manifest's job (sent
-    after the commit). The kit's row is locked first, so that of two pieces finishing together
-    the second sees the first's record, and only one writes the manifest's job."""
-    db.session.execute(select(Kit.id).where(Kit.id == kit.id).with_for_update())
+    after the commit). The kit's row is locked (`archive_copy`), so that of two pieces finishing
+    together the second sees the first's record, and only one writes the manifest's job."""
     archived = set(
         db.session.scalars(select(ArchiveRecord.kind).where(ArchiveRecord.kit_id == kit.id))
     )
@@ -262,6 +261,9 @@ def archive_copy(
             "Une autre copie est déjà archivée sous cette clé : archivage arrêté.",
             code="archive_conflict",
         ) from exc
+    # the kit's row locked (PostgreSQL) before the audit chain's, as every kit change does;
+    # held until the commit: the kit's copies are recorded one after the other
+    db.session.execute(select(Kit.id).where(Kit.id == kit.id).with_for_update())
     existing = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key))
     rec = existing or ArchiveRecord(
         kit_id=kit.id,
