@@ -456,6 +456,12 @@ def test_sweep_removes_old_copies_no_row_refers_to(
     assert out.exit_code == 0, out.output
     assert "2 copies orphelines supprimées" in out.output
     assert upload_copies(app) == kept | {f"quarantine/{ref}/{PIECES[0]}/fresh.pdf"}
+    # beat's hourly task does the same (QUARANTINE_MAX_AGE_MINUTES, 60 by default)
+    with app.app_context():
+        path = Path(settings().document_store.removeprefix("file://"))
+    os.utime(path / f"quarantine/{ref}/{PIECES[0]}/fresh.pdf", (time.time() - 7200,) * 2)
+    assert app.extensions["celery"].tasks["psc.returns.sweep_uploads"]() == 1
+    assert upload_copies(app) == kept
 
 
 def test_upload_quota_per_kit_and_hour_in_number_then_in_bytes(
