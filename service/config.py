@@ -36,6 +36,17 @@ def _count(value: str, name: str) -> int:
     return number
 
 
+def _seconds(value: str, name: str) -> float:
+    """A positive number of seconds; anything else stops the start with a clear message."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
 def _timezone(name: str) -> str:
     """A known IANA time zone name (checked at start-up, not at the first page that needs it)."""
     try:
@@ -126,8 +137,12 @@ class Settings:
             task_stale_seconds=_count(env.get("TASK_STALE_SECONDS", "300"), "TASK_STALE_SECONDS"),
             remind_after_days=_count(env.get("REMIND_AFTER_DAYS", "14"), "REMIND_AFTER_DAYS"),
             fixity_sample=_count(env.get("ARCHIVE_FIXITY_SAMPLE", "20"), "ARCHIVE_FIXITY_SAMPLE"),
-            task_retry_base_seconds=float(env.get("TASK_RETRY_BASE_SECONDS") or 30),
-            remind_schedule_seconds=float(env["REMIND_SCHEDULE_SECONDS"])
+            task_retry_base_seconds=_seconds(
+                env.get("TASK_RETRY_BASE_SECONDS") or "30", "TASK_RETRY_BASE_SECONDS"
+            ),
+            remind_schedule_seconds=_seconds(
+                env["REMIND_SCHEDULE_SECONDS"], "REMIND_SCHEDULE_SECONDS"
+            )
             if env.get("REMIND_SCHEDULE_SECONDS")
             else None,
             trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
