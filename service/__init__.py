@@ -97,9 +97,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from service import health as _health  # noqa: F401
     from service import models  # noqa: F401  (registers every table)
+    from service import reminders as _reminders  # noqa: F401
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
     from service.archive import bundle_api as _archive_bundle_api  # noqa: F401
+    from service.archive import tasks as _archive_tasks  # noqa: F401
     from service.campaigns import letters_api as _letters_api  # noqa: F401
     from service.engine import tasks as _engine_tasks  # noqa: F401
     from service.errors import register_error_handlers
@@ -116,6 +118,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.pages.blueprint import bp as pages_bp
     from service.reference import api as _reference_api  # noqa: F401
     from service.returns import api as _returns_api  # noqa: F401
+    from service.returns import tasks as _returns_tasks  # noqa: F401
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)

@@ -140,6 +140,7 @@ EVENTS = {
     "reminder": "Relance envoyée",
     "cover_start_overridden": "Début de garantie antérieur à l'émission (motif enregistré)",
     "proof_archived": "Certificat de preuve archivé",
+    "archive_fixity_failed": "Copie archivée absente ou modifiée (contrôle d'intégrité)",
     "letters_downloaded": "Courrier d'accès téléchargé avec ceux de la campagne (impression)",
     "archive_downloaded": "Archive du CDG téléchargée (ZIP)",
 }
