@@ -21,8 +21,9 @@ from service.audit.domain import record
 from service.audit.models import AuditEvent
 from service.config import settings
 from service.extensions import db
+from service.kits import notify
+from service.kits.lifecycle import ISSUED
 from service.kits.models import Kit
-from service.mail import notify
 from service.reference.domain import get_cdg
 from service.reference.models import Cdg, Employer
 from service.timeutil import utcnow
@@ -37,7 +38,7 @@ MAX_AFTER_DAYS = 3650
 def waiting_kits(after_days: int, *, cdg_code: str | None = None) -> list[int]:
     """Open kits (issued, pieces not all signed) issued at least `after_days` days ago."""
     query = select(Kit.id).where(
-        Kit.status == "issued", Kit.issued_at <= utcnow() - timedelta(days=after_days)
+        Kit.status == ISSUED, Kit.issued_at <= utcnow() - timedelta(days=after_days)
     )
     if cdg_code is not None:
         query = (
@@ -60,7 +61,7 @@ def remind_waiting(after_days: int, *, actor: str, cdg_code: str | None = None) 
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         kits = db.session.scalars(
-            select(Kit).where(Kit.id.in_(chunk), Kit.status == "issued").with_for_update()
+            select(Kit).where(Kit.id.in_(chunk), Kit.status == ISSUED).with_for_update()
         ).all()
         recent = set(
             db.session.scalars(

@@ -15,26 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "signing", "storage")
 
-#: pairs of units whose mutual imports the Celery engine work removes (backends.py loses
-#: send_mail and the archive runner, mail/* and kits/actions.py are rewritten): engine work.
-#: Both edges of each pair are left out of the cycle search; every other cycle fails.
-ENGINE_WORK_PAIRS = {
-    # engine work: backends <-> archive (the archive runner moves to a Celery task)
-    frozenset({"service.backends", "service.archive"}),
-    # engine work: backends <-> mail (send_mail leaves backends)
-    frozenset({"service.backends", "service.mail"}),
-    # engine work: kits <-> mail (kits/actions.py enqueues tasks instead of sending)
-    frozenset({"service.kits", "service.mail"}),
-}
+#: pairs of units allowed to import each other (none: keep it so)
+ENGINE_WORK_PAIRS: set[frozenset[str]] = set()
 
 #: where importing inside a function is the point: the application factory and the CLI
 #: (commands load what they need when they run)
 FUNCTION_IMPORTS_ALLOWED = {
     ("service/__init__.py", "create_app"),
     ("service/cli.py", None),  # any function of the CLI
-    # engine work: the archive runner and send_mail leave backends.py for Celery tasks
-    ("service/backends.py", "run_archive_jobs"),
-    ("service/backends.py", "send_mail"),
 }
 
 

@@ -8,8 +8,8 @@ from typing import IO
 from service.accounts.auth import Principal
 from service.backends import document_store, settings, signing_key, trust_settings
 from service.extensions import db
+from service.kits import notify
 from service.kits.models import Kit
-from service.mail import notify
 from service.returns.domain import (
     ReturnContext,
     UploadQuota,

@@ -26,11 +26,10 @@ from service.errors import (
 )
 from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
-from service.kits import lifecycle
+from service.kits import lifecycle, notify
 from service.kits.domain import current_kit, get_document, hash_access_code
 from service.kits.lifecycle import CANCELLED, ISSUED, OPEN_STATES
 from service.kits.models import Kit, KitDocument
-from service.mail import notify
 from service.ratelimit import Rule, limiter
 from service.reference.models import Employer
 from service.returns.models import KitReturn
