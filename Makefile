@@ -29,7 +29,7 @@ run: $(VENV)/.run-deps
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load --if-empty --quiet
 	@$(BIN)/flask demo credentials
-	@echo "Service sur http://$(HOST):$(PORT) (Ctrl+C pour arrêter)"
+	@echo "Service sur http://$(HOST):$(PORT), avec un worker et beat (Ctrl+C pour arrêter)"
 	VENV_BIN=$(BIN) scripts/serve.sh
 
 test: $(VENV)/.test-deps

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
 from service.config import Settings
+from service.extensions import db
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 ID_MAX = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL)
@@ -79,7 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     from service import ratelimit
-    from service.extensions import csrf, db, migrate
+    from service.extensions import csrf, migrate
 
     ratelimit.init_app(app, redis_url=settings.redis_url, prefix=settings.ratelimit_prefix)
 
@@ -95,9 +97,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from service import health as _health  # noqa: F401
     from service import models  # noqa: F401  (registers every table)
+    from service import reminders as _reminders  # noqa: F401
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
     from service.archive import bundle_api as _archive_bundle_api  # noqa: F401
+    from service.archive import tasks as _archive_tasks  # noqa: F401
     from service.campaigns import api as _campaigns_api  # noqa: F401
     from service.campaigns import letters_api as _letters_api  # noqa: F401
     from service.campaigns import tasks as _campaign_tasks  # noqa: F401
@@ -105,6 +109,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.errors import register_error_handlers
     from service.jobs import api as _jobs_api  # noqa: F401
     from service.kits import api as _kits_api  # noqa: F401
+    from service.kits import employer_api as _employer_api  # noqa: F401
     from service.mail import tasks as _mail_tasks  # noqa: F401
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401
@@ -115,6 +120,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.pages.blueprint import bp as pages_bp
     from service.reference import api as _reference_api  # noqa: F401
     from service.returns import api as _returns_api  # noqa: F401
+    from service.returns import tasks as _returns_tasks  # noqa: F401
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
@@ -147,10 +153,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _sqlite_pragmas(app: Flask) -> None:
-    from sqlalchemy import event
-
-    from service.extensions import db
-
     with app.app_context():
 
         @event.listens_for(db.engine, "connect")

@@ -9,12 +9,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import current_app
 
-from service.archive.domain import ArchivePolicy
 from service.config import settings
 from signing.countersign import SigningKey, load_pkcs12
 from signing.devcert import create_dev_certificate
 from signing.verify import TrustSettings
-from storage import ObjectStore, StorageError, Timeouts, open_store
+from storage import ObjectStore, Timeouts, open_store
 
 
 def store_timeouts() -> Timeouts:
@@ -65,14 +64,6 @@ def archive_store() -> ObjectStore:
     return stores["archive"]
 
 
-def inline_archive_store() -> ObjectStore:
-    """The archive store for the attempt made right after countersigning, in the request:
-    one attempt with short waits (ARCHIVE_INLINE_TIMEOUT), so that a hung store cannot hold
-    the answer; what fails waits for `flask archive retry` or the worker."""
-    s = settings()
-    return _store("archive-inline", s.archive_store, _quick(s.archive_inline_timeout))
-
-
 def health_stores() -> dict[str, ObjectStore]:
     """The stores as the health check sees them: one attempt, HEALTH_TIMEOUT each."""
     s = settings()
@@ -81,36 +72,6 @@ def health_stores() -> dict[str, ObjectStore]:
         "documents": _store("documents-health", s.document_store, quick),
         "archive": _store("archive-health", s.archive_store, quick),
     }
-
-
-def archive_policy() -> ArchivePolicy:
-    s = settings()
-    return ArchivePolicy(
-        lock_mode=s.archive_lock_mode,
-        retention_years=s.archive_retention_years,
-        timezone=s.timezone,
-    )
-
-
-def run_archive_jobs(kit_id: int | None = None, *, inline: bool = False) -> tuple[int, int]:
-    """Run due archive jobs now; storage failures leave them pending, never raise.
-
-    `inline` (right after a commit, in a request): short timeouts, and the first unreachable
-    store stops the run, so the answer never waits on a hung store for more than a few seconds.
-    """
-    from service.archive.domain import run_pending
-
-    try:
-        return run_pending(
-            documents=document_store(),
-            archive=inline_archive_store() if inline else archive_store(),
-            policy=archive_policy(),
-            kit_id=kit_id,
-            stop_when_unavailable=inline,
-        )
-    except StorageError:
-        current_app.logger.warning("archive store unavailable: jobs stay pending")
-        return 0, 0
 
 
 def document_store() -> ObjectStore:

@@ -256,18 +256,19 @@ def _follow_campaign(
 
 @kits.command("remind")
 @click.option("--after-days", type=int, required=True, help="Kits émis depuis au moins N jours.")
-def kits_remind(after_days: int) -> None:
-    """Relance les employeurs dont les pièces signées manquent."""
-    from service.audit.domain import record
-    from service.mail import notify
-    from service.returns.domain import kits_waiting
+@click.option("--cdg", "cdg_code", help="Les employeurs d'un seul CDG.")
+def kits_remind(after_days: int, cdg_code: str | None) -> None:
+    """Relance les employeurs dont les pièces signées manquent (pas deux fois en N jours)."""
+    from service.reference.domain import get_cdg
+    from service.reminders import remind_waiting
 
-    sent = 0
-    for kit in kits_waiting(after_days):
-        record("reminder", actor="cli", kit_id=kit.id, siret=kit.employer.siret)
-        notify.reminder(kit)
-        db.session.commit()
-        sent += 1
+    try:
+        if cdg_code is not None:
+            get_cdg(cdg_code)
+        sent = remind_waiting(after_days, actor="cli", cdg_code=cdg_code)
+    except ServiceError as error:
+        _fail(error)
+        return
     click.echo(f"{counted(sent, 'relance')} {agree(sent, 'envoyée')}.")
 
 
@@ -316,46 +317,24 @@ archive = AppGroup("archive", help="Archive du CDG.")
 
 @archive.command("retry")
 def archive_retry() -> None:
-    """Envoie maintenant les copies en attente d'archivage (échéances ignorées)."""
-    from service.archive.domain import run_pending
-    from service.backends import archive_policy, archive_store, document_store
+    """Archive ici les copies en attente (échéances ignorées), sans attendre les workers."""
+    from service.archive.domain import pending_copies
+    from service.engine.outbox import run_here
 
-    done, failed = run_pending(
-        documents=document_store(),
-        archive=archive_store(),
-        policy=archive_policy(),
-        ignore_schedule=True,
-    )
+    done = failed = 0
+    tried: set[int] = set()
+    # a piece archived here may write its kit's manifest job: run it too, in the same command
+    while todo := [job_id for job_id in pending_copies() if job_id not in tried]:
+        db.session.rollback()
+        for job_id in todo:
+            tried.add(job_id)
+            outcome = run_here(job_id)
+            if outcome.ran:
+                done += outcome.ok
+                failed += not outcome.ok
     click.echo(_archived(done, failed))
     if failed:
         sys.exit(1)
-
-
-@archive.command("worker")
-@click.option(
-    "--interval",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Secondes entre deux passages sans travail.",
-)
-@click.option("--max-loops", type=int, default=0, help="Arrêt après N passages (0 : jamais).")
-def archive_worker(interval: float, max_loops: int) -> None:
-    """Archive en continu, avec un délai croissant tant que le stockage échoue."""
-    import time
-
-    from service.backends import run_archive_jobs
-
-    loops, pause = 0, interval
-    while True:
-        done, failed = run_archive_jobs()
-        if done or failed:
-            click.echo(_archived(done, failed))
-        pause = min(pause * 2, 600) if failed else interval
-        loops += 1
-        if max_loops and loops >= max_loops:
-            return
-        time.sleep(0 if done and not failed else pause)
 
 
 @archive.command("verify")

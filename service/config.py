@@ -36,6 +36,17 @@ def _count(value: str, name: str) -> int:
     return number
 
 
+def _seconds(value: str, name: str) -> float:
+    """A positive number of seconds; anything else stops the start with a clear message."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
 def _timezone(name: str) -> str:
     """A known IANA time zone name (checked at start-up, not at the first page that needs it)."""
     try:
@@ -67,7 +78,6 @@ class Settings:
     store_connect_timeout: float = 3.0
     store_read_timeout: float = 10.0
     store_max_attempts: int = 3
-    archive_inline_timeout: float = 3.0
     health_timeout: float = 2.0
     upload_quota_count: int = 30
     upload_quota_mb: int = 200
@@ -81,6 +91,10 @@ class Settings:
     remind_after_days: int = 14
     #: beat's daily fixity check: archived copies re-read and checked
     fixity_sample: int = 20
+    #: a failed job waits this long, doubled at each new failure (capped at an hour)
+    task_retry_base_seconds: float = 30.0
+    #: beat's reminders every N seconds instead of daily at 8:00 (tests, demonstrations)
+    remind_schedule_seconds: float | None = None
     trusted_proxies: int = 0
     ratelimit_prefix: str = "psc"
     #: the time zone of every time a person reads (the API stays in UTC)
@@ -114,7 +128,6 @@ class Settings:
             store_connect_timeout=float(env.get("STORE_CONNECT_TIMEOUT", "3")),
             store_read_timeout=float(env.get("STORE_READ_TIMEOUT", "10")),
             store_max_attempts=int(env.get("STORE_MAX_ATTEMPTS", "3")),
-            archive_inline_timeout=float(env.get("ARCHIVE_INLINE_TIMEOUT", "3")),
             health_timeout=float(env.get("HEALTH_TIMEOUT", "2")),
             upload_quota_count=int(env.get("UPLOAD_QUOTA_COUNT", "30")),
             upload_quota_mb=int(env.get("UPLOAD_QUOTA_MB", "200")),
@@ -124,6 +137,14 @@ class Settings:
             task_stale_seconds=_count(env.get("TASK_STALE_SECONDS", "300"), "TASK_STALE_SECONDS"),
             remind_after_days=_count(env.get("REMIND_AFTER_DAYS", "14"), "REMIND_AFTER_DAYS"),
             fixity_sample=_count(env.get("ARCHIVE_FIXITY_SAMPLE", "20"), "ARCHIVE_FIXITY_SAMPLE"),
+            task_retry_base_seconds=_seconds(
+                env.get("TASK_RETRY_BASE_SECONDS") or "30", "TASK_RETRY_BASE_SECONDS"
+            ),
+            remind_schedule_seconds=_seconds(
+                env["REMIND_SCHEDULE_SECONDS"], "REMIND_SCHEDULE_SECONDS"
+            )
+            if env.get("REMIND_SCHEDULE_SECONDS")
+            else None,
             trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
             ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
             timezone=_timezone(env.get("TIMEZONE") or DEFAULT_TIMEZONE),

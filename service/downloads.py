@@ -7,9 +7,8 @@ from typing import Any
 
 from flask import Response, has_request_context, request
 
-from service.archive.models import ArchiveRecord
 from service.audit.domain import record
-from service.backends import archive_store, document_store
+from service.backends import document_store
 from service.csvfile import csv_text, safe_cell
 from service.extensions import db
 from storage import ObjectStore
@@ -51,18 +50,6 @@ def record_kit_download(kit: Any, *, file: str, actor: str, sha256: str | None =
     )
 
 
-def record_archive_download(rec: ArchiveRecord, *, actor: str) -> None:
-    """`record_download` for an archived copy, from the current request's client address."""
-    record_download(
-        kit_id=rec.kit_id,
-        file=f"archive/{rec.kind}",
-        actor=actor,
-        address=request.remote_addr if has_request_context() else None,
-        siret=rec.siret,
-        sha256=rec.sha256,
-    )
-
-
 def stream_object(
     key: str,
     mimetype: str,
@@ -89,14 +76,6 @@ def stream_object(
     return response
 
 
-def archived_copy(rec: ArchiveRecord) -> Response:
-    name = rec.key.rsplit("/", 1)[-1]
-    mimetype = "application/json" if name.endswith(".json") else "application/pdf"
-    return stream_object(
-        rec.key, mimetype, f"{rec.kit_reference}-{name}", rec.size, store=archive_store()
-    )
-
-
 def csv_attachment(body: str, filename: str) -> Response:
     response = Response(body.encode("utf-8"), mimetype="text/csv")
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
@@ -105,7 +84,6 @@ def csv_attachment(body: str, filename: str) -> Response:
 
 
 __all__ = [
-    "archived_copy",
     "csv_attachment",
     "csv_text",
     "record_download",

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from signing.errors import VerificationBusy
+from storage import StorageError
 
 
 class ServiceError(Exception):
@@ -132,8 +134,6 @@ def error_response(error: ServiceError) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from storage import StorageError
-
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Response:
         return error_response(error)
@@ -155,8 +155,6 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(mapped)
         response.headers["Retry-After"] = str(error.retry_after)
         return response
-
-    from flask_wtf.csrf import CSRFError
 
     @app.errorhandler(CSRFError)
     def _csrf_error(error: CSRFError) -> Response:

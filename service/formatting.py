@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -246,3 +248,10 @@ def designation(kind: str, name: str, *, signatory_gender: str | None = None) ->
     else:
         title, title_feminine = f"{masculine} ou {feminine}", None
     return Designation(phrase, spec.feminine, title, title_feminine)
+
+
+def file_stem(title: str) -> str:
+    """A file name from a French title, in plain ASCII: `Conditions particulières` →
+    `conditions-particulieres` (what a person saves never carries a code)."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")

@@ -14,18 +14,38 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app, has_app_context
 
-from service.formatting import long_date
+from service.formatting import file_stem, long_date
 from service.formatting import siret as format_siret
-from service.kits.render import SPECS, file_stem
-from service.reference.schemas import EMPLOYER_KINDS
 from service.timeutil import DEFAULT_TIMEZONE, local
 
-#: titles of what is not one of the kit's six documents (those read `render.SPECS`)
+#: the titles of the kit's six documents, in the kit's order (`render.DOCUMENTS` reads them)
+KIT_DOCUMENTS = {
+    "special-conditions": "Conditions particulières",
+    "information-notice": "Notice d'information",
+    "enrolment-form": "Bulletin d'adhésion individuelle",
+    "beneficiary-designation": "Désignation de bénéficiaire(s)",
+    "membership-agreement": "Convention d'adhésion",
+    "access-letter": "Courrier d'accès à l'espace « Nouvel Adhérent »",
+}
+
+#: titles of what is not one of the kit's six documents
 DOCUMENTS = {
     "manifest": "Manifeste de l'archive",
     "proof": "Certificat de preuve",
     "bundle": "Kit complet (PDF)",
     "zip": "Kit complet (ZIP)",
+}
+
+#: kinds of employers (`reference.schemas` validates against these codes)
+EMPLOYER_KINDS = {
+    "commune": "Commune",
+    "cc": "Communauté de communes",
+    "ca": "Communauté d'agglomération",
+    "ccas": "Centre communal d'action sociale",
+    "cias": "Centre intercommunal d'action sociale",
+    "syndicat": "Syndicat",
+    "etablissement": "Établissement public local",
+    "departement": "Département",
 }
 
 KIT_STATES = {
@@ -120,6 +140,7 @@ EVENTS = {
     "reminder": "Relance envoyée",
     "cover_start_overridden": "Début de garantie antérieur à l'émission (motif enregistré)",
     "proof_archived": "Certificat de preuve archivé",
+    "archive_fixity_failed": "Copie archivée absente ou modifiée (contrôle d'intégrité)",
     "letters_downloaded": "Courrier d'accès téléchargé avec ceux de la campagne (impression)",
     "archive_downloaded": "Archive du CDG téléchargée (ZIP)",
 }
@@ -177,13 +198,10 @@ COPIES = {"": "", "signed": "-signee", "countersigned": "-contresignee"}
 
 
 def document(kind: str | None) -> str:
-    """A document's French title: the kit's six from `render.SPECS`, then the extras."""
+    """A document's French title: the kit's six, then the extras."""
     if not kind:
         return ""
-    spec = SPECS.get(kind)
-    if spec is not None:
-        return spec.title
-    return DOCUMENTS.get(kind, "Document")
+    return KIT_DOCUMENTS.get(kind) or DOCUMENTS.get(kind, "Document")
 
 
 def employer_kind(code: str | None) -> str:

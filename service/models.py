@@ -1,7 +1,7 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
 from service.accounts.models import ApiToken, User, WebSession
-from service.archive.models import ArchiveJob, ArchiveRecord
+from service.archive.models import ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
 from service.campaigns.models import Campaign
 from service.engine.models import Job, WorkerHeartbeat
@@ -11,7 +11,6 @@ from service.returns.models import KitReturn
 
 __all__ = [
     "ApiToken",
-    "ArchiveJob",
     "ArchiveRecord",
     "AuditEvent",
     "AuditHead",

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from storage.base import ObjectStore, StorageError
+from storage.local import LocalStore
+from storage.s3 import S3Store
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,8 @@ def open_store(
     """A store for `url`; every network call of an S3 store is bounded by `timeouts`."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        from storage.local import LocalStore
-
         return LocalStore(parsed.netloc + parsed.path)
     if parsed.scheme == "s3":
-        from storage.s3 import S3Store
-
         if not parsed.netloc:
             raise StorageError(f"store URL without a bucket: {url}")
         t = timeouts or Timeouts()

@@ -9,6 +9,7 @@ import io
 import json
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ import boto3
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
-from service.archive.domain import ARCHIVE_NAMES, file_name
+from service.archive.domain import ARCHIVE_NAMES, archive_copy, archive_policy, file_name
+from service.archive.models import ArchiveRecord
+from service.backends import archive_store, document_store
+from service.engine.models import Job
 from service.extensions import db
-from tests.conftest import auth, create_token, make_app, make_bucket
+from tests.conftest import auth, create_token, make_app, make_bucket, run_jobs
 from tests.pki import Pki, sign_pdf
 from tests.test_reference_api import assert_error
 from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
@@ -67,6 +71,20 @@ def signed_kit(
     return kit
 
 
+def countersign(client: FlaskClient, staff: dict[str, str], kit: dict[str, Any]) -> None:
+    """Countersign through the API, then run the jobs it wrote, as a worker does."""
+    r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    assert r.status_code == 200 and r.json["status"] == "countersigned", r.json
+    assert run_jobs(client.application)[1] == 0
+
+
+def archive_jobs(app: Flask) -> list[Job]:
+    with app.app_context():
+        jobs = db.session.scalars(select(Job).filter_by(task="psc.archive.copy")).all()
+        db.session.expunge_all()
+        return list(jobs)
+
+
 def s3(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
 
@@ -81,7 +99,15 @@ def test_countersigned_pieces_are_archived_under_retention(
 ) -> None:
     kit = signed_kit(client, staff, pki)
     r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
-    assert r.status_code == 200 and r.json["status"] == "archived"
+    # nothing archived in the request: one job per piece, the manifest's once they are done
+    assert r.status_code == 200 and r.json["status"] == "countersigned"
+    assert client.get("/api/v1/archive?cdg=81", headers=staff).json["items"] == []
+    jobs = archive_jobs(client.application)
+    assert sorted(j.payload["kind"] for j in jobs) == sorted(PIECES)
+    assert {j.status for j in jobs} == {"pending"}
+    assert run_jobs(client.application)[1] == 0
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
+    assert [j.payload["kind"] for j in archive_jobs(client.application)][-1] == "manifest"
     items = client.get("/api/v1/archive?cdg=81", headers=staff).json["items"]
     assert sorted(i["kind"] for i in items) == sorted(["manifest", *PIECES, "proof"])
     client_s3 = s3(moto_endpoint)
@@ -126,7 +152,7 @@ def test_cdg_sees_only_its_archive_with_pagination(
     pki: Pki,
 ) -> None:
     kit = signed_kit(client, staff, pki)
-    client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    countersign(client, staff, kit)
     own = auth(create_token(app, "cdg", "suivi@cdg81.fr", cdg="81"))
     client.post(
         "/api/v1/cdgs", json={"code": "82", "name": "CDG 82", "email": "a@cdg82.fr"}, headers=staff
@@ -158,12 +184,12 @@ def test_storage_down_during_countersign_then_retry_archives(
     r = down.test_client().post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
     assert r.status_code == 200, r.json
     assert r.json["status"] == "countersigned"  # the user sees no error; archive pending
-    with down.app_context():
-        from service.archive.models import ArchiveJob
-
-        jobs = db.session.scalars(select(ArchiveJob)).all()
-        assert {j.status for j in jobs} == {"pending"}
-        assert all(j.attempts >= 1 and j.last_error for j in jobs if j.kind != "manifest")
+    # a worker tries: the store does not answer, the jobs stay pending with a retry planned
+    run_jobs(down)
+    jobs = archive_jobs(down)
+    assert len(jobs) == 2 and {j.status for j in jobs} == {"pending"}
+    assert all(j.attempts == 1 and j.last_error for j in jobs)
+    assert all(j.next_attempt_at > j.created_at for j in jobs)
     assert down.test_cli_runner().invoke(args=["archive", "retry"]).exit_code == 1
     # storage is back: a retry archives everything
     result = client.application.test_cli_runner().invoke(args=["archive", "retry"])
@@ -186,12 +212,14 @@ def test_crash_between_upload_and_record_converges_without_duplicate(
     kit = signed_kit(client, staff, pki)
     down.test_client().post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
     with app.app_context():
-        from service.archive.domain import run_job
-        from service.archive.models import ArchiveJob, ArchiveRecord
-        from service.backends import archive_policy, archive_store, document_store
-
-        job = db.session.scalar(select(ArchiveJob).where(ArchiveJob.kind == PIECES[0]))
-        run_job(job, documents=document_store(), archive=archive_store(), policy=archive_policy())
+        job = next(
+            j
+            for j in db.session.scalars(select(Job).filter_by(task="psc.archive.copy"))
+            if j.payload["kind"] == PIECES[0]
+        )
+        archive_copy(
+            job, documents=document_store(), archive=archive_store(), policy=archive_policy()
+        )
         db.session.rollback()  # the process "dies" after the upload, before the commit
         assert db.session.scalar(select(ArchiveRecord)) is None
     assert app.test_cli_runner().invoke(args=["archive", "retry"]).exit_code == 0
@@ -214,7 +242,7 @@ def test_archive_verify_detects_changed_and_missing_copies(
     tmp_path: Path,
 ) -> None:
     kit = signed_kit(client, staff, pki)
-    client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    countersign(client, staff, kit)
     runner = app.test_cli_runner()
     assert runner.invoke(args=["archive", "verify", "--sample", "2"]).exit_code == 0
     folder = tmp_path / "instance" / "archive" / "81" / "CDG81-PREV-2025-2030" / SIRET
@@ -257,7 +285,7 @@ def test_tracking_csv_opens_in_a_french_spreadsheet(
         headers=staff,
     )
     kit = signed_kit(client, staff, pki)
-    client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    countersign(client, staff, kit)
     own = auth(create_token(app, "cdg", "suivi@cdg81.fr", cdg="81"))
     r = client.get("/api/v1/cdgs/81/tracking.csv", headers=own)
     assert r.status_code == 200 and r.mimetype == "text/csv"
@@ -318,3 +346,68 @@ def test_documents_on_s3_and_a_storage_outage_during_upload(
         from tests.conftest import _reset
 
         _reset(app)
+
+
+@pytest.fixture
+def own_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own (migrated from scratch by make_app)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'own.sqlite3'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = f"psc_own_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migration_moves_waiting_archive_jobs_into_the_engine_and_back(
+    own_database: str, tmp_path: Path, trust_roots: Path, pki: Pki
+) -> None:
+    """0010 moves pending archive_job rows into job (and its downgrade moves them back): on a
+    database of its own, so that going down and up again touches no other test."""
+    from flask_migrate import downgrade, upgrade
+
+    from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload
+
+    app = make_app(own_database, tmp_path, SIGNING_TRUST_ROOTS=str(trust_roots))
+    migration = ROOT / "migrations" / "versions" / "0010_archive_jobs.py"
+    before = next(
+        line.split("=", 1)[1].strip().strip("\"'")
+        for line in migration.read_text().splitlines()
+        if line.startswith("down_revision")
+    )
+    client = app.test_client()
+    staff = auth(create_token(app, "staff", "prod@assureur.fr"))
+    client.post("/api/v1/cdgs", json=CDG81, headers=staff)
+    convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
+    client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
+    employer = auth(portal(client, kit["access_code"]).json["token"])
+    for kind in PIECES:
+        data = sign_pdf(issued_pdf(client, employer, kit, kind), pki.trusted)
+        assert upload(client, employer, kit, kind, data).json["status"] == "accepted"
+    assert client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff).status_code == 200
+    with app.app_context():
+        db.session.remove()
+        downgrade(revision=before)
+        rows = db.session.execute(text("SELECT kind, status FROM archive_job ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(k, "pending") for k in (*PIECES, "manifest")]
+        db.session.remove()
+        upgrade()
+    jobs = archive_jobs(app)
+    assert [j.payload["kind"] for j in jobs] == [*PIECES, "manifest"]
+    assert all(j.payload["pieces"] == list(PIECES) for j in jobs)
+    assert len(jobs[-1].payload["audit_last_hash"]) == 64
+    assert run_jobs(app)[1] == 0
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
+    assert [j.payload["kind"] for j in archive_jobs(app)] == [*PIECES, "manifest"]
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()

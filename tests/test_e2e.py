@@ -20,7 +20,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from service.extensions import db
-from tests.conftest import CDG81, CONVENTION, auth, create_token
+from tests.conftest import CDG81, CONVENTION, auth, create_token, run_jobs
 from tests.pki import Pki, sign_pdf
 
 CHROMIUM = "/usr/bin/chromium"
@@ -235,6 +235,8 @@ def test_whole_journey_in_a_real_browser(
     page.check("#confirm-countersign")
     page.click("button:has-text('Contresigner le kit')")
     assert "Kit contresigné" in page.inner_text(".flash-ok")
+    run_jobs(app)  # the archive copies, as a worker runs them
+    page.reload()
     assert "Archivé" in page.inner_text("h2")
     page.click("text=Journal d'audit")
     assert "Pièce contresignée par l'assureur" in page.inner_text("table")

@@ -225,6 +225,7 @@ def test_portal_after_countersigning_shows_copies_not_upload_instructions(
         assert upload(client, headers, kit, kind, signed).json["status"] == "accepted"
     r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
     assert r.status_code in (200, 201), r.json
+    run_jobs(app)  # the archive copies, as a worker runs them
     portal_sign_in(client, kit["access_code"])
     html = client.get("/portail/kit").get_data(as_text=True)
     text = visible_text(html)

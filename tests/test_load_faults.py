@@ -25,10 +25,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete, func, select
 
 from service import create_app
-from service.archive.models import ArchiveJob
 from service.audit.domain import GENESIS, record, verify_chain
 from service.audit.models import AuditEvent, AuditHead
 from service.backends import document_store, settings
+from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import KitDocument
 from service.returns.models import KitReturn
@@ -42,6 +42,7 @@ from tests.conftest import (
     employer_payload,
     make_app,
     make_bucket,
+    run_jobs,
 )
 from tests.pki import Pki, sign_pdf
 from tests.test_archive import signed_kit
@@ -274,6 +275,9 @@ def hung_archive_app(
         ARCHIVE_STORE="s3://archive-hung/cdg",
         S3_ENDPOINT_URL=hung.url,
         HEALTH_TIMEOUT="1",
+        STORE_CONNECT_TIMEOUT="1",
+        STORE_READ_TIMEOUT="2",
+        STORE_MAX_ATTEMPTS="1",
     )
     try:
         yield application
@@ -301,11 +305,16 @@ def test_countersign_answers_quickly_while_the_archive_hangs_then_retry_archives
     elapsed = time.monotonic() - started
     assert r.status_code == 200, r.json
     assert r.json["status"] == "countersigned"
-    assert elapsed < 10, elapsed  # one short attempt (ARCHIVE_INLINE_TIMEOUT), not minutes
+    assert elapsed < 10, elapsed  # the request never touches the archive store
+    # a worker's attempt: each call bounded, the jobs stay pending with a retry planned
+    started = time.monotonic()
+    run_jobs(hung_archive_app)
+    assert time.monotonic() - started < 30
     with hung_archive_app.app_context():
-        jobs = db.session.scalars(select(ArchiveJob)).all()
-        assert len(jobs) == 3 and {j.status for j in jobs} == {"pending"}
+        jobs = db.session.scalars(select(Job).filter_by(task="psc.archive.copy")).all()
+        assert len(jobs) == 2 and {j.status for j in jobs} == {"pending"}
         assert all(j.attempts == 1 and j.last_error for j in jobs)  # each says why
+        assert all(j.next_attempt_at > j.created_at for j in jobs)
 
     # the store is back (another endpoint here): `flask archive retry` sends the copies
     bucket = f"archive-{uuid.uuid4().hex[:10]}"
@@ -447,6 +456,12 @@ def test_sweep_removes_old_copies_no_row_refers_to(
     assert out.exit_code == 0, out.output
     assert "2 copies orphelines supprimées" in out.output
     assert upload_copies(app) == kept | {f"quarantine/{ref}/{PIECES[0]}/fresh.pdf"}
+    # beat's hourly task does the same (QUARANTINE_MAX_AGE_MINUTES, 60 by default)
+    with app.app_context():
+        path = Path(settings().document_store.removeprefix("file://"))
+    os.utime(path / f"quarantine/{ref}/{PIECES[0]}/fresh.pdf", (time.time() - 7200,) * 2)
+    assert app.extensions["celery"].tasks["psc.returns.sweep_uploads"]() == 1
+    assert upload_copies(app) == kept
 
 
 def test_upload_quota_per_kit_and_hour_in_number_then_in_bytes(

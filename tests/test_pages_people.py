@@ -233,6 +233,7 @@ def test_pages_emails_and_csv_show_no_code_to_any_role(
         data={"csrf_token": csrf(client, page), "confirmation": "oui"},
     )
     assert r.status_code == 302
+    run_jobs(app)  # the archive copies, as a worker runs them
     body = client.get(page).get_data(as_text=True)
     assert "Archivé" in visible_text(body)
     # the employer page links the copies signed by both parties

@@ -31,7 +31,7 @@ from signing.errors import Refused, VerificationBusy
 from signing.sandbox import Limits, run_limited
 from signing.verify import inspect_structure
 from storage import sha256_hex
-from tests.conftest import auth
+from tests.conftest import auth, run_jobs
 from tests.pki import (
     Party,
     Pki,
@@ -408,6 +408,7 @@ def test_unembedded_signature_font_is_reported_in_the_verdict_and_the_manifest(
 
     copies = countersigned_copies(client, staff, kit)
     assert unembedded_fonts(copies[PIECES[0]]) == {"/Courier"}
+    run_jobs(app)  # the archive copies, as a worker runs them
     records = client.get("/api/v1/archive?cdg=81", headers=staff).json["items"]
     manifest_id = next(r["id"] for r in records if r["kind"] == "manifest")
     manifest = json.loads(client.get(f"/api/v1/archive/{manifest_id}/content", headers=staff).data)

@@ -1,7 +1,7 @@
 """Campaigns replace the pages' batch runs: one running campaign per CDG
 
 Revision ID: 0009_campaigns
-Revises: 0008_engine
+Revises: 0010_archive_jobs
 Create Date: 2026-11-22
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_campaigns"
-down_revision = "0008_engine"
+down_revision = "0010_archive_jobs"
 branch_labels = None
 depends_on = None
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import column, select, table
 
 from service.accounts.models import ROLES, ApiToken, User
 from service.errors import Conflict, InvalidInput, Unauthorized
@@ -18,6 +18,9 @@ from service.timeutil import utcnow
 
 _hasher = PasswordHasher()
 TOKEN_PREFIX = "psc_"
+#: the CDG codes a CDG account may name, read by table name: the reference data depend on the
+#: accounts (a principal), not the other way round
+_CDG = table("cdg", column("code"))
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,13 @@ def create_user(
     *, email: str, role: str, cdg_code: str | None = None, password: str | None = None
 ) -> tuple[User, str]:
     """Create a user and its first API token; the token is returned once and stored hashed."""
-    from service.reference.models import Cdg
-
     email = email.strip().lower()
     if role not in ROLES or role == "employer":
         raise InvalidInput("Rôle inconnu : admin, staff ou cdg.", code="invalid_role", field="role")
     if role == "cdg":
         if not cdg_code:
             raise InvalidInput("Un compte CDG est rattaché à un CDG (--cdg).", code="cdg_required")
-        if db.session.scalar(select(Cdg).where(Cdg.code == cdg_code)) is None:
+        if db.session.scalar(select(_CDG.c.code).where(_CDG.c.code == cdg_code)) is None:
             raise InvalidInput(f"CDG inconnu : {cdg_code}.", code="unknown_cdg", field="cdg")
     elif cdg_code:
         raise InvalidInput("Seul un compte CDG est rattaché à un CDG.", code="invalid_role")

@@ -8,9 +8,10 @@ from flask import Response, jsonify, redirect, request
 
 from service.api import principal, query_int, route
 from service.archive import domain
+from service.archive.downloads import archived_copy, record_archive_download
 from service.archive.models import ArchiveRecord
 from service.backends import archive_store
-from service.downloads import archived_copy, csv_attachment, record_archive_download
+from service.downloads import csv_attachment
 from service.errors import NotFound
 from service.schema_types import CDG_CODE
 from service.timeutil import iso

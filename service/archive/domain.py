@@ -1,7 +1,9 @@
 """Archiving countersigned copies, exactly once, and serving them to the CDG.
 
-Countersigning writes one `ArchiveJob` per piece plus one for the manifest in its own
-transaction (an outbox). A job uploads its object under retention, reads it back to check the
+Countersigning writes one engine job (`psc.archive.copy`) per piece in its own transaction (the
+outbox); workers run them with the engine's retries, and the piece job that finds every piece
+archived writes the manifest's job, which archives the manifest and the proof certificate, then
+marks the kit archived. A job uploads its object under retention, reads it back to check the
 SHA-256 itself (S3-compatible servers do not all verify checksums), then records it. A job run
 twice, or re-run after the process died between upload and database update, finds the object
 already there with the right checksum and only records it: no duplicate.
@@ -14,32 +16,40 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from service import labels
 from service.accounts.auth import Principal
-from service.archive.models import ArchiveJob, ArchiveRecord
+from service.archive.models import ArchiveRecord
 from service.audit.domain import record
 from service.audit.models import AuditHead
+from service.config import settings
 from service.csvfile import csv_text
-from service.errors import InvalidInput, NotFound
+from service.engine.models import Job
+from service.engine.outbox import enqueue
+from service.errors import Conflict, InvalidInput, NotFound
 from service.extensions import db
 from service.formatting import siret as format_siret
+from service.kits import lifecycle
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.kits.proof import PROOF, ArchivedFacts, archived_proof
 from service.labels import file_name
-from service.returns.models import KitReturn
 from service.timeutil import DEFAULT_TIMEZONE, iso, utcnow
-from storage import ObjectNotFound, ObjectStore, StorageError, StorageUnavailable, sha256_hex
+from storage import ObjectNotFound, ObjectStore, StorageError, sha256_hex
+
+if TYPE_CHECKING:  # annotations only: the returns sit above the archive (countersigning enqueues)
+    from service.returns.models import KitReturn
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest"
-MAX_BACKOFF = timedelta(hours=1)
+COPY_TASK = "psc.archive.copy"
+#: a store down for a day still gets its copies: 30 s, 1 min, … then hourly
+ARCHIVE_MAX_ATTEMPTS = 30
 
 
 class ArchiveConflict(StorageError):
@@ -52,6 +62,15 @@ class ArchivePolicy:
     retention_years: int = 10
     #: the time zone of the proof certificate archived with the manifest
     timezone: str = DEFAULT_TIMEZONE
+
+
+def archive_policy() -> ArchivePolicy:
+    s = settings()
+    return ArchivePolicy(
+        lock_mode=s.archive_lock_mode,
+        retention_years=s.archive_retention_years,
+        timezone=s.timezone,
+    )
 
 
 def retain_until(ends_on: date, years: int) -> datetime:
@@ -73,46 +92,72 @@ def archive_key(kit: Kit, kind: str) -> str:
 
 
 def enqueue_archive(kit: Kit, kinds: list[str]) -> None:
-    """Record the jobs in the caller's transaction (the countersigning one)."""
+    """One job per piece in the caller's transaction (the countersigning one). The manifest's
+    facts are frozen now, so that a re-run rebuilds byte-identical JSON; its job is written by
+    the piece job that finds every piece archived (`_release_manifest`)."""
     head = db.session.get(AuditHead, 1)
+    manifest = {
+        "audit_last_hash": head.last_hash if head else None,
+        "countersigned_at": iso(kit.countersigned_at or utcnow()),
+    }
     for kind in kinds:
-        db.session.add(ArchiveJob(kit_id=kit.id, kind=kind, status="pending"))
-    db.session.add(
-        ArchiveJob(
+        enqueue(
+            COPY_TASK,
+            {"kind": kind, "pieces": kinds, "manifest": manifest},
             kit_id=kit.id,
-            kind=MANIFEST,
-            status="pending",
-            # frozen now so that a re-run rebuilds byte-identical JSON
-            payload={
-                "audit_last_hash": head.last_hash if head else None,
-                "countersigned_at": iso(kit.countersigned_at or utcnow()),
-            },
+            max_attempts=ARCHIVE_MAX_ATTEMPTS,
         )
-    )
+    if not kinds:
+        _enqueue_manifest(kit.id, [], manifest)
     db.session.flush()
+
+
+def _accepted_returns(kit: Kit) -> list[KitReturn]:
+    db.session.expire(kit, ["returns"])  # read them now, as a query would
+    return [ret for ret in kit.returns if ret.status == "accepted"]
+
+
+def _enqueue_manifest(kit_id: int, pieces: list[str], manifest: dict[str, Any]) -> None:
+    enqueue(
+        COPY_TASK,
+        {"kind": MANIFEST, "pieces": pieces, **manifest},
+        kit_id=kit_id,
+        max_attempts=ARCHIVE_MAX_ATTEMPTS,
+    )
+
+
+def _release_manifest(kit: Kit, job: Job) -> None:
+    """After a piece: once every piece of the kit is archived, write the manifest's job (sent
+    after the commit). The kit's row is locked (`archive_copy`), so that of two pieces finishing
+    together the second sees the first's record, and only one writes the manifest's job."""
+    archived = set(
+        db.session.scalars(select(ArchiveRecord.kind).where(ArchiveRecord.kit_id == kit.id))
+    )
+    pieces = list(job.payload.get("pieces") or [job.payload["kind"]])
+    if not set(pieces) <= archived:
+        return
+    jobs = db.session.scalars(
+        select(Job).where(Job.kit_id == kit.id, Job.task == COPY_TASK, Job.id != job.id)
+    )
+    if any(other.payload.get("kind") == MANIFEST for other in jobs):
+        return
+    _enqueue_manifest(kit.id, pieces, job.payload.get("manifest") or {})
 
 
 def _source(kit: Kit, kind: str, documents: ObjectStore) -> tuple[bytes, list[str]]:
     """The countersigned copy of a piece and who signed it (employer signers, then insurer)."""
-    ret = db.session.scalar(
-        select(KitReturn).where(
-            KitReturn.kit_id == kit.id, KitReturn.kind == kind, KitReturn.status == "accepted"
-        )
-    )
+    ret = next((r for r in _accepted_returns(kit) if r.kind == kind), None)
     if ret is None or ret.countersigned_key is None:
         raise NotFound("Aucun exemplaire contresigné pour cette pièce.", code="not_countersigned")
     names = [s.get("name", "") for s in (ret.verification or {}).get("signers", [])]
     return documents.get(ret.countersigned_key), [*names, f"{kit.convention.insurer} (contreseing)"]
 
 
-def _manifest(kit: Kit, job: ArchiveJob, pieces: Sequence[ArchiveRecord]) -> bytes:
+def _manifest(kit: Kit, job: Job, pieces: Sequence[ArchiveRecord]) -> bytes:
     employer = kit.employer
     # whether each countersigned copy is still PDF/A, as verification found (None: not known)
     pdfa = {
-        ret.kind: (ret.verification or {}).get("pdfa_preserved")
-        for ret in db.session.scalars(
-            select(KitReturn).where(KitReturn.kit_id == kit.id, KitReturn.status == "accepted")
-        )
+        ret.kind: (ret.verification or {}).get("pdfa_preserved") for ret in _accepted_returns(kit)
     }
     manifest = {
         "kit_reference": kit.reference,
@@ -176,44 +221,57 @@ def _put_verified(
     return digest
 
 
-def run_job(
-    job: ArchiveJob, *, documents: ObjectStore, archive: ObjectStore, policy: ArchivePolicy
-) -> ArchiveRecord | None:
-    """Do one job; returns its record, or None when the manifest must wait for its pieces."""
-    kit = job.kit
+class ManifestWaits(StorageError):
+    """The manifest's job ran before every piece was archived: it is tried again later."""
+
+
+def archive_copy(
+    job: Job, *, documents: ObjectStore, archive: ObjectStore, policy: ArchivePolicy
+) -> ArchiveRecord:
+    """Archive the copy a `psc.archive.copy` job names (a piece, or the kit's manifest with
+    its proof certificate), in the job's transaction (no commit)."""
+    kit = db.session.get(Kit, job.kit_id)
+    if kit is None:
+        raise NotFound("Kit introuvable.", code="unknown_kit")
+    kind: str = job.payload["kind"]
     until = retain_until(kit.convention.ends_on, policy.retention_years)
-    key = archive_key(kit, job.kind)
-    meta = {"kit-reference": kit.reference, "siret": kit.employer.siret, "kind": job.kind}
-    if job.kind == MANIFEST:
+    key = archive_key(kit, kind)
+    meta = {"kit-reference": kit.reference, "siret": kit.employer.siret, "kind": kind}
+    if kind == MANIFEST:
         pieces = db.session.scalars(
             select(ArchiveRecord).where(
                 ArchiveRecord.kit_id == kit.id, ArchiveRecord.kind.not_in((MANIFEST, PROOF))
             )
         ).all()
-        expected = db.session.scalar(
-            select(func.count())
-            .select_from(ArchiveJob)
-            .where(ArchiveJob.kit_id == kit.id, ArchiveJob.kind != MANIFEST)
-        )
-        if len(pieces) < (expected or 0):
-            return None
+        missing = set(job.payload.get("pieces") or []) - {p.kind for p in pieces}
+        if missing:
+            raise ManifestWaits(f"pieces not archived yet: {', '.join(sorted(missing))}")
         data, signers = _manifest(kit, job, pieces), []
         content_type = "application/json"
     else:
-        data, signers = _source(kit, job.kind, documents)
+        data, signers = _source(kit, kind, documents)
         meta["signers"] = "; ".join(signers).encode("ascii", "replace").decode()[:1500]
         content_type = "application/pdf"
     meta["sha256"] = sha256_hex(data)
-    digest = _put_verified(
-        archive, key, data, metadata=meta, until=until, policy=policy, content_type=content_type
-    )
+    try:
+        digest = _put_verified(
+            archive, key, data, metadata=meta, until=until, policy=policy, content_type=content_type
+        )
+    except ArchiveConflict as exc:  # retrying cannot help: staff must look
+        raise Conflict(
+            "Une autre copie est déjà archivée sous cette clé : archivage arrêté.",
+            code="archive_conflict",
+        ) from exc
+    # the kit's row locked (PostgreSQL) before the audit chain's, as every kit change does;
+    # held until the commit: the kit's copies are recorded one after the other
+    db.session.execute(select(Kit.id).where(Kit.id == kit.id).with_for_update())
     existing = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key))
     rec = existing or ArchiveRecord(
         kit_id=kit.id,
         cdg_code=kit.employer.cdg.code,
         siret=kit.employer.siret,
         kit_reference=kit.reference,
-        kind=job.kind,
+        kind=kind,
         key=key,
         sha256=digest,
         size=len(data),
@@ -222,20 +280,21 @@ def run_job(
         archived_at=utcnow(),
     )
     db.session.add(rec)
-    job.status, job.done_at, job.last_error = "done", utcnow(), None
     record(
         "archived",
         actor="system",
         kit_id=kit.id,
         sha256_after=digest,
-        details={"kind": job.kind, "key": key},
+        details={"kind": kind, "key": key},
     )
-    if job.kind == MANIFEST:
+    db.session.flush()
+    if kind != MANIFEST:
+        _release_manifest(kit, job)
+    if kind == MANIFEST:
         _archive_proof(
             kit, rec, pieces, documents=documents, archive=archive, policy=policy, until=until
         )
-        kit.status, kit.archived_at = "archived", utcnow()
-        kit.status_changed_at = kit.archived_at
+        lifecycle.mark_archived(kit)
         record("kit_archived", actor="system", kit_id=kit.id, sha256_after=digest)
     return rec
 
@@ -305,99 +364,71 @@ def _archive_proof(
     return rec
 
 
-def _backoff(attempts: int) -> timedelta:
-    return min(timedelta(seconds=30 * 2 ** min(attempts, 10)), MAX_BACKOFF)
+def pending_copies() -> list[int]:
+    """The pending archive jobs, oldest first (`flask archive retry`)."""
+    return list(
+        db.session.scalars(
+            select(Job.id).where(Job.task == COPY_TASK, Job.status == "pending").order_by(Job.id)
+        )
+    )
 
 
-def run_pending(
-    *,
-    documents: ObjectStore,
-    archive: ObjectStore,
-    policy: ArchivePolicy,
-    kit_id: int | None = None,
-    ignore_schedule: bool = False,
-    stop_when_unavailable: bool = False,
-) -> tuple[int, int]:
-    """Run due jobs (pieces before manifests); (done, failed). Never raises storage errors.
+@dataclass(frozen=True)
+class Fault:
+    """An archived copy that is missing, unreadable or changed."""
 
-    `stop_when_unavailable`: the first job that finds a store unreachable ends the run (the
-    others stay pending, untouched), instead of each waiting for its own timeout."""
-    done = failed = 0
-    query = select(ArchiveJob.id).where(ArchiveJob.status == "pending")
-    if kit_id is not None:
-        query = query.where(ArchiveJob.kit_id == kit_id)
-    if not ignore_schedule:
-        query = query.where(ArchiveJob.next_attempt_at <= utcnow())
-    ids = db.session.scalars(
-        query.order_by((ArchiveJob.kind == MANIFEST).asc(), ArchiveJob.id)
-    ).all()
-    unavailable: StorageUnavailable | None = None
-    for job_id in ids:
-        if unavailable is not None:  # not tried again: it would only wait for the same timeout
-            failed += _record_failure(job_id, unavailable)
-            continue
-        job = db.session.execute(
-            select(ArchiveJob)
-            .where(ArchiveJob.id == job_id, ArchiveJob.status == "pending")
-            .with_for_update(skip_locked=True)
-        ).scalar_one_or_none()
-        if job is None:
-            continue
-        try:
-            result = run_job(job, documents=documents, archive=archive, policy=policy)
-            if result is None:
-                db.session.rollback()
-                continue
-            db.session.commit()
-            done += 1
-        except (StorageError, NotFound, OSError) as exc:
-            db.session.rollback()
-            failed += _record_failure(job_id, exc)
-            if stop_when_unavailable and isinstance(exc, StorageUnavailable):
-                unavailable = exc
-    return done, failed
-
-
-def _record_failure(job_id: int, exc: Exception) -> int:
-    """Note the failure on a pending job and schedule its next attempt; 1 if noted."""
-    job = db.session.get(ArchiveJob, job_id)
-    if job is None or job.status != "pending":
-        return 0
-    job.attempts += 1
-    job.last_error = f"{type(exc).__name__}: {exc}"[:500]
-    job.next_attempt_at = utcnow() + _backoff(job.attempts)
-    if isinstance(exc, ArchiveConflict):
-        job.status = "failed"
-    db.session.commit()
-    log.warning("archive job %s (%s) failed: %s", job.id, job.kind, job.last_error)
-    return 1
+    record_id: int
+    kit_id: int
+    key: str
+    text: str
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     checked: int
-    problems: list[str]
+    faults: list[Fault]
+
+    @property
+    def problems(self) -> list[str]:
+        return [fault.text for fault in self.faults]
 
 
 def verify_archive(*, archive: ObjectStore, sample: int | None = None) -> VerifyReport:
+    """Re-read every archived copy (or `sample` drawn at random) and check its SHA-256."""
     ids = db.session.scalars(select(ArchiveRecord.id).order_by(ArchiveRecord.id)).all()
     if sample is not None and sample < len(ids):
         ids = sorted(random.sample(list(ids), sample))
-    problems = []
+    faults = []
     for record_id in ids:
         rec = db.session.get(ArchiveRecord, record_id)
         assert rec is not None
         try:
             digest = sha256_hex(archive.get(rec.key))
         except ObjectNotFound:
-            problems.append(f"{rec.key} : absent de l'archive")
+            faults.append(Fault(rec.id, rec.kit_id, rec.key, f"{rec.key} : absent de l'archive"))
             continue
         except StorageError as exc:
-            problems.append(f"{rec.key} : illisible ({exc})")
+            faults.append(Fault(rec.id, rec.kit_id, rec.key, f"{rec.key} : illisible ({exc})"))
             continue
         if digest != rec.sha256:
-            problems.append(f"{rec.key} : empreinte {digest} au lieu de {rec.sha256}")
-    return VerifyReport(len(ids), problems)
+            text = f"{rec.key} : empreinte {digest} au lieu de {rec.sha256}"
+            faults.append(Fault(rec.id, rec.kit_id, rec.key, text))
+    return VerifyReport(len(ids), faults)
+
+
+def check_fixity(*, archive: ObjectStore, sample: int) -> VerifyReport:
+    """Beat's sampling: `sample` copies re-read; each fault logged and recorded in the audit
+    trail of its kit (`archive_fixity_failed`). The caller commits."""
+    report = verify_archive(archive=archive, sample=sample)
+    for fault in report.faults:
+        log.error("archive fixity: %s", fault.text)
+        record(
+            "archive_fixity_failed",
+            actor="system",
+            kit_id=fault.kit_id,
+            details={"key": fault.key, "record_id": fault.record_id, "problem": fault.text},
+        )
+    return report
 
 
 # -- the CDG's side ------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from service.campaigns.models import Campaign
 from service.engine.models import Job
 from service.errors import Conflict, NotFound
 from service.extensions import db
-from service.kits.models import OPEN_STATES, Kit, KitDocument
+from service.kits.lifecycle import OPEN_STATES
+from service.kits.models import Kit, KitDocument
 from service.reference.models import Employer
 from storage import ObjectStore
 

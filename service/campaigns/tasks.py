@@ -20,10 +20,10 @@ from service.engine import outbox
 from service.engine.models import Job
 from service.errors import NotFound, ServiceError
 from service.extensions import db
+from service.kits import notify
 from service.kits.domain import PreparedKit, prepare_kit, store_kit
 from service.kits.models import Kit
 from service.kits.render import RenderedKit, render_kit
-from service.mail import notify
 from service.reference.models import Employer
 
 

@@ -58,7 +58,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         "sweep-jobs": {"task": "psc.engine.sweep", "schedule": 60.0},
         "remind-employers": {
             "task": "psc.kits.remind_all",
-            "schedule": crontab(hour=8, minute=0),
+            # REMIND_SCHEDULE_SECONDS: an interval instead of the daily run (tests, demos)
+            "schedule": settings.remind_schedule_seconds or crontab(hour=8, minute=0),
             "kwargs": {"after_days": settings.remind_after_days},
         },
         "archive-fixity": {

@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import event, inspect, select, update
 from sqlalchemy.orm import Session
 
+from service.config import settings
 from service.engine.models import Job
 from service.errors import NotFound, ServiceError
 from service.extensions import db
@@ -107,8 +108,10 @@ def _mark_enqueued(job_ids: list[int]) -> None:
         log.warning("could not note %d enqueued job(s)", len(job_ids), exc_info=True)
 
 
-def backoff(attempts: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
-    """30 s, 60 s, 2 min, … capped at an hour."""
+def backoff(attempts: int, *, base: float | None = None, cap: float = 3600.0) -> float:
+    """30 s, 60 s, 2 min, … capped at an hour (TASK_RETRY_BASE_SECONDS, 30 by default)."""
+    if base is None:
+        base = settings().task_retry_base_seconds
     return min(cap, base * 2 ** max(0, attempts - 1))
 
 

@@ -8,9 +8,9 @@ from datetime import date
 from service.accounts.auth import Principal
 from service.backends import document_store, settings
 from service.extensions import db
+from service.kits import notify
 from service.kits.domain import IssuedKit, cancel_kit, issue_kit
 from service.kits.models import Kit
-from service.mail import notify
 from service.reference.models import Employer
 
 

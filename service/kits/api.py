@@ -17,6 +17,7 @@ from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain
 from service.kits.actions import cancel_one, issue_one
+from service.kits.lifecycle import CANCELLED
 from service.kits.models import Kit
 from service.kits.proof import Audience, make_proof
 from service.reference.domain import get_employer
@@ -40,13 +41,7 @@ class CancelIn(BaseModel):
 
 
 def _returns(kit: Kit) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from service.returns.models import KitReturn
-
-    rows = db.session.scalars(
-        select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id)
-    )
+    db.session.expire(kit, ["returns"])  # read them now, as a query would
     return [
         {
             "id": r.id,
@@ -59,7 +54,7 @@ def _returns(kit: Kit) -> list[dict[str, Any]]:
             if r.status == "accepted"
             else None,
         }
-        for r in rows
+        for r in kit.returns
     ]
 
 
@@ -96,7 +91,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
         "zip_url": url_for("api.kit_zip", kit_id=kit.id),
         "proof_url": url_for("api.kit_proof", kit_id=kit.id),
     }
-    if kit.status == "cancelled":
+    if kit.status == CANCELLED:
         data["cancelled_at"] = iso(kit.cancelled_at)
         data["cancel_reason"] = kit.cancel_reason
     if access_code is not None:

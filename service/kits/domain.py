@@ -13,9 +13,11 @@ from sqlalchemy import func, select, update
 from service import labels
 from service.accounts.auth import Principal
 from service.audit.domain import record
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound
 from service.extensions import db
-from service.kits.models import OPEN_STATES, Kit, KitCounter, KitDocument
+from service.kits import lifecycle
+from service.kits.lifecycle import OPEN_STATES, SUPERSEDED
+from service.kits.models import Kit, KitCounter, KitDocument
 from service.kits.render import (
     DOCUMENT_KINDS,
     CdgData,
@@ -318,7 +320,6 @@ def store_kit(
         reference=data.reference,
         employer_id=employer.id,
         convention_id=employer.convention_id,
-        status="issued",
         access_code_hash=hash_access_code(data.access_code),
         access_code_expires_at=now + (data.access_code_expires_on - data.issued_on),
         bundle_key=bundle.key,
@@ -340,10 +341,7 @@ def store_kit(
         .with_for_update()
     ).all()
     for old in replaced:
-        previous = old.status
-        old.status = "superseded"
-        old.superseded_by_id = kit.id
-        old.status_changed_at = now
+        previous = lifecycle.supersede(old, by=kit, at=now)
         record(
             "kit_superseded",
             actor=actor,
@@ -404,7 +402,7 @@ def issue_kit(
 
 
 def employers_without_kit(cdg_code: str) -> list[Employer]:
-    has_kit = select(Kit.employer_id).where(Kit.status != "superseded")
+    has_kit = select(Kit.employer_id).where(Kit.status != SUPERSEDED)
     return list(
         db.session.scalars(
             select(Employer)
@@ -443,7 +441,7 @@ def require_docx(doc: KitDocument) -> str:
 def current_kit(employer: Employer) -> Kit | None:
     return db.session.scalar(
         select(Kit)
-        .where(Kit.employer_id == employer.id, Kit.status != "superseded")
+        .where(Kit.employer_id == employer.id, Kit.status != SUPERSEDED)
         .order_by(Kit.issued_at.desc(), Kit.id.desc())
         .limit(1)
     )
@@ -456,7 +454,7 @@ def employers_with_current_kit(cdg_code: str) -> list[tuple[Employer, Kit | None
         raise NotFound("CDG inconnu.", code="unknown_cdg")
     latest = (
         select(Kit.employer_id, func.max(Kit.id).label("kit_id"))
-        .where(Kit.status != "superseded")
+        .where(Kit.status != SUPERSEDED)
         .group_by(Kit.employer_id)
         .subquery()
     )
@@ -496,14 +494,8 @@ def cancel_kit(kit_id: int, *, reason: str, principal: Principal) -> Kit:
         select(Kit).where(Kit.id == kit.id).with_for_update(key_share=True)
     ).scalar_one()
     db.session.refresh(kit)
-    if kit.status not in OPEN_STATES:
-        raise Conflict(
-            "Seul un kit ouvert (émis ou signé par la collectivité) peut être annulé.",
-            code="kit_not_open",
-        )
     now = utcnow()
-    kit.status, kit.status_changed_at = "cancelled", now
-    kit.cancelled_at, kit.cancelled_by, kit.cancel_reason = now, principal.actor, reason
+    lifecycle.cancel(kit, actor=principal.actor, reason=reason, at=now)
     # the access code no longer opens the portal, even before its expiry
     kit.access_code_expires_at = now
     record(

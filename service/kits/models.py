@@ -1,23 +1,19 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.extensions import db
+from service.kits.lifecycle import ISSUED
 from service.reference.models import Convention, Employer
 from service.timeutil import utcnow
 
-KIT_STATES = (
-    "issued",
-    "employer_signed",
-    "countersigned",
-    "archived",
-    "superseded",
-    "cancelled",
-)
-OPEN_STATES = ("issued", "employer_signed")
+if TYPE_CHECKING:  # annotations only: these models sit above the kit's and name it by string
+    from service.archive.models import ArchiveRecord
+    from service.returns.models import KitReturn
 
 
 class KitCounter(db.Model):
@@ -37,7 +33,8 @@ class Kit(db.Model):
     reference: Mapped[str] = mapped_column(String(40), unique=True)
     employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id"), index=True)
     convention_id: Mapped[int] = mapped_column(ForeignKey("convention.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="issued", index=True)
+    #: written only by `service.kits.lifecycle`
+    status: Mapped[str] = mapped_column(String(20), default=ISSUED, index=True)
     access_code_hash: Mapped[str] = mapped_column(String(64))
     access_code_expires_at: Mapped[datetime]
     bundle_key: Mapped[str] = mapped_column(String(300))
@@ -61,6 +58,14 @@ class Kit(db.Model):
     convention: Mapped[Convention] = relationship()
     documents: Mapped[list[KitDocument]] = relationship(
         back_populates="kit", order_by="KitDocument.position", cascade="all, delete-orphan"
+    )
+    #: read-only views of what the packages above record about the kit (named, not imported:
+    #: returns and archive depend on kits, not the other way round)
+    returns: Mapped[list[KitReturn]] = relationship(
+        "KitReturn", viewonly=True, order_by="KitReturn.id"
+    )
+    archive_records: Mapped[list[ArchiveRecord]] = relationship(
+        "ArchiveRecord", viewonly=True, order_by="ArchiveRecord.id"
     )
 
 

@@ -18,21 +18,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import select
 from weasyprint import HTML
 
 from service import formatting, labels
-from service.archive.models import ArchiveRecord
 from service.audit.models import AuditEvent
 from service.extensions import db
+from service.kits.lifecycle import ARCHIVED
 from service.kits.models import Kit
 from service.kits.render import template_set
-from service.returns.models import KitReturn
 from service.timeutil import DEFAULT_TIMEZONE, local, utcnow
 from storage import ObjectStore, StorageError
+
+if TYPE_CHECKING:  # annotations only: returns and archive sit above the kits (read via `Kit`)
+    from service.archive.models import ArchiveRecord
+    from service.returns.models import KitReturn
 
 log = logging.getLogger(__name__)
 
@@ -340,14 +343,10 @@ def gather_facts(
     for_employer = audience == "employer"
     who = partial(labels.actor, names={employer.siret: employer.name}, staff_names=not for_employer)
     moment = made_at or (upto.at if upto is not None else kit.issued_at)
-    returns = db.session.scalars(
-        select(KitReturn).where(KitReturn.kit_id == kit.id).order_by(KitReturn.id)
-    ).all()
+    db.session.expire(kit, ["returns", "archive_records"])  # read them now, as a query would
+    returns = kit.returns
     if archived is None:
-        records = db.session.scalars(
-            select(ArchiveRecord).where(ArchiveRecord.kit_id == kit.id).order_by(ArchiveRecord.id)
-        ).all()
-        archived = tuple(archived_facts(r, zone=zone) for r in records)
+        archived = tuple(archived_facts(r, zone=zone) for r in kit.archive_records)
     docs = tuple(
         DocumentFacts(
             title=d.title,
@@ -463,5 +462,5 @@ def archived_proof(
     facts = gather_facts(
         kit, documents=documents, zone=zone, upto=upto, archived=[*archived, manifest]
     )
-    facts = replace(facts, frozen=True, state=labels.KIT_STATE_SENTENCES["archived"])
+    facts = replace(facts, frozen=True, state=labels.KIT_STATE_SENTENCES[ARCHIVED])
     return render_proof(facts, template_set_name=kit.convention.template_set)

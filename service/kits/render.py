@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import gc
 import io
-import re
-import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -28,13 +26,14 @@ from markupsafe import Markup
 from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 
-from service import formatting
+from service import formatting, labels
+from service.formatting import file_stem
 from service.kits.clauses import DocxMeta, to_docx
 from service.kits.pdfforms import Piece, SignatureField, finish_kit
 from service.reference.simulation import Option, simulate
+from service.reference.templates import TEMPLATES_ROOT
 from service.timeutil import DEFAULT_TIMEZONE
 
-TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
 #: the PDF files' /Creator and xmp:CreatorTool
 CREATOR = "Service des kits PSC prévoyance"
 #: the contractual pieces' empty signature fields: (layout anchor prefix, field name, label)
@@ -52,13 +51,18 @@ class DocumentSpec:
     has_docx: bool = False
 
 
+def _spec(kind: str, requires_signature: bool = False, has_docx: bool = False) -> DocumentSpec:
+    return DocumentSpec(kind, labels.KIT_DOCUMENTS[kind], requires_signature, has_docx)
+
+
+#: the six documents, in the kit's order (their French titles are in `labels.KIT_DOCUMENTS`)
 DOCUMENTS: tuple[DocumentSpec, ...] = (
-    DocumentSpec("special-conditions", "Conditions particulières", True, True),
-    DocumentSpec("information-notice", "Notice d'information", False),
-    DocumentSpec("enrolment-form", "Bulletin d'adhésion individuelle", False),
-    DocumentSpec("beneficiary-designation", "Désignation de bénéficiaire(s)", False),
-    DocumentSpec("membership-agreement", "Convention d'adhésion", True, True),
-    DocumentSpec("access-letter", "Courrier d'accès à l'espace « Nouvel Adhérent »", False),
+    _spec("special-conditions", requires_signature=True, has_docx=True),
+    _spec("information-notice"),
+    _spec("enrolment-form"),
+    _spec("beneficiary-designation"),
+    _spec("membership-agreement", requires_signature=True, has_docx=True),
+    _spec("access-letter"),
 )
 DOCUMENT_KINDS = tuple(d.kind for d in DOCUMENTS)
 SPECS = {d.kind: d for d in DOCUMENTS}
@@ -149,10 +153,6 @@ class RenderedKit:
 
 class RenderError(Exception):
     """A template is missing or broken."""
-
-
-def template_set_exists(name: str) -> bool:
-    return (TEMPLATES_ROOT / "html" / name / "kit.html").is_file()
 
 
 def _css_string(value: str) -> Markup:
@@ -479,13 +479,6 @@ def _group_labels(document: Any) -> dict[str, str]:
                 if label is not None and value is not None:
                     labels[f"{name}={value}"] = _text(label)
     return labels
-
-
-def file_stem(title: str) -> str:
-    """A file name from a French title, in plain ASCII: `Conditions particulières` →
-    `conditions-particulieres` (what a person saves never carries a code)."""
-    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
 
 
 def _zip(

@@ -11,8 +11,9 @@ from flask import Response, redirect, render_template, request
 from sqlalchemy import select
 
 from service.archive import domain as archive
+from service.archive.downloads import archived_copy, record_archive_download
 from service.archive.models import ArchiveRecord
-from service.downloads import archived_copy, csv_attachment, record_archive_download
+from service.downloads import csv_attachment
 from service.extensions import db
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit

@@ -31,8 +31,11 @@ from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests
 from service.extensions import db
 from service.formatting import group_code, long_date
 from service.kits import domain as kits
+from service.kits import lifecycle
 from service.kits.actions import cancel_one, issue_one
-from service.kits.models import OPEN_STATES, Kit
+from service.kits.lifecycle import CANCELLED, OPEN_STATES
+from service.kits.listing import list_employers
+from service.kits.models import Kit
 from service.kits.proof import french_dn
 from service.pages.auth import (
     current_principal,
@@ -43,7 +46,6 @@ from service.pages.auth import (
 )
 from service.pages.blueprint import bp
 from service.reference import domain as reference
-from service.reference.listing import list_employers
 from service.reference.models import Convention, Employer
 from service.reference.rules import normalize_siret, parse_contribution
 from service.reference.schemas import EMPLOYER_KINDS, EmployerIn
@@ -65,6 +67,7 @@ def _globals() -> dict[str, Any]:
     return {
         "who": current_principal(),
         "status_labels": labels.KIT_STATES,
+        "kit_states": lifecycle,  # states and groups, never spelled in a template
         "kinds": EMPLOYER_KINDS,
     }
 
@@ -197,7 +200,7 @@ def dashboard() -> Any:
 
 
 def _waiting_days(kit: Kit | None) -> int:
-    if kit is None or kit.status not in ("issued", "employer_signed"):
+    if kit is None or kit.status not in OPEN_STATES:
         return 0
     return (utcnow() - kit.status_changed_at).days
 
@@ -362,7 +365,7 @@ def employer_page(siret: str) -> Any:
         countersigned=countersigned,
         locked=locked,
         open_kit=kit is not None and kit.status in OPEN_STATES,
-        reissue=kit is not None and kit.status != "cancelled",
+        reissue=kit is not None and kit.status != CANCELLED,
         error_field=request.args.get("erreur"),
     )
 
@@ -372,7 +375,7 @@ def employer_page(siret: str) -> Any:
 def employer_issue(siret: str) -> Any:
     employer = reference.get_employer(siret)
     current = kits.current_kit(employer)
-    if current is not None and current.status != "cancelled" and not _confirmed():
+    if current is not None and current.status != CANCELLED and not _confirmed():
         flash(
             "Cochez la case de confirmation : un nouveau kit sera émis et envoyé à la "
             "collectivité"

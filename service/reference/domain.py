@@ -21,6 +21,7 @@ from service.reference.rules import (
 )
 from service.reference.schemas import EMPLOYER_KINDS
 from service.reference.simulation import Option
+from service.reference.templates import template_set_exists
 
 # -- CDG ---------------------------------------------------------------------------------------
 
@@ -109,8 +110,6 @@ def create_convention(
     insurer_register: str | None = None,
     insurer_address: str | None = None,
 ) -> Convention:
-    from service.kits.render import template_set_exists
-
     owner = _cdg_for_input(cdg)
     _check_period(starts_on, ends_on)
     if not template_set_exists(template_set):
@@ -149,8 +148,6 @@ def create_convention(
 
 
 def update_convention(convention: Convention, **changes: Any) -> Convention:
-    from service.kits.render import template_set_exists
-
     starts_on = changes.get("starts_on") or convention.starts_on
     ends_on = changes.get("ends_on") or convention.ends_on
     _check_period(starts_on, ends_on)

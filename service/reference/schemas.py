@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from service.labels import EMPLOYER_KINDS
 from service.schema_types import (
     CAPITAL,
     CDG_CODE,
@@ -16,17 +17,6 @@ from service.schema_types import (
     SIRET,
     documented,
 )
-
-EMPLOYER_KINDS = {
-    "commune": "Commune",
-    "cc": "Communauté de communes",
-    "ca": "Communauté d'agglomération",
-    "ccas": "Centre communal d'action sociale",
-    "cias": "Centre intercommunal d'action sociale",
-    "syndicat": "Syndicat",
-    "etablissement": "Établissement public local",
-    "departement": "Département",
-}
 
 KIND: dict[str, Any] = {"type": "string", "enum": list(EMPLOYER_KINDS)}
 

@@ -6,16 +6,10 @@ from datetime import timedelta
 from typing import IO
 
 from service.accounts.auth import Principal
-from service.backends import (
-    document_store,
-    run_archive_jobs,
-    settings,
-    signing_key,
-    trust_settings,
-)
+from service.backends import document_store, settings, signing_key, trust_settings
 from service.extensions import db
+from service.kits import notify
 from service.kits.models import Kit
-from service.mail import notify
 from service.returns.domain import (
     ReturnContext,
     UploadQuota,
@@ -51,17 +45,15 @@ def receive_upload(
 
 
 def countersign_and_archive(kit_id: int, *, principal: Principal) -> Kit:
-    """Countersign, then archive right after the commit (pending jobs survive an outage)."""
-    kit = countersign_kit(
+    """Countersign; the archive copies are jobs written in the same transaction, run by the
+    workers after the commit (never in the request)."""
+    return countersign_kit(
         kit_id,
         principal=principal,
         store=document_store(),
         key=signing_key(),
         tsa_url=settings().signing_tsa_url,
     )
-    run_archive_jobs(kit.id, inline=True)
-    db.session.refresh(kit)
-    return kit
 
 
 def sweep_leftover_uploads(*, older_than_minutes: int | None = None) -> int:

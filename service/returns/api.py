@@ -13,6 +13,7 @@ from service.audit.domain import kit_events
 from service.downloads import record_kit_download, stream_object
 from service.errors import Forbidden, InvalidInput
 from service.extensions import db
+from service.kits.api import kit_json
 from service.kits.domain import get_kit
 from service.reference.domain import get_employer
 from service.returns import domain
@@ -173,8 +174,6 @@ def decision(return_id: int) -> Any:
     responses={200: "Kit contresigné", 409: "Signature employeur manquante"},
 )
 def countersign(kit_id: int) -> Any:
-    from service.kits.api import kit_json
-
     who = principal()
     get_kit(kit_id, principal=who)
     kit = countersign_and_archive(kit_id, principal=who)

@@ -26,9 +26,10 @@ from service.errors import (
 )
 from service.errors import Unauthorized as ServiceUnauthorized
 from service.extensions import db
+from service.kits import lifecycle, notify
 from service.kits.domain import current_kit, get_document, hash_access_code
+from service.kits.lifecycle import CANCELLED, ISSUED, OPEN_STATES
 from service.kits.models import Kit, KitDocument
-from service.mail import notify
 from service.ratelimit import Rule, limiter
 from service.reference.models import Employer
 from service.returns.models import KitReturn
@@ -117,7 +118,7 @@ def open_portal_session(
     if kit is None or not matches or kit.access_code_expires_at <= now:
         expired = kit is not None and matches
         _fail(siret, rules)
-        cancelled = expired and kit is not None and kit.status == "cancelled"
+        cancelled = expired and kit is not None and kit.status == CANCELLED
         record(
             "portal_failed",
             actor=f"portail:{siret}",
@@ -183,12 +184,7 @@ def _signable(kit: Kit, kind: str) -> KitDocument:
             "d'adhésion reviennent signés.",
             code="signature_not_expected",
         )
-    if kit.status == "superseded":
-        raise Conflict("Ce kit a été remplacé par un kit plus récent.", code="kit_superseded")
-    if kit.status == "cancelled":
-        raise Conflict("Ce kit a été annulé.", code="kit_cancelled")
-    if kit.status in ("countersigned", "archived"):
-        raise Conflict("Ce kit est déjà contresigné.", code="already_countersigned")
+    lifecycle.refuse_unless_open(kit)
     return doc
 
 
@@ -390,9 +386,8 @@ def _verify_and_record(
 
 def _update_kit_status(kit: Kit) -> None:
     required = [d.kind for d in kit.documents if d.requires_signature]
-    if kit.status == "issued" and all(_accepted(kit, k) is not None for k in required):
-        kit.status, kit.status_changed_at = "employer_signed", utcnow()
-        kit.employer_signed_at = kit.status_changed_at
+    if kit.status == ISSUED and all(_accepted(kit, k) is not None for k in required):
+        lifecycle.mark_employer_signed(kit)
         record("employer_signed", actor="system", kit_id=kit.id)
 
 
@@ -426,7 +421,7 @@ def decide(
         raise InvalidInput("Indiquez le motif du refus.", code="reason_required", field="reason")
     if accept and _accepted(kit, ret.kind) is not None:
         raise Conflict("Une pièce a déjà été acceptée pour ce document.", code="already_accepted")
-    if accept and kit.status in ("superseded", "cancelled", "countersigned", "archived"):
+    if accept and kit.status not in OPEN_STATES:
         raise Conflict("Ce kit n'attend plus de signature.", code="kit_closed")
     ret.status = "accepted" if accept else "refused"
     ret.decided_by, ret.decided_at = principal.actor, utcnow()
@@ -480,12 +475,7 @@ def countersign_kit(
     tsa_url: str | None,
 ) -> Kit:
     kit = _lock_kit(kit_id)
-    if kit.status in ("countersigned", "archived"):
-        raise Conflict("Ce kit est déjà contresigné.", code="already_countersigned")
-    if kit.status == "superseded":
-        raise Conflict("Ce kit a été remplacé par un kit plus récent.", code="kit_superseded")
-    if kit.status == "cancelled":
-        raise Conflict("Ce kit a été annulé.", code="kit_cancelled")
+    lifecycle.refuse_unless_open(kit)
     pieces = []
     for doc in kit.documents:
         if not doc.requires_signature:
@@ -548,7 +538,7 @@ def countersign_kit(
                 "key": key.subject,
             },
         )
-    kit.status, kit.status_changed_at, kit.countersigned_at = "countersigned", now, now
+    lifecycle.mark_countersigned(kit, at=now)
     enqueue_archive(kit, [doc.kind for doc, _, _, _ in signed])
     notify.kit_countersigned(kit)
     db.session.commit()
@@ -583,5 +573,5 @@ def sweep_uploads(*, store: ObjectStore, older_than: timedelta) -> int:
 def kits_waiting(after_days: int) -> Sequence[Kit]:
     limit = utcnow() - timedelta(days=after_days)
     return db.session.scalars(
-        select(Kit).where(Kit.status == "issued", Kit.issued_at <= limit).order_by(Kit.id)
+        select(Kit).where(Kit.status == ISSUED, Kit.issued_at <= limit).order_by(Kit.id)
     ).all()

@@ -8,7 +8,8 @@ from sqlalchemy import func, or_, select
 
 from service.errors import InvalidInput
 from service.extensions import db
-from service.kits.models import KIT_STATES, Kit
+from service.kits.lifecycle import CURRENT_STATES, SUPERSEDED
+from service.kits.models import Kit
 from service.reference.models import Cdg, Employer
 
 
@@ -32,10 +33,10 @@ def list_employers(
             or_(func.lower(Employer.name).like(pattern), Employer.siret.like(pattern))
         )
     if status:
-        open_kits = select(Kit.employer_id).where(Kit.status != "superseded")
+        open_kits = select(Kit.employer_id).where(Kit.status != SUPERSEDED)
         if status == "none":
             query = query.where(Employer.id.not_in(open_kits))
-        elif status in KIT_STATES and status != "superseded":
+        elif status in CURRENT_STATES:
             query = query.where(Employer.id.in_(open_kits.where(Kit.status == status)))
         else:
             raise InvalidInput("État de kit inconnu.", code="invalid_status", field="status")
