@@ -1,6 +1,6 @@
 """Campaigns replace the pages' batch runs: one running campaign per CDG
 
-Revision ID: 0009_campaigns
+Revision ID: 0011_campaigns
 Revises: 0010_archive_jobs
 Create Date: 2026-11-22
 """
@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_campaigns"
+revision = "0011_campaigns"
 down_revision = "0010_archive_jobs"
 branch_labels = None
 depends_on = None
