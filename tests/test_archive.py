@@ -80,7 +80,9 @@ def countersign(client: FlaskClient, staff: dict[str, str], kit: dict[str, Any])
 
 def archive_jobs(app: Flask) -> list[Job]:
     with app.app_context():
-        jobs = db.session.scalars(select(Job).filter_by(task="psc.archive.copy")).all()
+        jobs = db.session.scalars(
+            select(Job).filter_by(task="psc.archive.copy").order_by(Job.id)
+        ).all()
         db.session.expunge_all()
         return list(jobs)
 
