@@ -579,6 +579,36 @@ def _extract_structure(
     dst.Root.StructTreeRoot = tree
 
 
+def _compress_streams(pdf: Pdf) -> None:
+    """Deflate, once for the bundle and every file cut from it, the big streams WeasyPrint wrote
+    plain (`uncompressed_pdf`: its own compression is zlib's slowest level): page contents, form
+    XObjects, embedded fonts and the output intent's profile. Streams left plain here are
+    deflated when saved. (Walking these few objects is cheaper than walking all of them.)"""
+    seen: set[tuple[int, int]] = set()
+
+    def deflate(stream: Any) -> None:
+        if not isinstance(stream, pikepdf.Stream) or stream.objgen in seen:
+            return
+        seen.add(stream.objgen)
+        if "/Filter" not in stream:
+            stream.write(zlib.compress(stream.read_raw_bytes(), 6), filter=Name.FlateDecode)
+
+    for page in pdf.pages:
+        contents = page.obj.get("/Contents")
+        for stream in contents if isinstance(contents, Array) else (contents,):
+            deflate(stream)
+        resources = page.obj.get("/Resources", {})
+        for xobject in resources.get("/XObject", {}).values():
+            deflate(xobject)
+        for font in resources.get("/Font", {}).values():
+            for target in font.get("/DescendantFonts", [font]):
+                descriptor = target.get("/FontDescriptor", {})
+                for key in ("/FontFile", "/FontFile2", "/FontFile3"):
+                    deflate(descriptor.get(key))
+    for intent in pdf.Root.get("/OutputIntents", ()):
+        deflate(intent.get("/DestOutputProfile"))
+
+
 def _save(pdf: Pdf) -> bytes:
     buffer = io.BytesIO()
     pdf.save(
@@ -586,6 +616,7 @@ def _save(pdf: Pdf) -> bytes:
         min_version="1.7",
         deterministic_id=True,
         compress_streams=True,
+        object_stream_mode=pikepdf.ObjectStreamMode.generate,
         fix_metadata_version=False,
     )
     return buffer.getvalue()
@@ -609,6 +640,7 @@ def finish_kit(
     `created` (timezone-aware) as creation and modification dates.
     """
     with Pdf.open(io.BytesIO(bundle)) as pdf:
+        _compress_streams(pdf)
         info = pdf.docinfo
 
         def text(key: str) -> str | None:
