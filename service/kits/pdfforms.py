@@ -640,7 +640,6 @@ def finish_kit(
     `created` (timezone-aware) as creation and modification dates.
     """
     with Pdf.open(io.BytesIO(bundle)) as pdf:
-        _compress_streams(pdf)
         info = pdf.docinfo
 
         def text(key: str) -> str | None:
@@ -651,6 +650,7 @@ def finish_kit(
         bundle_meta = Metadata(text("/Title") or "Kit", author, subject, creator, producer, created)
         _fix_forms(pdf, group_labels)
         _add_signature_fields(pdf, (f for piece in pieces for f in piece.signature_fields))
+        _compress_streams(pdf)  # after the fields: the font is compared with its file plain
         documents = [
             _extract(pdf, piece, Metadata(piece.title, author, subject, creator, producer, created))
             for piece in pieces
