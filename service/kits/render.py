@@ -5,6 +5,14 @@ a CLI batch or a worker process. The six documents are laid out in one WeasyPrin
 subset, one PDF write) and then split into one PDF/A-2b file each; the bundle is that single pass
 with one bookmark per document. The two contractual pieces also come as DOCX, converted from
 the very HTML their PDF lays out (`clauses`): one text for both formats.
+
+Speed (a kit is mostly WeasyPrint's layout and drawing of its ten pages): tables have fixed
+layouts with set column widths (the automatic layout measures every cell twice); the PDF is
+written plain and `finish_kit` deflates its streams once (WeasyPrint deflates at zlib's slowest
+level) and packs the objects in object streams; the layout is freed by reference counting as
+soon as the kit is written (`_free_layout`). Nothing is cached from one kit to the next: every
+document names the employer (banner, text or both) and carries the kit's reference on every
+page, so no document is the same for two employers of a convention.
 """
 
 from __future__ import annotations
