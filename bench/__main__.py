@@ -20,8 +20,7 @@ import sys
 import tempfile
 import time
 
-TARGET_MEDIAN_S = 0.5
-TARGET_BATCH_S = 90.0
+TARGET_MEDIAN_S = 0.3
 TARGET_RETURN_S = 0.150
 
 
@@ -92,7 +91,11 @@ def main() -> int:
                 f"(target median ≤ {TARGET_MEDIAN_S * 1000:.0f} ms) "
                 f"{'OK' if median <= TARGET_MEDIAN_S else 'OVER TARGET'}"
             )
-            print(f"  rendering alone: median {statistics.median(render_timings) * 1000:.0f} ms")
+            rendering = statistics.median(render_timings)
+            print(
+                f"  rendering alone: median {rendering * 1000:.0f} ms, "
+                f"{rendering / 6 * 1000:.0f} ms per document (six in one layout pass)"
+            )
             print(
                 f"  pages per second (one core): {pages / sum(timings):.1f} "
                 f"({pages / len(timings):.1f} pages per kit)"

@@ -445,3 +445,24 @@ def test_employer_signs_its_field_by_name_and_pdfsig_validates(
         signed, issued, marker="PSC-81-2025-000123", trust=TrustSettings(roots=roots)
     )
     assert verdict.status == "accepted", verdict.reasons
+
+
+def test_every_file_is_deflated_with_object_streams(kit: RenderedKit) -> None:
+    """WeasyPrint writes the kit plain; every file comes out deflated (all streams but the XMP
+    packet) and with its objects in object streams: the size of a compressed PDF."""
+    for name, data in _files(kit):
+        with pikepdf.open(io.BytesIO(data)) as pdf:
+            plain = [
+                obj.objgen
+                for obj in pdf.objects
+                if isinstance(obj, pikepdf.Stream)
+                and "/Filter" not in obj
+                and obj.get("/Type") != pikepdf.Name.Metadata
+            ]
+            assert plain == [], name
+            assert any(
+                isinstance(obj, pikepdf.Stream) and obj.get("/Type") == pikepdf.Name.ObjStm
+                for obj in pdf.objects
+            ), name
+            assert "/Filter" not in pdf.Root.Metadata, name
+        assert len(data) < 150_000, (name, len(data))

@@ -10,6 +10,7 @@ titles and text. Only the small subset of HTML the contract templates use is und
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -153,4 +154,20 @@ def to_docx(base: bytes, html: str, meta: DocxMeta) -> bytes:
     properties.comments = ""
     out = io.BytesIO()
     document.save(out)
+    return _dated(out.getvalue(), meta.issued_on)
+
+
+def _dated(package: bytes, day: date) -> bytes:
+    """The package with every entry dated `day` at midnight (python-docx dates them with the
+    time of saving): the same contract gives the same bytes, as the PDFs do."""
+    out = io.BytesIO()
+    dated = (day.year, day.month, day.day, 0, 0, 0)
+    with (
+        zipfile.ZipFile(io.BytesIO(package)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for entry in source.infolist():
+            info = zipfile.ZipInfo(entry.filename, dated)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(info, source.read(entry))
     return out.getvalue()

@@ -506,7 +506,9 @@ def _field_root(widget: pikepdf.Object) -> pikepdf.Object:
     return node
 
 
-def _extract(src: Pdf, piece: Piece, meta: Metadata) -> bytes:
+def _extract(
+    src: Pdf, piece: Piece, meta: Metadata, parent_tree: dict[int, pikepdf.Object]
+) -> bytes:
     dst = Pdf.new()
     source_pages = [src.pages[n] for n in range(piece.start, piece.end)]
     for page in source_pages:
@@ -533,15 +535,29 @@ def _extract(src: Pdf, piece: Piece, meta: Metadata) -> bytes:
             if key in src_form:
                 form[key] = _copy(dst, src_form[key])
         dst.Root.AcroForm = dst.make_indirect(form)
-    _extract_structure(src, dst, piece, source_pages, keys)
+    _extract_structure(src, dst, piece, source_pages, keys, parent_tree)
     if "/OutputIntents" in src.Root:
         dst.Root.OutputIntents = _copy(dst, src.Root.OutputIntents)
     _set_metadata(dst, meta)
     return _save(dst)
 
 
+def _parent_tree(pdf: Pdf) -> dict[int, pikepdf.Object]:
+    """The parent tree's entries by key, read once for every file cut from the kit."""
+    tree = pdf.Root.get("/StructTreeRoot")
+    if tree is None or "/ParentTree" not in tree:
+        return {}
+    nums = tree.ParentTree.get("/Nums", ())
+    return {int(nums[i]): nums[i + 1] for i in range(0, len(nums), 2)}
+
+
 def _extract_structure(
-    src: Pdf, dst: Pdf, piece: Piece, pages: list[pikepdf.Page], keys: set[int]
+    src: Pdf,
+    dst: Pdf,
+    piece: Piece,
+    pages: list[pikepdf.Page],
+    keys: set[int],
+    parent_tree: dict[int, pikepdf.Object],
 ) -> None:
     document = _struct_document(src)
     if document is None:
@@ -553,7 +569,6 @@ def _extract_structure(
     # while copying, so that the copies (of these pages' elements, of the margin boxes'
     # elements that only the parent tree lists, and of the parent tree entries) stay within
     # these pages. The copied document element becomes this file's.
-    nums = src.Root.StructTreeRoot.ParentTree.Nums
     selected = Array()
     saved_kids, saved_parent = document.K, document.get("/P")
     document.K = Array()
@@ -562,9 +577,8 @@ def _extract_structure(
     try:
         copied = [dst.copy_foreign(k) for k in kids]
         element = dst.copy_foreign(document)
-        for index in range(0, len(nums), 2):
-            if int(nums[index]) in keys:
-                selected.extend([int(nums[index]), _copy(dst, nums[index + 1])])
+        for key in sorted(keys & parent_tree.keys()):
+            selected.extend([key, _copy(dst, parent_tree[key])])
     finally:
         document.K = saved_kids
         if saved_parent is not None:
@@ -579,6 +593,36 @@ def _extract_structure(
     dst.Root.StructTreeRoot = tree
 
 
+def _compress_streams(pdf: Pdf) -> None:
+    """Deflate, once for the bundle and every file cut from it, the big streams WeasyPrint wrote
+    plain (`uncompressed_pdf`: its own compression is zlib's slowest level): page contents, form
+    XObjects, embedded fonts and the output intent's profile. Streams left plain here are
+    deflated when saved. (Walking these few objects is cheaper than walking all of them.)"""
+    seen: set[tuple[int, int]] = set()
+
+    def deflate(stream: Any) -> None:
+        if not isinstance(stream, pikepdf.Stream) or stream.objgen in seen:
+            return
+        seen.add(stream.objgen)
+        if "/Filter" not in stream:
+            stream.write(zlib.compress(stream.read_raw_bytes(), 6), filter=Name.FlateDecode)
+
+    for page in pdf.pages:
+        contents = page.obj.get("/Contents")
+        for stream in contents if isinstance(contents, Array) else (contents,):
+            deflate(stream)
+        resources = page.obj.get("/Resources", {})
+        for xobject in resources.get("/XObject", {}).values():
+            deflate(xobject)
+        for font in resources.get("/Font", {}).values():
+            for target in font.get("/DescendantFonts", [font]):
+                descriptor = target.get("/FontDescriptor", {})
+                for key in ("/FontFile", "/FontFile2", "/FontFile3"):
+                    deflate(descriptor.get(key))
+    for intent in pdf.Root.get("/OutputIntents", ()):
+        deflate(intent.get("/DestOutputProfile"))
+
+
 def _save(pdf: Pdf) -> bytes:
     buffer = io.BytesIO()
     pdf.save(
@@ -586,6 +630,7 @@ def _save(pdf: Pdf) -> bytes:
         min_version="1.7",
         deterministic_id=True,
         compress_streams=True,
+        object_stream_mode=pikepdf.ObjectStreamMode.generate,
         fix_metadata_version=False,
     )
     return buffer.getvalue()
@@ -619,8 +664,15 @@ def finish_kit(
         bundle_meta = Metadata(text("/Title") or "Kit", author, subject, creator, producer, created)
         _fix_forms(pdf, group_labels)
         _add_signature_fields(pdf, (f for piece in pieces for f in piece.signature_fields))
+        _compress_streams(pdf)  # after the fields: the font is compared with its file plain
+        parent_tree = _parent_tree(pdf)
         documents = [
-            _extract(pdf, piece, Metadata(piece.title, author, subject, creator, producer, created))
+            _extract(
+                pdf,
+                piece,
+                Metadata(piece.title, author, subject, creator, producer, created),
+                parent_tree,
+            )
             for piece in pieces
         ]
         _group_signature_fields(pdf, pieces)
