@@ -90,6 +90,9 @@ def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
     points to that kit.
     """
     campaign, employer = _subjects(job)
+    # the employer's row locked (PostgreSQL) until the commit: another job for the same employer
+    # (another campaign's, put back from the queue page) waits, then finds this kit
+    db.session.execute(select(Employer.id).where(Employer.id == employer.id).with_for_update())
     since = _kit_since(campaign, employer)
     if since is not None:
         job.kit_id = since.id
