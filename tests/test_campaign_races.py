@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from service.campaigns.domain import pending_job_ids, start_campaign
 from service.campaigns.tasks import run_campaign_job
+from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import Kit
+from service.reference.models import Convention
 from tests.test_campaigns import add_employers
 
 
@@ -58,4 +60,32 @@ def test_two_campaigns_jobs_for_one_employer_issue_one_kit(
         assert [o.ok for o in outcomes] == [True, True]
         kits = list(db.session.scalars(select(Kit)))
         assert len(kits) == 1
+        db.session.remove()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_kit_that_cannot_be_rendered_is_a_counted_failure(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    """Rendering ahead of the claim must not let an error escape the job's bookkeeping: the
+    attempt is counted and its error recorded (else the message is dropped, the sweep sends it
+    again for ever and the campaign never ends)."""
+    add_employers(client, staff, convention["id"], 1)
+    with app.app_context():
+        db.session.execute(
+            update(Convention)
+            .where(Convention.id == convention["id"])
+            .values(template_set="aucun-jeu-de-modeles")
+        )
+        started = start_campaign("81", actor="test", send=False)
+        (job_id,) = pending_job_ids(started)
+        db.session.remove()
+    with app.app_context():
+        outcome = run_campaign_job(job_id)
+        db.session.remove()
+    assert outcome.ran and not outcome.ok
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job is not None and job.attempts == 1 and job.last_error
+        assert db.session.scalars(select(Kit)).all() == []
         db.session.remove()
