@@ -8,6 +8,7 @@ rendered for nothing finds the job done and drops its copy.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from celery import Task, shared_task
@@ -25,6 +26,8 @@ from service.kits.domain import PreparedKit, prepare_kit, store_kit
 from service.kits.models import Kit
 from service.kits.render import RenderedKit, render_kit
 from service.reference.models import Employer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,11 @@ def render_ahead(job_id: int) -> Rendered | None:
         return None
     finally:
         db.session.rollback()  # no transaction open while rendering, nor when claiming
-    return Rendered(prepared, render_kit(prepared.data))
+    try:
+        return Rendered(prepared, render_kit(prepared.data))
+    except Exception:  # rendered again in the claim, whose failure is counted and recorded
+        log.warning("job %s: kit not rendered ahead", job_id, exc_info=True)
+        return None
 
 
 def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
@@ -90,6 +97,9 @@ def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
     points to that kit.
     """
     campaign, employer = _subjects(job)
+    # the employer's row locked (PostgreSQL) until the commit: another job for the same employer
+    # (another campaign's, put back from the queue page) waits, then finds this kit
+    db.session.execute(select(Employer.id).where(Employer.id == employer.id).with_for_update())
     since = _kit_since(campaign, employer)
     if since is not None:
         job.kit_id = since.id

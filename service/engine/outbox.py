@@ -144,6 +144,7 @@ def run_job(job_id: int, handler: Handler) -> Outcome:
         return Outcome(ran=False)
     job = db.session.get(Job, job_id)
     assert job is not None
+    attempts, max_attempts = job.attempts, job.max_attempts
     try:
         handler(job)
         job.status, job.done_at, job.last_error = "done", utcnow(), None
@@ -154,7 +155,9 @@ def run_job(job_id: int, handler: Handler) -> Outcome:
         permanent = isinstance(exc, ServiceError)
         if not permanent:
             log.warning("job %s (%s) failed", job_id, type(exc).__name__, exc_info=True)
-        return _failed(job_id, exc, permanent=permanent)
+        return _failed(
+            job_id, exc, attempts=attempts, max_attempts=max_attempts, permanent=permanent
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -163,23 +166,36 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _failed(job_id: int, exc: BaseException, *, permanent: bool) -> Outcome:
-    job = db.session.get(Job, job_id)
-    if job is None:  # pragma: no cover - deleted meanwhile
-        db.session.rollback()
-        return Outcome(ran=True, ok=False, error=_describe(exc))
-    job.attempts += 1
-    job.last_error = _describe(exc)
+def _failed(
+    job_id: int, exc: BaseException, *, attempts: int, max_attempts: int, permanent: bool
+) -> Outcome:
+    """Record this run's failure (`attempts`: the count its claim wrote, rolled back since).
+
+    The claim was rolled back with the work, so a duplicate message may have claimed the job
+    meanwhile, and finished it or recorded its own failure: the UPDATE only applies while the
+    job is still pending at the count this run started from (PostgreSQL waits for a duplicate
+    holding the row; SQLite's write lock does the same), else this run's outcome is dropped and
+    no retry is sent.
+    """
+    error = _describe(exc)
+    values: dict[str, Any] = {"attempts": attempts, "last_error": error}
     retry_in = None
-    if permanent or job.attempts >= job.max_attempts:
-        job.status = "failed"
+    if permanent or attempts >= max_attempts:
+        values["status"] = "failed"
     else:
-        retry_in = backoff(job.attempts)
-        job.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
+        retry_in = backoff(attempts)
+        values["next_attempt_at"] = utcnow() + timedelta(seconds=retry_in)
         # the retry message is sent now with a countdown: the sweep waits for it first
-        job.enqueued_at = job.next_attempt_at
+        values["enqueued_at"] = values["next_attempt_at"]
+    recorded = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "pending", Job.attempts == attempts - 1)
+        .values(**values)
+    ).rowcount
     db.session.commit()
-    return Outcome(ran=True, ok=False, retry_in=retry_in, error=job.last_error)
+    if not recorded:  # another run had the job meanwhile: its outcome stands
+        return Outcome(ran=True, ok=False, error=error)
+    return Outcome(ran=True, ok=False, retry_in=retry_in, error=error)
 
 
 def job_task(name: str) -> Callable[[Handler], Task]:
