@@ -57,7 +57,35 @@ def test_a_failed_run_never_undoes_a_duplicate_that_finished(app: Flask, error: 
     with app.app_context():
         job = db.session.get(Job, job_id)
         assert job is not None
-        assert (job.status, job.attempts, job.last_error) == ("done", 1, None)
+        # both runs started (each start is counted before its work)
+        assert (job.status, job.attempts, job.last_error) == ("done", 2, None)
+        db.session.remove()
+
+
+def test_a_job_that_kills_its_process_fails_after_max_attempts(app: Flask) -> None:
+    """A run that never comes back (its process killed: the message is delivered again) still
+    counts: past max_attempts the job is failed instead of looping for ever."""
+    job_id = _job(app)
+    with app.app_context():
+        max_attempts = db.session.get(Job, job_id).max_attempts  # type: ignore[union-attr]
+        db.session.remove()
+    for _ in range(max_attempts):  # each start committed, then the process "dies"
+
+        def die(job: Job) -> None:
+            raise SystemExit  # not an Exception: nothing is recorded, as with a killed process
+
+        with app.app_context():
+            try:
+                outbox.run_job(job_id, die)
+            except SystemExit:
+                db.session.rollback()
+            db.session.remove()
+    with app.app_context():
+        outcome = outbox.run_job(job_id, lambda job: None)
+        job = db.session.get(Job, job_id)
+        assert job is not None
+        assert not outcome.ok and job.status == "failed"
+        assert "Interrompu" in (job.last_error or "")
         db.session.remove()
 
 

@@ -126,25 +126,47 @@ class Outcome:
 
 
 def run_job(job_id: int, handler: Handler) -> Outcome:
-    """Claim the job, run `handler`, mark it done, commit: all or nothing.
+    """Count the attempt, claim the job, run `handler`, mark it done, commit: all or nothing.
 
-    The claim is an UPDATE of the pending row: on PostgreSQL it locks the row until the commit, so
-    a duplicate of the same job waits, then finds it done; on SQLite the write lock does the same.
-    A `ServiceError` (bad data) fails the job at once; anything else is retried with backoff up to
-    `max_attempts`, then the job is `failed` (staff may retry it).
+    The attempt is counted and committed first, so that a job whose run kills its process (out of
+    memory, a crash in a native library: the message comes back to another worker) is `failed`
+    after `max_attempts` instead of looping for ever. The claim is then an UPDATE of the pending
+    row: on PostgreSQL it locks the row until the commit, so a duplicate of the same job waits,
+    then finds it done; on SQLite the write lock does the same. A `ServiceError` (bad data)
+    fails the job at once; anything else is retried with backoff up to `max_attempts`, then the
+    job is `failed` (staff may retry it).
     """
-    now = utcnow()
-    claimed = db.session.execute(
+    started = db.session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == "pending")
-        .values(attempts=Job.attempts + 1, started_at=now)
+        .values(attempts=Job.attempts + 1, started_at=utcnow())
     ).rowcount
-    if not claimed:
+    if not started:
+        db.session.rollback()
+        return Outcome(ran=False)
+    attempts, max_attempts = db.session.execute(
+        select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
+    ).one()
+    if attempts > max_attempts:  # the earlier runs never came back: their process died
+        error = f"Interrompu {max_attempts} fois (processus arrêté pendant le travail)."
+        db.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "pending")
+            .values(status="failed", attempts=max_attempts, last_error=error)
+        )
+        db.session.commit()
+        return Outcome(ran=True, ok=False, error=error)
+    db.session.commit()
+    claimed = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "pending", Job.attempts == attempts)
+        .values(started_at=utcnow())
+    ).rowcount
+    if not claimed:  # a duplicate started meanwhile: it runs the job
         db.session.rollback()
         return Outcome(ran=False)
     job = db.session.get(Job, job_id)
     assert job is not None
-    attempts, max_attempts = job.attempts, job.max_attempts
     try:
         handler(job)
         job.status, job.done_at, job.last_error = "done", utcnow(), None
@@ -169,16 +191,15 @@ def _describe(exc: BaseException) -> str:
 def _failed(
     job_id: int, exc: BaseException, *, attempts: int, max_attempts: int, permanent: bool
 ) -> Outcome:
-    """Record this run's failure (`attempts`: the count its claim wrote, rolled back since).
+    """Record this run's failure (`attempts`: the count this run committed when it started).
 
-    The claim was rolled back with the work, so a duplicate message may have claimed the job
+    The claim was rolled back with the work, so a duplicate message may have started the job
     meanwhile, and finished it or recorded its own failure: the UPDATE only applies while the
-    job is still pending at the count this run started from (PostgreSQL waits for a duplicate
-    holding the row; SQLite's write lock does the same), else this run's outcome is dropped and
-    no retry is sent.
+    job is still pending at this run's count (PostgreSQL waits for a duplicate holding the row;
+    SQLite's write lock does the same), else this run's outcome is dropped and no retry is sent.
     """
     error = _describe(exc)
-    values: dict[str, Any] = {"attempts": attempts, "last_error": error}
+    values: dict[str, Any] = {"last_error": error}
     retry_in = None
     if permanent or attempts >= max_attempts:
         values["status"] = "failed"
@@ -189,7 +210,7 @@ def _failed(
         values["enqueued_at"] = values["next_attempt_at"]
     recorded = db.session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "pending", Job.attempts == attempts - 1)
+        .where(Job.id == job_id, Job.status == "pending", Job.attempts == attempts)
         .values(**values)
     ).rowcount
     db.session.commit()
