@@ -15,7 +15,7 @@ import pikepdf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from service.campaigns.models import Campaign
 from service.engine.models import Job, WorkerHeartbeat
@@ -297,6 +297,86 @@ def test_jobs_api_lists_failed_jobs_and_retries_one(
     assert client.post(f"/api/v1/jobs/{ids[1]}/retry", headers=cdg).status_code == 403
     # the retried job really runs again: its mail is sent to the outbox folder
     assert run_jobs(app) == (1, 0)
+
+
+def finished_campaign_with_a_failure(
+    app: Flask, kit: dict[str, Any], siret: str
+) -> tuple[int, int]:
+    """A finished campaign: one kit done, one employer failed for good. (campaign id, job id)"""
+    campaign_id = campaign_with_kits(app, [kit], status="finished")
+    with app.app_context():
+        job = Job(
+            task="psc.campaigns.issue_kit",
+            payload={"employer_id": employer_id(siret)},
+            status="failed",
+            attempts=1,
+            max_attempts=5,
+            last_error="L'employeur n'a pas de convention en cours.",
+            campaign_id=campaign_id,
+        )
+        db.session.add(job)
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign is not None
+        campaign.total = 2
+        db.session.commit()
+        return campaign_id, job.id
+
+
+def campaign_status(app: Flask, campaign_id: int) -> tuple[str, datetime | None]:
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign is not None
+        return campaign.status, campaign.finished_at
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_retrying_a_campaign_job_anywhere_reopens_its_campaign(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    kits = add_employers(client, staff, convention)
+    albi = kits["21810004800014"]
+    run_jobs(app)  # the kits' e-mails
+    # the queue page's « Relancer »
+    first, job_id = finished_campaign_with_a_failure(app, albi, "21810001400016")
+    assert campaign_status(app, first)[0] == "finished"
+    sign_in(app, client, "agent@assureur.fr")
+    token = csrf(client, "/travaux")
+    client.post(f"/travaux/{job_id}/relance", data={"csrf_token": token})
+    assert campaign_status(app, first) == ("running", None)
+    assert sum(run_jobs(app)) == 1  # its job is over: so is the campaign
+    assert campaign_status(app, first)[0] == "finished"
+
+    # while campaign n° 1 of the CDG runs again, another finished one cannot be reopened
+    with app.app_context():
+        db.session.execute(update(Campaign).where(Campaign.id == first).values(status="running"))
+        db.session.add(Job(task="psc.mail.send", payload={}, status="pending", campaign_id=first))
+        db.session.commit()
+    second, other_job = finished_campaign_with_a_failure(app, albi, "20003402300016")
+    r = client.post(f"/api/v1/jobs/{other_job}/retry", headers=staff)
+    assert_error(r, 409, "campaign_running")
+    client.post("/travaux/relance", data={"csrf_token": token})
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Une autre campagne est en cours pour le CDG 81" in body
+    with app.app_context():
+        job = db.session.get(Job, other_job)
+        assert job is not None and job.status == "failed"  # nothing was retried
+    assert campaign_status(app, second)[0] == "finished"
+    with app.app_context():
+        db.session.execute(update(Campaign).where(Campaign.id == first).values(status="finished"))
+        db.session.execute(update(Job).where(Job.status == "pending").values(status="done"))
+        db.session.commit()
+
+    # the API's retry, then « Tout relancer »
+    r = client.post(f"/api/v1/jobs/{other_job}/retry", headers=staff)
+    assert r.status_code == 200, r.json
+    assert campaign_status(app, second) == ("running", None)
+    assert sum(run_jobs(app)) == 1
+    assert campaign_status(app, second)[0] == "finished"
+    with app.app_context():
+        db.session.execute(update(Job).where(Job.id == other_job).values(status="failed"))
+        db.session.commit()
+    client.post("/travaux/relance", data={"csrf_token": token, "tache": "psc.campaigns.issue_kit"})
+    assert campaign_status(app, second) == ("running", None)
 
 
 # -- the campaign's letters ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from service import labels
+from service.campaigns.domain import reopen
 from service.campaigns.models import Campaign
 from service.engine import outbox
 from service.engine.celery_app import live_workers
@@ -226,6 +227,7 @@ def retry_job(job_id: int) -> Job:
             f"« {labels.job_state(job.status).lower()} ».",
             code="job_not_failed",
         )
+    reopen([job.campaign_id])  # its campaign runs again (« En cours ») until the job is over
     return outbox.retry(job_id)
 
 
@@ -234,11 +236,14 @@ def retry_all_failed(*, task: str | None = None) -> list[tuple[int, str]]:
 
     Returns the (id, task) pairs to hand to the broker once the caller has committed
     (`outbox.send`); a broker down leaves them to beat's sweep. Bulk updates, a thousand rows
-    at a time: no Job object is loaded."""
+    at a time: no Job object is loaded. Their campaigns run again; 409 `campaign_running` when
+    one of them cannot (another campaign of its CDG runs meanwhile): nothing is retried."""
     query = select(Job.id, Job.task).where(Job.status == "failed").order_by(Job.id)
     if task is not None:
         query = query.where(Job.task == task)
-    pairs = [(row.id, row.task) for row in db.session.execute(query)]
+    rows = db.session.execute(query.add_columns(Job.campaign_id)).all()
+    reopen({row.campaign_id for row in rows})  # their campaigns run again
+    pairs = [(row.id, row.task) for row in rows]
     now = utcnow()
     for start in range(0, len(pairs), RETRY_CHUNK):
         ids = [job_id for job_id, _ in pairs[start : start + RETRY_CHUNK]]

@@ -61,8 +61,13 @@ def queue_retry(job_id: int) -> Any:
 @page_roles(*STAFF)
 def queue_retry_all() -> Any:
     task = request.form.get("tache") or None
-    pairs = domain.retry_all_failed(task=task)
-    db.session.commit()
+    try:
+        pairs = domain.retry_all_failed(task=task)
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.queue_page"))
     domain.send_after_commit(pairs)
     if pairs:
         count = len(pairs)
