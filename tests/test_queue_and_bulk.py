@@ -343,6 +343,9 @@ def test_retrying_a_campaign_job_anywhere_reopens_its_campaign(
     token = csrf(client, "/travaux")
     client.post(f"/travaux/{job_id}/relance", data={"csrf_token": token})
     assert campaign_status(app, first) == ("running", None)
+    # the flash keeps the employer's name as written
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Tâche relancée : kit de campagne, Aguts (SIRET 218 100 014 00016)." in body
     assert sum(run_jobs(app)) == 1  # its job is over: so is the campaign
     assert campaign_status(app, first)[0] == "finished"
 

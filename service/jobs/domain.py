@@ -60,8 +60,25 @@ class CampaignProgress:
 class FailedJob:
     job: Job
     kind: str
+    #: what the job was about, starting a sentence (« Courriel à … », « Albi (SIRET …) »)
     subject: str
     error: str
+    #: the same inside a sentence: its common words in lower case, names as they are written
+    about: str = ""
+    #: the SIRET of the employer it was about, when there is one (a link to its page)
+    siret: str | None = None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a job was about, as written inside a sentence, and its employer's SIRET."""
+
+    text: str
+    siret: str | None = None
+
+    @property
+    def sentence_start(self) -> str:
+        return self.text[:1].upper() + self.text[1:] if self.text else "—"
 
 
 @dataclass(frozen=True)
@@ -136,9 +153,9 @@ def campaigns(*, before: int | None = None, limit: int = CAMPAIGN_PAGE) -> Page:
     return Page(items, rows[-1].id if more else None)
 
 
-def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
+def _subjects(jobs: Sequence[Job]) -> dict[int, Subject]:
     """What each job was about, in French: its kit (reference and employer), the e-mail's
-    recipient, or the campaign's employer."""
+    recipient, or the campaign's employer. Common words in lower case, names as written."""
     kit_ids = {j.kit_id for j in jobs if j.kit_id}
     employer_ids = {
         int(j.payload["employer_id"])
@@ -146,9 +163,9 @@ def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
         if isinstance(j.payload, dict) and str(j.payload.get("employer_id", "")).isdigit()
     }
     kits = {
-        kit.id: (kit.reference, name)
-        for kit, name in db.session.execute(
-            select(Kit, Employer.name)
+        kit.id: (kit.reference, name, siret)
+        for kit, name, siret in db.session.execute(
+            select(Kit, Employer.name, Employer.siret)
             .join(Employer, Employer.id == Kit.employer_id)
             .where(Kit.id.in_(kit_ids))
         )
@@ -156,24 +173,36 @@ def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
     employers = {
         e.id: e for e in db.session.scalars(select(Employer).where(Employer.id.in_(employer_ids)))
     }
-    subjects: dict[int, str] = {}
+    subjects: dict[int, Subject] = {}
     for job in jobs:
         payload = job.payload if isinstance(job.payload, dict) else {}
         parts: list[str] = []
+        siret: str | None = None
         if payload.get("to"):
             parts.append(f"courriel à {payload['to']}")
         if job.kit_id in kits:
-            reference, name = kits[job.kit_id]
+            reference, name, siret = kits[job.kit_id]
             parts.append(f"kit {reference} ({name})")
         elif str(payload.get("employer_id", "")).isdigit():
             employer = employers.get(int(payload["employer_id"]))
             if employer is not None:
+                siret = employer.siret
                 parts.append(f"{employer.name} (SIRET {format_siret(employer.siret)})")
         if job.campaign_id and not parts:
             parts.append(f"campagne n° {job.campaign_id}")
-        text = " ; ".join(parts)
-        subjects[job.id] = text[:1].upper() + text[1:] if text else "—"
+        subjects[job.id] = Subject(" ; ".join(parts), siret)
     return subjects
+
+
+def _failed_job(job: Job, subject: Subject) -> FailedJob:
+    return FailedJob(
+        job=job,
+        kind=labels.job_kind(job.task),
+        subject=subject.sentence_start,
+        error=labels.job_error(job.last_error),
+        about=subject.text or "—",
+        siret=subject.siret,
+    )
 
 
 def failed_jobs(*, before: int | None = None, limit: int = PAGE) -> Page:
@@ -195,25 +224,12 @@ def jobs_page(status: str, *, before: int | None = None, limit: int = PAGE) -> P
     more = len(rows) > limit
     rows = rows[:limit]
     subjects = _subjects(rows)
-    items = [
-        FailedJob(
-            job=j,
-            kind=labels.job_kind(j.task),
-            subject=subjects[j.id],
-            error=labels.job_error(j.last_error),
-        )
-        for j in rows
-    ]
+    items = [_failed_job(j, subjects[j.id]) for j in rows]
     return Page(items, rows[-1].id if more else None)
 
 
 def describe(job: Job) -> FailedJob:
-    return FailedJob(
-        job=job,
-        kind=labels.job_kind(job.task),
-        subject=_subjects([job])[job.id],
-        error=labels.job_error(job.last_error),
-    )
+    return _failed_job(job, _subjects([job])[job.id])
 
 
 def retry_job(job_id: int) -> Job:

@@ -53,7 +53,8 @@ def queue_retry(job_id: int) -> Any:
         db.session.rollback()
         flash(exc.message, "error")
     else:
-        flash(f"Tâche relancée : {after_colon(item.kind)}, {after_colon(item.subject)}.")
+        # the subject keeps its names as written (« Cagnac-les-Mines »)
+        flash(f"Tâche relancée : {after_colon(item.kind)}, {item.about}.")
     return redirect(url_for("pages.queue_page"))
 
 
