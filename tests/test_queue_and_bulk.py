@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, insert, select, update
 
+from service import labels
 from service.campaigns.models import Campaign
 from service.engine.models import Job, WorkerHeartbeat
 from service.extensions import db
@@ -380,6 +381,37 @@ def test_retrying_a_campaign_job_anywhere_reopens_its_campaign(
         db.session.commit()
     client.post("/travaux/relance", data={"csrf_token": token, "tache": "psc.campaigns.issue_kit"})
     assert campaign_status(app, second) == ("running", None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_job_failed_for_good_reads_as_such_with_its_last_try(
+    app: Flask, client: FlaskClient, convention: dict[str, Any]
+) -> None:
+    with app.app_context():
+        campaign = Campaign(cdg_code="81", status="running", total=1, started_by="cli:root")
+        db.session.add(campaign)
+        db.session.flush()
+        job = Job(
+            task="psc.campaigns.issue_kit",
+            payload={"employer_id": 999_999},
+            max_attempts=5,
+            campaign_id=campaign.id,
+        )
+        db.session.add(job)
+        db.session.commit()
+        job_id = job.id
+    assert run_jobs(app) == (0, 1)  # the employer is gone: a ServiceError, failed at once
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job is not None and (job.status, job.attempts) == ("failed", 1)
+        assert job.started_at is not None  # the last try's time
+        last_try = labels.when(job.started_at)
+    failed_mail(app)  # out of attempts: « 30 / 30 »
+    sign_in(app, client, "agent@assureur.fr")
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Échec définitif (données à corriger), après 1 essai" in body
+    assert "1 / 5" not in body and "30 / 30" in body
+    assert last_try and f"<td>{last_try}</td>\n    <td><form" in body  # « Dernier essai »
 
 
 # -- the campaign's letters ------------------------------------------------------------------

@@ -170,6 +170,7 @@ def _failed(job_id: int, exc: BaseException, *, permanent: bool) -> Outcome:
         return Outcome(ran=True, ok=False, error=_describe(exc))
     job.attempts += 1
     job.last_error = _describe(exc)
+    job.started_at = utcnow()  # the claim's own stamp went with the rollback: the last try's time
     retry_in = None
     if permanent or job.attempts >= job.max_attempts:
         job.status = "failed"

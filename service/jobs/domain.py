@@ -68,6 +68,11 @@ class FailedJob:
     #: the SIRET of the employer it was about, when there is one (a link to its page)
     siret: str | None = None
 
+    @property
+    def permanent(self) -> bool:
+        """Failed before its last attempt: bad data (a `ServiceError`), not retried by itself."""
+        return self.job.status == "failed" and self.job.attempts < self.job.max_attempts
+
 
 @dataclass(frozen=True)
 class Subject:
