@@ -213,8 +213,16 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
     body = client.get("/travaux").get_data(as_text=True)
     assert "Seule une tâche en échec peut être relancée" in body
 
-    # « Tout relancer »
-    r = client.post("/travaux/relance", data={"csrf_token": token})
+    # « Tout relancer »: what it retries is labelled, and it asks for a confirmation first
+    assert '<label for="tache">Tâches à relancer</label>' in body
+    assert "Seulement : kit de campagne (1)" in body and 'id="confirm-retry-all"' in body
+    client.post("/travaux/relance", data={"csrf_token": token})
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Cochez la case de confirmation" in body
+    with app.app_context():
+        job = db.session.get(Job, campaign_failed_id)
+        assert job is not None and job.status == "failed"
+    r = client.post("/travaux/relance", data={"csrf_token": token, "confirmation": "oui"})
     assert r.status_code == 302
     body = client.get("/travaux").get_data(as_text=True)
     assert "1 tâche relancée." in body and "Aucune tâche en échec." in body
@@ -260,7 +268,10 @@ def test_failed_jobs_are_shown_a_page_at_a_time(
     assert client.get("/travaux?echecs_avant=abc").status_code == 200
 
     token = csrf(client, "/travaux")
-    client.post("/travaux/relance", data={"csrf_token": token, "tache": "psc.mail.send"})
+    client.post(
+        "/travaux/relance",
+        data={"csrf_token": token, "tache": "psc.mail.send", "confirmation": "oui"},
+    )
     with app.app_context():
         statuses = dict(
             db.session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all()
@@ -358,7 +369,7 @@ def test_retrying_a_campaign_job_anywhere_reopens_its_campaign(
     second, other_job = finished_campaign_with_a_failure(app, albi, "20003402300016")
     r = client.post(f"/api/v1/jobs/{other_job}/retry", headers=staff)
     assert_error(r, 409, "campaign_running")
-    client.post("/travaux/relance", data={"csrf_token": token})
+    client.post("/travaux/relance", data={"csrf_token": token, "confirmation": "oui"})
     body = client.get("/travaux").get_data(as_text=True)
     assert "Une autre campagne est en cours pour le CDG 81" in body
     with app.app_context():
@@ -379,7 +390,10 @@ def test_retrying_a_campaign_job_anywhere_reopens_its_campaign(
     with app.app_context():
         db.session.execute(update(Job).where(Job.id == other_job).values(status="failed"))
         db.session.commit()
-    client.post("/travaux/relance", data={"csrf_token": token, "tache": "psc.campaigns.issue_kit"})
+    client.post(
+        "/travaux/relance",
+        data={"csrf_token": token, "tache": "psc.campaigns.issue_kit", "confirmation": "oui"},
+    )
     assert campaign_status(app, second) == ("running", None)
 
 
