@@ -46,7 +46,12 @@ def test_pages_need_the_right_role(
     assert client.get("/portail/kit").headers["Location"].startswith("/portail")
     sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
     assert client.get("/").headers["Location"] == "/cdg"
-    assert client.get("/revue").status_code == 302  # staff only
+    # staff only: a signed-in CDG user is told so (not sent to the sign-in form again)
+    for path in ("/revue", "/travaux", "/lots/1", "/employeurs/21810004800014"):
+        page = client.get(path)
+        assert page.status_code == 403, path
+        assert "Accès réservé au personnel de l&#39;assureur" in page.get_data(as_text=True)
+    assert client.get("/cdg/82/archive.zip").status_code == 404  # another CDG's: not found
     page = client.get("/cdg")
     assert page.status_code == 200 and "Suivi des adhésions" in page.get_data(as_text=True)
     client.post("/deconnexion", data={"csrf_token": csrf(client, "/cdg")})

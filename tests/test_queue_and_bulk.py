@@ -175,7 +175,7 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
 
     assert client.get("/travaux").status_code == 302  # signed out
     sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
-    assert client.get("/travaux").status_code == 302  # staff only
+    assert client.get("/travaux").status_code == 403  # staff only
     client.post("/deconnexion", data={"csrf_token": csrf(client, "/cdg")})
     sign_in(app, client, "agent@assureur.fr")
 
