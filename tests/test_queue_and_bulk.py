@@ -428,6 +428,18 @@ def test_a_job_failed_for_good_reads_as_such_with_its_last_try(
     assert last_try and f"<td>{last_try}</td>\n    <td><form" in body  # « Dernier essai »
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_campaign_page_links_to_its_letters_the_queue_and_its_employers(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    kits = add_employers(client, staff, convention)
+    campaign_id, _ = finished_campaign_with_a_failure(app, kits["21810004800014"], "21810001400016")
+    sign_in(app, client, "agent@assureur.fr")
+    body = client.get(f"/lots/{campaign_id}").get_data(as_text=True)
+    assert f'href="/travaux/campagnes/{campaign_id}/courriers.pdf"' in body
+    assert 'href="/travaux#campagnes">File des travaux</a>' in body
+
+
 # -- the campaign's letters ------------------------------------------------------------------
 
 
