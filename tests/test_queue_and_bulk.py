@@ -438,6 +438,11 @@ def test_campaign_page_links_to_its_letters_the_queue_and_its_employers(
     body = client.get(f"/lots/{campaign_id}").get_data(as_text=True)
     assert f'href="/travaux/campagnes/{campaign_id}/courriers.pdf"' in body
     assert 'href="/travaux#campagnes">File des travaux</a>' in body
+    # its failures lead to the employer's page; so do the queue page's, and its campaigns
+    assert '<a href="/employeurs/21810001400016">Aguts</a>' in body
+    body = client.get("/travaux").get_data(as_text=True)
+    assert f'<a href="/lots/{campaign_id}" aria-label="Campagne n° {campaign_id}">' in body
+    assert '<a href="/employeurs/21810001400016">Aguts (SIRET 218 100 014 00016)</a>' in body
 
 
 # -- the campaign's letters ------------------------------------------------------------------
