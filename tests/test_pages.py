@@ -98,7 +98,7 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     run_jobs(app)  # what a worker does, in this process
     body = client.get(url).get_data(as_text=True)
     assert "Terminé : 2 kits émis, 1 échec." in body and 'http-equiv="refresh"' not in body
-    assert "CC Tarn-Agout (SIRET 20003402300016) : Aucun début de garantie possible" in body
+    assert "CC Tarn-Agout</a> (SIRET 20003402300016) : Aucun début de garantie possible" in body
     assert "Relancer les échecs" in body
     for code in ("cover_outside_convention", "psc.campaigns", "running", "finished", "pending"):
         assert code not in body  # no code name on the page
@@ -116,6 +116,8 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 3
     dashboard = client.get("/?cdg=81").get_data(as_text=True)
     assert "Campagne n° " in dashboard and "3/3 kits" in dashboard
+    assert "Dernières campagnes" in dashboard
+    assert '<a href="/travaux#campagnes">Toutes les campagnes</a>' in dashboard
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
