@@ -88,6 +88,7 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     assert r.status_code == 302
     url = r.headers["Location"]
     first = client.get(url).get_data(as_text=True)
+    assert "Tous les employeurs du CDG" not in client.get("/?cdg=81").get_data(as_text=True)
     assert '<progress id="progress" max="3" value="0"' in first
     assert 'http-equiv="refresh"' in first and "En cours" in first
     assert "Aucun worker ne répond" in first  # no worker in this test: the jobs wait
@@ -117,6 +118,10 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     dashboard = client.get("/?cdg=81").get_data(as_text=True)
     assert "Campagne n° " in dashboard and "3/3 kits" in dashboard
     assert "Dernières campagnes" in dashboard
+    # nothing left to issue: no confirmation to tick, the button is disabled, and why
+    assert "Tous les employeurs du CDG 81 ont un kit." in dashboard
+    assert 'id="confirm-campaign"' not in dashboard
+    assert '<button type="submit" disabled aria-describedby="nothing-to-issue">' in dashboard
     assert '<a href="/travaux#campagnes">Toutes les campagnes</a>' in dashboard
 
 
