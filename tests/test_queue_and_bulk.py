@@ -184,6 +184,9 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
     body = client.get("/travaux").get_data(as_text=True)
     assert "celery@machine-a:101" in body and "machine-morte" not in body
     assert "<td>3</td><td>14/07/2026 à 10 h 05</td>" in body  # Paris time (UTC+2 in July)
+    assert "1 processus répond. <span" in body and "Dates en heure de Paris." in body
+    seen = re.search(r"<td>14/07/2026 à 10 h 05</td><td>([^<]*)</td>", body)
+    assert seen is not None and re.fullmatch(r"\d\d/\d\d/\d{4} à \d{1,2} h \d\d", seen.group(1))
     # the campaign: 2 done, 1 failed, 1 pending of 4 (its total), by whom, its letters
     assert "gestionnaire production@assureur.fr" in body
     assert 'max="4" value="3"' in body and "En cours" in body
