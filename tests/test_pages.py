@@ -99,7 +99,7 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     run_jobs(app)  # what a worker does, in this process
     body = client.get(url).get_data(as_text=True)
     assert "Terminé : 2 kits émis, 1 échec." in body and 'http-equiv="refresh"' not in body
-    assert "CC Tarn-Agout</a> (SIRET 20003402300016) : Aucun début de garantie possible" in body
+    assert "CC Tarn-Agout</a> (SIRET 200 034 023 00016) : Aucun début de garantie possible" in body
     assert "Relancer les échecs" in body
     for code in ("cover_outside_convention", "psc.campaigns", "running", "finished", "pending"):
         assert code not in body  # no code name on the page
@@ -120,6 +120,9 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     assert "Dernières campagnes" in dashboard
     # nothing left to issue: no confirmation to tick, the button is disabled, and why
     assert "Tous les employeurs du CDG 81 ont un kit." in dashboard
+    assert "<td>218 100 048 00014</td>" in dashboard  # SIRET in groups, as everywhere
+    missing = client.get("/lots/999999")
+    assert missing.status_code == 404 and "Campagne introuvable." in missing.get_data(as_text=True)
     assert 'id="confirm-campaign"' not in dashboard
     assert '<button type="submit" disabled aria-describedby="nothing-to-issue">' in dashboard
     assert '<a href="/travaux#campagnes">Toutes les campagnes</a>' in dashboard
@@ -139,6 +142,7 @@ def test_staff_can_lift_a_portal_lockout_from_the_page(
         assert r.status_code == 401
     sign_in(app, client, "agent@assureur.fr")
     page = client.get("/employeurs/21810004800014").get_data(as_text=True)
+    assert "<dt>SIRET</dt><dd>218 100 048 00014</dd>" in page
     assert "bloqué après trop d'essais" in page
     token = csrf(client, "/employeurs/21810004800014")
     r = client.post("/employeurs/21810004800014/deverrouillage", data={"csrf_token": token})
