@@ -56,7 +56,7 @@ def users_create(role: str, cdg_code: str | None, email: str, password: str | No
 def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
     """Charge le CDG du Tarn, sa convention 2025–2030 et des employeurs."""
     from service.backends import settings
-    from service.demo.load import load_demo
+    from service.demo.load import credential_line, load_demo
     from service.reference.models import Cdg
 
     if if_empty and db.session.scalar(select(Cdg).limit(1)) is not None:
@@ -68,8 +68,8 @@ def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
         f"{counted(result.employers_created, 'employeur')} "
         f"{agree(result.employers_created, 'ajouté')}."
     )
-    for role, email, password, token in [] if quiet else result.credentials:
-        click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
+    for account in [] if quiet else result.credentials:
+        click.echo(credential_line(*account))
 
 
 @demo.command("credentials")
@@ -84,8 +84,10 @@ def demo_credentials() -> None:
             "`flask users create --role staff --email …`."
         )
         return
-    click.echo("Pour vous connecter (API : en-tête « Authorization: Bearer <jeton> ») :")
     click.echo(path.read_text(encoding="utf-8").rstrip())
+    click.echo(
+        "Mot de passe pour les pages ; jeton pour l'API (en-tête « Authorization: Bearer »)."
+    )
 
 
 @kits.command("issue")
