@@ -42,6 +42,10 @@ class IdConverter(IntegerConverter):
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max)
 
 
+def _no_hostname_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No hostname was supplied")
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; `config` overrides environment variables (tests)."""
     import os
@@ -75,8 +79,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("weasyprint", "fontTools", "botocore", "urllib3", "alembic.runtime.plugins"):
+    for noisy in (
+        "weasyprint",
+        "fontTools",
+        "botocore",
+        "urllib3",
+        "alembic.runtime.plugins",
+        "pikepdf",  # « pikepdf C++ to Python logger bridge initialized » on every command
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # « No hostname was supplied » for the folder broker (no host by design), in the middle of
+    # the commands' progress bars; kombu's other warnings stay
+    logging.getLogger("kombu.connection").addFilter(_no_hostname_warning)
     for noisy in ("pyhanko", "pyhanko_certvalidator"):  # logs expected validation failures
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 

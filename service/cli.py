@@ -56,7 +56,7 @@ def users_create(role: str, cdg_code: str | None, email: str, password: str | No
 def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
     """Charge le CDG du Tarn, sa convention 2025–2030 et des employeurs."""
     from service.backends import settings
-    from service.demo.load import load_demo
+    from service.demo.load import credential_line, load_demo
     from service.reference.models import Cdg
 
     if if_empty and db.session.scalar(select(Cdg).limit(1)) is not None:
@@ -68,8 +68,8 @@ def demo_load(everything: bool, if_empty: bool, quiet: bool) -> None:
         f"{counted(result.employers_created, 'employeur')} "
         f"{agree(result.employers_created, 'ajouté')}."
     )
-    for role, email, password, token in [] if quiet else result.credentials:
-        click.echo(f"  {role:<6} {email}  mot de passe : {password}  jeton : {token}")
+    for account in [] if quiet else result.credentials:
+        click.echo(credential_line(*account))
 
 
 @demo.command("credentials")
@@ -84,8 +84,10 @@ def demo_credentials() -> None:
             "`flask users create --role staff --email …`."
         )
         return
-    click.echo("Pour vous connecter (API : en-tête « Authorization: Bearer <jeton> ») :")
     click.echo(path.read_text(encoding="utf-8").rstrip())
+    click.echo(
+        "Mot de passe pour les pages ; jeton pour l'API (en-tête « Authorization: Bearer »)."
+    )
 
 
 @kits.command("issue")
@@ -150,12 +152,12 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
         click.echo(campaign_id)
         return
     if answering:
+        click.echo(
+            f"Campagne n° {campaign_id} du CDG {cdg_code} : {counted(total, 'kit')} à émettre, "
+            "par les workers qui répondent."
+        )
         _follow_campaign(campaign_id, total, cdg_code or "", local=None)
     else:
-        click.echo(
-            "Aucun worker ne répond : la campagne est exécutée ici sur "
-            f"{counted(workers, 'processus', 'processus')}."
-        )
         _run_campaign_here(campaign_id, total, cdg_code or "", workers=workers)
         click.echo(
             "Les courriels « kit émis » partiront au démarrage d'un worker "
@@ -192,11 +194,15 @@ def _run_campaign_here(campaign_id: int, total: int, cdg_code: str, *, workers: 
 
     job_ids = pending_job_ids(get_campaign(campaign_id))
     db.session.rollback()
+    processes = max(1, min(workers, len(job_ids)))  # not two processes for one kit
+    click.echo(
+        f"Aucun worker ne répond : la campagne n° {campaign_id} du CDG {cdg_code} "
+        f"({counted(len(job_ids), 'kit')} à émettre) est exécutée ici sur "
+        f"{counted(processes, 'processus', 'processus')}."
+    )
     config = dict(current_app.config.get("PSC_OVERRIDES") or {})
     context = multiprocessing.get_context("spawn")
-    with context.Pool(
-        processes=max(1, min(workers, len(job_ids))), initializer=_local_init, initargs=(config,)
-    ) as pool:
+    with context.Pool(processes=processes, initializer=_local_init, initargs=(config,)) as pool:
         running = pool.map_async(_local_job, job_ids, chunksize=1)
         _follow_campaign(campaign_id, total, cdg_code, local=running)
         running.wait()
@@ -209,6 +215,7 @@ def _follow_campaign(
     processes are done), then the totals and each failure; exit 1 if any kit failed."""
     from service.campaigns.domain import failures, get_campaign, progress, settle
     from service.engine.celery_app import live_workers
+    from service.formatting import siret as format_siret
 
     shown, checked, deserted = 0, time.monotonic(), False
     with click.progressbar(
@@ -249,7 +256,10 @@ def _follow_campaign(
             err=True,
         )
     for failure in failed:
-        click.echo(f"  échec : {failure.siret} {failure.name} : {failure.error}", err=True)
+        click.echo(
+            f"  échec : {failure.name} (SIRET {format_siret(failure.siret)}) : {failure.error}",
+            err=True,
+        )
     if failed:
         sys.exit(1)
 

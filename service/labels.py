@@ -242,7 +242,8 @@ def actor(
     """Who did something, in French, never the code: `staff:agent@assureur.fr` →
     `gestionnaire agent@assureur.fr`; `employer:<siret>` → `la collectivité (SIRET …)`;
     `portail:<siret>` (a failed portal attempt: anyone may type a SIRET) → `tentative pour le
-    SIRET …`; `system` → `le service`. `names` maps SIRETs to employers' names;
+    SIRET …`; `system` → `le service`; `cli:root` (a `flask` command) → `commande
+    d'administration (utilisateur système root)`. `names` maps SIRETs to employers' names;
     `staff_names=False` says only the role (the employer's copy of the proof)."""
     if not value:
         return "—"
@@ -251,6 +252,10 @@ def actor(
     if value == "cli":
         return "commande d'administration"
     prefix, _, rest = value.partition(":")
+    if prefix == "cli":  # `flask …` run by a system account: `cli:root`
+        if not rest or not staff_names:
+            return "commande d'administration"
+        return f"commande d'administration (utilisateur système {rest})"
     if prefix == "portail":
         return f"tentative pour le SIRET {format_siret(rest)}" if rest else "tentative de connexion"
     if prefix == "employer":

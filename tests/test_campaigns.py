@@ -4,6 +4,7 @@ and retried, and the CLI with and without a worker."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,9 @@ def test_cli_waits_for_the_workers_or_runs_the_campaign_here(
     add_employers(client, staff, convention["id"], 2)
     alone = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "2"])
     assert alone.exit_code == 0, alone.output
-    assert "Aucun worker ne répond : la campagne est exécutée ici sur 2 processus." in alone.output
+    started = re.search(r"la campagne n° (\d+) du CDG 81 \(2 kits à émettre\)", alone.output)
+    assert started is not None, alone.output
+    assert "est exécutée ici sur 2 processus." in alone.output
     assert "2 kits émis, 0 échec." in alone.output
 
     add_employers(client, staff, convention["id"], 2, first=10)
@@ -229,14 +232,18 @@ def test_cli_waits_for_the_workers_or_runs_the_campaign_here(
         waited = runner.invoke(args=["kits", "issue", "--cdg", "81"])
     assert waited.exit_code == 0, waited.output
     assert "Aucun worker" not in waited.output and "2 kits émis, 0 échec." in waited.output
+    assert re.search(
+        r"Campagne n° \d+ du CDG 81 : 2 kits à émettre, par les workers", waited.output
+    )
 
     # a campaign left running with no worker (started with --no-wait, or interrupted) is resumed
     add_employers(client, staff, convention["id"], 1, first=30)
     left = int(runner.invoke(args=["kits", "issue", "--cdg", "81", "--no-wait"]).output.split()[-1])
-    resumed = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "1"])
+    resumed = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "4"])
     assert resumed.exit_code == 0, resumed.output
     assert f"La campagne n° {left} du CDG 81 est en cours : reprise." in resumed.output
-    assert "exécutée ici sur 1 processus" in resumed.output
+    assert f"la campagne n° {left} du CDG 81 (1 kit à émettre)" in resumed.output
+    assert "exécutée ici sur 1 processus" in resumed.output  # one kit: not 4 processes
     assert "1 kit émis, 0 échec." in resumed.output
     per_employer = kits_per_employer(app)
     assert len(per_employer) == 7 and set(per_employer.values()) == {1}

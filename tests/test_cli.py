@@ -35,8 +35,19 @@ def test_fresh_instance_upgrade_demo_and_token(tmp_path: Path) -> None:
     assert "12 employeurs ajoutés" in r.stdout
     credentials = (tmp_path / "instance" / "demo-credentials.txt").read_text()
     assert credentials.count("psc_") == 3
+    # the roles in French, as printed by `flask demo credentials` (what `make run` shows)
+    r = flask_cmd(tmp_path, "demo", "credentials")
+    assert r.returncode == 0 and r.stdout.count("psc_") == 3, r.stderr
+    for role in ("Administrateur", "Gestionnaire", "Centre de gestion"):
+        assert f"  {role} " in r.stdout
+    for code in ("admin ", "staff ", "cdg ", "`"):
+        assert code not in r.stdout, code
     r = flask_cmd(tmp_path, "demo", "load")
     assert "0 employeur ajouté" in r.stdout  # idempotent
+    # a kit sent to the (folder) broker: no library chatter in the middle of the command's output
+    r = flask_cmd(tmp_path, "kits", "issue", "--siret", "21810004800014")
+    assert r.returncode == 0 and "émis pour la commune d'Albi" in r.stdout, r.stderr
+    assert "pikepdf" not in r.stderr and "No hostname was supplied" not in r.stderr, r.stderr
     r = flask_cmd(
         tmp_path,
         "users",

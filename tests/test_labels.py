@@ -57,6 +57,8 @@ def test_actor_staff_email_hidden_when_asked_and_codes_never_leak() -> None:
     assert labels.actor("cdg:None") == "centre de gestion"
     assert labels.actor("system") == "le service"
     assert labels.actor("cli") == "commande d'administration"
+    assert labels.actor("cli:root") == "commande d'administration (utilisateur système root)"
+    assert labels.actor("cli:root", staff_names=False) == "commande d'administration"
     assert labels.actor("robot") == "utilisateur du service"
     assert labels.actor("robot:x") == "utilisateur du service"
     assert labels.actor(None) == "—"

@@ -46,7 +46,12 @@ def test_pages_need_the_right_role(
     assert client.get("/portail/kit").headers["Location"].startswith("/portail")
     sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
     assert client.get("/").headers["Location"] == "/cdg"
-    assert client.get("/revue").status_code == 302  # staff only
+    # staff only: a signed-in CDG user is told so (not sent to the sign-in form again)
+    for path in ("/revue", "/travaux", "/lots/1", "/employeurs/21810004800014"):
+        page = client.get(path)
+        assert page.status_code == 403, path
+        assert "Accès réservé au personnel de l&#39;assureur" in page.get_data(as_text=True)
+    assert client.get("/cdg/82/archive.zip").status_code == 404  # another CDG's: not found
     page = client.get("/cdg")
     assert page.status_code == 200 and "Suivi des adhésions" in page.get_data(as_text=True)
     client.post("/deconnexion", data={"csrf_token": csrf(client, "/cdg")})
@@ -83,6 +88,7 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     assert r.status_code == 302
     url = r.headers["Location"]
     first = client.get(url).get_data(as_text=True)
+    assert "Tous les employeurs du CDG" not in client.get("/?cdg=81").get_data(as_text=True)
     assert '<progress id="progress" max="3" value="0"' in first
     assert 'http-equiv="refresh"' in first and "En cours" in first
     assert "Aucun worker ne répond" in first  # no worker in this test: the jobs wait
@@ -93,7 +99,7 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     run_jobs(app)  # what a worker does, in this process
     body = client.get(url).get_data(as_text=True)
     assert "Terminé : 2 kits émis, 1 échec." in body and 'http-equiv="refresh"' not in body
-    assert "CC Tarn-Agout (SIRET 20003402300016) : Aucun début de garantie possible" in body
+    assert "CC Tarn-Agout</a> (SIRET 200 034 023 00016) : Aucun début de garantie possible" in body
     assert "Relancer les échecs" in body
     for code in ("cover_outside_convention", "psc.campaigns", "running", "finished", "pending"):
         assert code not in body  # no code name on the page
@@ -111,6 +117,15 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
     assert client.get("/api/v1/employers?status=issued", headers=staff).json["total"] == 3
     dashboard = client.get("/?cdg=81").get_data(as_text=True)
     assert "Campagne n° " in dashboard and "3/3 kits" in dashboard
+    assert "Dernières campagnes" in dashboard
+    # nothing left to issue: no confirmation to tick, the button is disabled, and why
+    assert "Tous les employeurs du CDG 81 ont un kit." in dashboard
+    assert "<td>218 100 048 00014</td>" in dashboard  # SIRET in groups, as everywhere
+    missing = client.get("/lots/999999")
+    assert missing.status_code == 404 and "Campagne introuvable." in missing.get_data(as_text=True)
+    assert 'id="confirm-campaign"' not in dashboard
+    assert '<button type="submit" disabled aria-describedby="nothing-to-issue">' in dashboard
+    assert '<a href="/travaux#campagnes">Toutes les campagnes</a>' in dashboard
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -127,6 +142,7 @@ def test_staff_can_lift_a_portal_lockout_from_the_page(
         assert r.status_code == 401
     sign_in(app, client, "agent@assureur.fr")
     page = client.get("/employeurs/21810004800014").get_data(as_text=True)
+    assert "<dt>SIRET</dt><dd>218 100 048 00014</dd>" in page
     assert "bloqué après trop d'essais" in page
     token = csrf(client, "/employeurs/21810004800014")
     r = client.post("/employeurs/21810004800014/deverrouillage", data={"csrf_token": token})

@@ -404,6 +404,9 @@ def test_reissue_countersign_and_campaign_need_a_confirmation(
     r = client.post(f"/kits/{first['id'] + 1}/contreseing", data={"csrf_token": token})
     assert "Cochez la case" in client.get(r.headers["Location"]).get_data(as_text=True)
 
+    # an employer without a kit: the campaign has something to issue (else no box to tick)
+    other = employer_payload(employer["convention_id"], siret=OTHER, name="Aguts")
+    assert client.post("/api/v1/employers", json=other, headers=staff).status_code == 201
     r = client.post("/lots", data={"cdg": "81", "csrf_token": token})
     assert r.status_code == 302
     assert "Cochez la case" in client.get(r.headers["Location"]).get_data(as_text=True)

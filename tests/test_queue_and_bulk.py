@@ -15,8 +15,9 @@ import pikepdf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
+from service import labels
 from service.campaigns.models import Campaign
 from service.engine.models import Job, WorkerHeartbeat
 from service.extensions import db
@@ -174,7 +175,7 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
 
     assert client.get("/travaux").status_code == 302  # signed out
     sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
-    assert client.get("/travaux").status_code == 302  # staff only
+    assert client.get("/travaux").status_code == 403  # staff only
     client.post("/deconnexion", data={"csrf_token": csrf(client, "/cdg")})
     sign_in(app, client, "agent@assureur.fr")
 
@@ -183,6 +184,9 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
     body = client.get("/travaux").get_data(as_text=True)
     assert "celery@machine-a:101" in body and "machine-morte" not in body
     assert "<td>3</td><td>14/07/2026 à 10 h 05</td>" in body  # Paris time (UTC+2 in July)
+    assert "1 processus répond. <span" in body and "Dates en heure de Paris." in body
+    seen = re.search(r"<td>14/07/2026 à 10 h 05</td><td>([^<]*)</td>", body)
+    assert seen is not None and re.fullmatch(r"\d\d/\d\d/\d{4} à \d{1,2} h \d\d", seen.group(1))
     # the campaign: 2 done, 1 failed, 1 pending of 4 (its total), by whom, its letters
     assert "gestionnaire production@assureur.fr" in body
     assert 'max="4" value="3"' in body and "En cours" in body
@@ -212,8 +216,16 @@ def test_queue_page_shows_workers_campaigns_pending_and_failed_work_then_retries
     body = client.get("/travaux").get_data(as_text=True)
     assert "Seule une tâche en échec peut être relancée" in body
 
-    # « Tout relancer »
-    r = client.post("/travaux/relance", data={"csrf_token": token})
+    # « Tout relancer »: what it retries is labelled, and it asks for a confirmation first
+    assert '<label for="tache">Tâches à relancer</label>' in body
+    assert "Seulement : kit de campagne (1)" in body and 'id="confirm-retry-all"' in body
+    client.post("/travaux/relance", data={"csrf_token": token})
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Cochez la case de confirmation" in body
+    with app.app_context():
+        job = db.session.get(Job, campaign_failed_id)
+        assert job is not None and job.status == "failed"
+    r = client.post("/travaux/relance", data={"csrf_token": token, "confirmation": "oui"})
     assert r.status_code == 302
     body = client.get("/travaux").get_data(as_text=True)
     assert "1 tâche relancée." in body and "Aucune tâche en échec." in body
@@ -259,7 +271,10 @@ def test_failed_jobs_are_shown_a_page_at_a_time(
     assert client.get("/travaux?echecs_avant=abc").status_code == 200
 
     token = csrf(client, "/travaux")
-    client.post("/travaux/relance", data={"csrf_token": token, "tache": "psc.mail.send"})
+    client.post(
+        "/travaux/relance",
+        data={"csrf_token": token, "tache": "psc.mail.send", "confirmation": "oui"},
+    )
     with app.app_context():
         statuses = dict(
             db.session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all()
@@ -297,6 +312,140 @@ def test_jobs_api_lists_failed_jobs_and_retries_one(
     assert client.post(f"/api/v1/jobs/{ids[1]}/retry", headers=cdg).status_code == 403
     # the retried job really runs again: its mail is sent to the outbox folder
     assert run_jobs(app) == (1, 0)
+
+
+def finished_campaign_with_a_failure(
+    app: Flask, kit: dict[str, Any], siret: str
+) -> tuple[int, int]:
+    """A finished campaign: one kit done, one employer failed for good. (campaign id, job id)"""
+    campaign_id = campaign_with_kits(app, [kit], status="finished")
+    with app.app_context():
+        job = Job(
+            task="psc.campaigns.issue_kit",
+            payload={"employer_id": employer_id(siret)},
+            status="failed",
+            attempts=1,
+            max_attempts=5,
+            last_error="L'employeur n'a pas de convention en cours.",
+            campaign_id=campaign_id,
+        )
+        db.session.add(job)
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign is not None
+        campaign.total = 2
+        db.session.commit()
+        return campaign_id, job.id
+
+
+def campaign_status(app: Flask, campaign_id: int) -> tuple[str, datetime | None]:
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign is not None
+        return campaign.status, campaign.finished_at
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_retrying_a_campaign_job_anywhere_reopens_its_campaign(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    kits = add_employers(client, staff, convention)
+    albi = kits["21810004800014"]
+    run_jobs(app)  # the kits' e-mails
+    # the queue page's « Relancer »
+    first, job_id = finished_campaign_with_a_failure(app, albi, "21810001400016")
+    assert campaign_status(app, first)[0] == "finished"
+    sign_in(app, client, "agent@assureur.fr")
+    token = csrf(client, "/travaux")
+    client.post(f"/travaux/{job_id}/relance", data={"csrf_token": token})
+    assert campaign_status(app, first) == ("running", None)
+    # the flash keeps the employer's name as written
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Tâche relancée : kit de campagne, Aguts (SIRET 218 100 014 00016)." in body
+    assert sum(run_jobs(app)) == 1  # its job is over: so is the campaign
+    assert campaign_status(app, first)[0] == "finished"
+
+    # while campaign n° 1 of the CDG runs again, another finished one cannot be reopened
+    with app.app_context():
+        db.session.execute(update(Campaign).where(Campaign.id == first).values(status="running"))
+        db.session.add(Job(task="psc.mail.send", payload={}, status="pending", campaign_id=first))
+        db.session.commit()
+    second, other_job = finished_campaign_with_a_failure(app, albi, "20003402300016")
+    r = client.post(f"/api/v1/jobs/{other_job}/retry", headers=staff)
+    assert_error(r, 409, "campaign_running")
+    client.post("/travaux/relance", data={"csrf_token": token, "confirmation": "oui"})
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Une autre campagne est en cours pour le CDG 81" in body
+    with app.app_context():
+        job = db.session.get(Job, other_job)
+        assert job is not None and job.status == "failed"  # nothing was retried
+    assert campaign_status(app, second)[0] == "finished"
+    with app.app_context():
+        db.session.execute(update(Campaign).where(Campaign.id == first).values(status="finished"))
+        db.session.execute(update(Job).where(Job.status == "pending").values(status="done"))
+        db.session.commit()
+
+    # the API's retry, then « Tout relancer »
+    r = client.post(f"/api/v1/jobs/{other_job}/retry", headers=staff)
+    assert r.status_code == 200, r.json
+    assert campaign_status(app, second) == ("running", None)
+    assert sum(run_jobs(app)) == 1
+    assert campaign_status(app, second)[0] == "finished"
+    with app.app_context():
+        db.session.execute(update(Job).where(Job.id == other_job).values(status="failed"))
+        db.session.commit()
+    client.post(
+        "/travaux/relance",
+        data={"csrf_token": token, "tache": "psc.campaigns.issue_kit", "confirmation": "oui"},
+    )
+    assert campaign_status(app, second) == ("running", None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_job_failed_for_good_reads_as_such_with_its_last_try(
+    app: Flask, client: FlaskClient, convention: dict[str, Any]
+) -> None:
+    with app.app_context():
+        campaign = Campaign(cdg_code="81", status="running", total=1, started_by="cli:root")
+        db.session.add(campaign)
+        db.session.flush()
+        job = Job(
+            task="psc.campaigns.issue_kit",
+            payload={"employer_id": 999_999},
+            max_attempts=5,
+            campaign_id=campaign.id,
+        )
+        db.session.add(job)
+        db.session.commit()
+        job_id = job.id
+    assert run_jobs(app) == (0, 1)  # the employer is gone: a ServiceError, failed at once
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job is not None and (job.status, job.attempts) == ("failed", 1)
+        assert job.started_at is not None  # the last try's time
+        last_try = labels.when(job.started_at)
+    failed_mail(app)  # out of attempts: « 30 / 30 »
+    sign_in(app, client, "agent@assureur.fr")
+    body = client.get("/travaux").get_data(as_text=True)
+    assert "Échec définitif (données à corriger), après 1 essai" in body
+    assert "1 / 5" not in body and "30 / 30" in body
+    assert last_try and f"<td>{last_try}</td>\n    <td><form" in body  # « Dernier essai »
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_campaign_page_links_to_its_letters_the_queue_and_its_employers(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    kits = add_employers(client, staff, convention)
+    campaign_id, _ = finished_campaign_with_a_failure(app, kits["21810004800014"], "21810001400016")
+    sign_in(app, client, "agent@assureur.fr")
+    body = client.get(f"/lots/{campaign_id}").get_data(as_text=True)
+    assert f'href="/travaux/campagnes/{campaign_id}/courriers.pdf"' in body
+    assert 'href="/travaux#campagnes">File des travaux</a>' in body
+    # its failures lead to the employer's page; so do the queue page's, and its campaigns
+    assert '<a href="/employeurs/21810001400016">Aguts</a>' in body
+    body = client.get("/travaux").get_data(as_text=True)
+    assert f'<a href="/lots/{campaign_id}" aria-label="Campagne n° {campaign_id}">' in body
+    assert '<a href="/employeurs/21810001400016">Aguts (SIRET 218 100 014 00016)</a>' in body
 
 
 # -- the campaign's letters ------------------------------------------------------------------

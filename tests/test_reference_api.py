@@ -150,6 +150,8 @@ def test_convention_duplicate_reference(
             "deliberation_on",
         ),
         ({"joins_on": "2031-01-01"}, "date_outside_convention", "joins_on"),
+        # its first of the next month (the start of cover) is after the convention: no kit ever
+        ({"joins_on": "2030-12-15"}, "cover_outside_convention", "joins_on"),
         (
             {"deliberation_on": "2031-02-01", "cst_opinion_on": "2031-01-01"},
             "date_outside_convention",

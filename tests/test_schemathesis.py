@@ -43,6 +43,7 @@ RULE_CODES = {
     "deliberation_before_cst_opinion",
     "date_outside_convention",
     "joins_before_deliberation",
+    "cover_outside_convention",  # the first of the month after joins_on is past the convention
     "ambiguous_base",  # gross or its elements, not both
     "missing_base",
 }

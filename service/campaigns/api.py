@@ -63,7 +63,7 @@ def list_campaigns() -> Any:
     "/campaigns/<int:campaign_id>",
     summary="Avancement d'une campagne (lu en base) et ses échecs",
     roles=STAFF,
-    responses={200: "OK", 404: "Campagne inconnue"},
+    responses={200: "OK", 404: "Campagne introuvable"},
 )
 def get_campaign(campaign_id: int) -> Any:
     data = campaign_json(domain.get_campaign(campaign_id))
@@ -78,7 +78,7 @@ def get_campaign(campaign_id: int) -> Any:
     roles=STAFF,
     responses={
         202: "Échecs relancés",
-        404: "Campagne inconnue",
+        404: "Campagne introuvable",
         409: "Une autre campagne du CDG est en cours",
     },
 )

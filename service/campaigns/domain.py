@@ -4,6 +4,7 @@ by the workers (or by local processes when none answers). Progress is read from 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -228,6 +229,47 @@ def pending_job_ids(campaign: Campaign) -> list[int]:
     )
 
 
+def reopen(campaign_ids: Iterable[int | None]) -> None:
+    """The finished campaigns among these run again, because some of their jobs are about to be
+    pending again (a retry from the campaign's page, the queue page or the API): in the caller's
+    transaction, before the jobs are put back.
+
+    409 `campaign_running` when another campaign of the same CDG runs meanwhile (a CDG has one
+    running campaign at a time).
+    """
+    ids = {i for i in campaign_ids if i is not None}
+    if not ids:
+        return
+    campaigns = list(
+        db.session.scalars(
+            select(Campaign)
+            .where(Campaign.id.in_(ids), Campaign.status != "running")
+            .order_by(Campaign.id)
+        )
+    )
+    for campaign in campaigns:
+        other = running_campaign(campaign.cdg_code)
+        if other is not None and other.id != campaign.id:
+            settle(other)
+            if other.status == "running":
+                raise Conflict(
+                    f"Une autre campagne est en cours pour le CDG {campaign.cdg_code} "
+                    f"(n° {other.id}) : relancez les échecs de la campagne n° {campaign.id} "
+                    "après sa fin.",
+                    code="campaign_running",
+                )
+        campaign.status, campaign.finished_at = "running", None
+        try:
+            db.session.flush()
+        except IntegrityError as exc:  # another campaign of the CDG started meanwhile
+            db.session.rollback()
+            raise Conflict(
+                f"Une autre campagne est en cours pour le CDG {campaign.cdg_code} : relancez "
+                f"les échecs de la campagne n° {campaign.id} après sa fin.",
+                code="campaign_running",
+            ) from exc
+
+
 def retry_failed(campaign: Campaign) -> int:
     """Put the campaign's failed jobs back (sent after the caller's commit); it runs again.
 
@@ -240,28 +282,9 @@ def retry_failed(campaign: Campaign) -> int:
     )
     if not ids:
         return 0
-    if campaign.status != "running":
-        other = running_campaign(campaign.cdg_code)
-        if other is not None and other.id != campaign.id:
-            settle(other)
-            if other.status == "running":
-                raise Conflict(
-                    f"Une autre campagne est en cours pour le CDG {campaign.cdg_code} "
-                    f"(n° {other.id}) : relancez les échecs après sa fin.",
-                    code="campaign_running",
-                )
+    reopen([campaign.id])
     for job_id in ids:
         outbox.retry(job_id)
-    campaign.status, campaign.finished_at = "running", None
-    try:
-        db.session.flush()
-    except IntegrityError as exc:  # another campaign of the CDG started meanwhile
-        db.session.rollback()
-        raise Conflict(
-            f"Une autre campagne est en cours pour le CDG {campaign.cdg_code} : relancez les "
-            "échecs après sa fin.",
-            code="campaign_running",
-        ) from exc
     return len(ids)
 
 

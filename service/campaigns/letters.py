@@ -71,7 +71,7 @@ def _name_key(name: str) -> tuple[str, str]:
 def get_campaign(campaign_id: int) -> Campaign:
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
-        raise NotFound("Campagne inconnue.", code="unknown_campaign")
+        raise NotFound("Campagne introuvable.", code="unknown_campaign")
     return campaign
 
 

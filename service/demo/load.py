@@ -12,9 +12,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from service import labels
 from service.accounts.auth import create_user
 from service.accounts.models import User
 from service.extensions import db
+from service.formatting import capitalize_first
 from service.reference import domain
 from service.reference.models import Cdg, Convention, Employer
 from service.reference.rules import siret_from_siren
@@ -61,6 +63,14 @@ class DemoResult:
     cdg_created: bool
     employers_created: int
     credentials: list[tuple[str, str, str, str]]  # role, email, password, token
+
+
+def credential_line(role: str, email: str, password: str, token: str) -> str:
+    """One demo account as printed and written: its role in French, never the code."""
+    return (
+        f"  {capitalize_first(labels.role(role)):<18} {email:<24} mot de passe : {password}  "
+        f"jeton : {token}"
+    )
 
 
 def _employer_rows(data: dict[str, Any], everything: bool) -> list[dict[str, Any]]:
@@ -144,8 +154,8 @@ def load_demo(*, everything: bool = False, instance_path: Path | None = None) ->
             credentials.append((role, email, password, token))
     db.session.commit()
     if credentials and instance_path is not None:
-        lines = ["# Comptes de démonstration (créés par `flask demo load`)"]
-        lines += [f"{r}\t{e}\tmot de passe : {p}\tjeton : {t}" for r, e, p, t in credentials]
+        lines = ["Comptes de démonstration (créés avec les données de démonstration) :"]
+        lines += [credential_line(*account) for account in credentials]
         path = instance_path / "demo-credentials.txt"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         path.chmod(0o600)

@@ -67,7 +67,10 @@ def list_jobs() -> Any:
     ("POST",),
     summary="Relance une tâche en échec (de nouveau en attente, envoyée aux workers)",
     roles=STAFF,
-    responses={200: "Tâche relancée", 409: "La tâche n'est pas en échec"},
+    responses={
+        200: "Tâche relancée (sa campagne, s'il y en a une, est de nouveau en cours)",
+        409: "La tâche n'est pas en échec, ou une autre campagne de son CDG est en cours",
+    },
 )
 def retry_job(job_id: int) -> Any:
     job = domain.retry_job(job_id)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from service import labels
+from service.campaigns.domain import reopen
 from service.campaigns.models import Campaign
 from service.engine import outbox
 from service.engine.celery_app import live_workers
@@ -59,8 +60,30 @@ class CampaignProgress:
 class FailedJob:
     job: Job
     kind: str
+    #: what the job was about, starting a sentence (« Courriel à … », « Albi (SIRET …) »)
     subject: str
     error: str
+    #: the same inside a sentence: its common words in lower case, names as they are written
+    about: str = ""
+    #: the SIRET of the employer it was about, when there is one (a link to its page)
+    siret: str | None = None
+
+    @property
+    def permanent(self) -> bool:
+        """Failed before its last attempt: bad data (a `ServiceError`), not retried by itself."""
+        return self.job.status == "failed" and self.job.attempts < self.job.max_attempts
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a job was about, as written inside a sentence, and its employer's SIRET."""
+
+    text: str
+    siret: str | None = None
+
+    @property
+    def sentence_start(self) -> str:
+        return self.text[:1].upper() + self.text[1:] if self.text else "—"
 
 
 @dataclass(frozen=True)
@@ -135,9 +158,9 @@ def campaigns(*, before: int | None = None, limit: int = CAMPAIGN_PAGE) -> Page:
     return Page(items, rows[-1].id if more else None)
 
 
-def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
+def _subjects(jobs: Sequence[Job]) -> dict[int, Subject]:
     """What each job was about, in French: its kit (reference and employer), the e-mail's
-    recipient, or the campaign's employer."""
+    recipient, or the campaign's employer. Common words in lower case, names as written."""
     kit_ids = {j.kit_id for j in jobs if j.kit_id}
     employer_ids = {
         int(j.payload["employer_id"])
@@ -145,9 +168,9 @@ def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
         if isinstance(j.payload, dict) and str(j.payload.get("employer_id", "")).isdigit()
     }
     kits = {
-        kit.id: (kit.reference, name)
-        for kit, name in db.session.execute(
-            select(Kit, Employer.name)
+        kit.id: (kit.reference, name, siret)
+        for kit, name, siret in db.session.execute(
+            select(Kit, Employer.name, Employer.siret)
             .join(Employer, Employer.id == Kit.employer_id)
             .where(Kit.id.in_(kit_ids))
         )
@@ -155,24 +178,36 @@ def _subjects(jobs: Sequence[Job]) -> dict[int, str]:
     employers = {
         e.id: e for e in db.session.scalars(select(Employer).where(Employer.id.in_(employer_ids)))
     }
-    subjects: dict[int, str] = {}
+    subjects: dict[int, Subject] = {}
     for job in jobs:
         payload = job.payload if isinstance(job.payload, dict) else {}
         parts: list[str] = []
+        siret: str | None = None
         if payload.get("to"):
             parts.append(f"courriel à {payload['to']}")
         if job.kit_id in kits:
-            reference, name = kits[job.kit_id]
+            reference, name, siret = kits[job.kit_id]
             parts.append(f"kit {reference} ({name})")
         elif str(payload.get("employer_id", "")).isdigit():
             employer = employers.get(int(payload["employer_id"]))
             if employer is not None:
+                siret = employer.siret
                 parts.append(f"{employer.name} (SIRET {format_siret(employer.siret)})")
         if job.campaign_id and not parts:
             parts.append(f"campagne n° {job.campaign_id}")
-        text = " ; ".join(parts)
-        subjects[job.id] = text[:1].upper() + text[1:] if text else "—"
+        subjects[job.id] = Subject(" ; ".join(parts), siret)
     return subjects
+
+
+def _failed_job(job: Job, subject: Subject) -> FailedJob:
+    return FailedJob(
+        job=job,
+        kind=labels.job_kind(job.task),
+        subject=subject.sentence_start,
+        error=labels.job_error(job.last_error),
+        about=subject.text or "—",
+        siret=subject.siret,
+    )
 
 
 def failed_jobs(*, before: int | None = None, limit: int = PAGE) -> Page:
@@ -194,25 +229,12 @@ def jobs_page(status: str, *, before: int | None = None, limit: int = PAGE) -> P
     more = len(rows) > limit
     rows = rows[:limit]
     subjects = _subjects(rows)
-    items = [
-        FailedJob(
-            job=j,
-            kind=labels.job_kind(j.task),
-            subject=subjects[j.id],
-            error=labels.job_error(j.last_error),
-        )
-        for j in rows
-    ]
+    items = [_failed_job(j, subjects[j.id]) for j in rows]
     return Page(items, rows[-1].id if more else None)
 
 
 def describe(job: Job) -> FailedJob:
-    return FailedJob(
-        job=job,
-        kind=labels.job_kind(job.task),
-        subject=_subjects([job])[job.id],
-        error=labels.job_error(job.last_error),
-    )
+    return _failed_job(job, _subjects([job])[job.id])
 
 
 def retry_job(job_id: int) -> Job:
@@ -226,6 +248,7 @@ def retry_job(job_id: int) -> Job:
             f"« {labels.job_state(job.status).lower()} ».",
             code="job_not_failed",
         )
+    reopen([job.campaign_id])  # its campaign runs again (« En cours ») until the job is over
     return outbox.retry(job_id)
 
 
@@ -234,11 +257,14 @@ def retry_all_failed(*, task: str | None = None) -> list[tuple[int, str]]:
 
     Returns the (id, task) pairs to hand to the broker once the caller has committed
     (`outbox.send`); a broker down leaves them to beat's sweep. Bulk updates, a thousand rows
-    at a time: no Job object is loaded."""
+    at a time: no Job object is loaded. Their campaigns run again; 409 `campaign_running` when
+    one of them cannot (another campaign of its CDG runs meanwhile): nothing is retried."""
     query = select(Job.id, Job.task).where(Job.status == "failed").order_by(Job.id)
     if task is not None:
         query = query.where(Job.task == task)
-    pairs = [(row.id, row.task) for row in db.session.execute(query)]
+    rows = db.session.execute(query.add_columns(Job.campaign_id)).all()
+    reopen({row.campaign_id for row in rows})  # their campaigns run again
+    pairs = [(row.id, row.task) for row in rows]
     now = utcnow()
     for start in range(0, len(pairs), RETRY_CHUNK):
         ids = [job_id for job_id, _ in pairs[start : start + RETRY_CHUNK]]

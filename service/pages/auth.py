@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 
 from service.accounts.auth import Principal, hash_token, verify_password
 from service.accounts.models import User, WebSession
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 from service.extensions import db
 from service.ratelimit import Rule, limiter
 from service.timeutil import utcnow
@@ -158,13 +158,26 @@ def safe_next_path(target: str | None) -> str | None:
     return target
 
 
+def _reserved_to(roles: tuple[str, ...]) -> str:
+    if set(roles) <= {"admin", "staff"}:
+        return (
+            "Accès réservé au personnel de l'assureur : votre compte ne permet pas d'ouvrir "
+            "cette page."
+        )
+    return "Votre compte ne permet pas d'ouvrir cette page."
+
+
 def page_roles(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Require a signed-in user with one of `roles`; others go to their sign-in page."""
+    """Require a signed-in user with one of `roles`: the signed-out go to their sign-in page, a
+    signed-in user of another role gets a 403 page saying who the page is for (the portal's
+    pages send anyone else to the portal's sign-in)."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             who = current_principal()
+            if who is not None and who.role not in roles and roles != ("employer",):
+                raise Forbidden(_reserved_to(roles), code="forbidden")
             if who is None or who.role not in roles:
                 target = "pages.portal_login" if roles == ("employer",) else "pages.login"
                 return redirect(url_for(target, suivant=request.path))

@@ -16,7 +16,7 @@ from service.extensions import db
 from service.jobs import domain
 from service.pages.auth import current_principal, page_roles
 from service.pages.blueprint import bp
-from service.pages.staff import STAFF, form_number
+from service.pages.staff import CONFIRM, STAFF, form_number
 from service.wording import after_colon, agree, counted
 
 
@@ -53,7 +53,8 @@ def queue_retry(job_id: int) -> Any:
         db.session.rollback()
         flash(exc.message, "error")
     else:
-        flash(f"Tâche relancée : {after_colon(item.kind)}, {after_colon(item.subject)}.")
+        # the subject keeps its names as written (« Cagnac-les-Mines »)
+        flash(f"Tâche relancée : {after_colon(item.kind)}, {item.about}.")
     return redirect(url_for("pages.queue_page"))
 
 
@@ -61,8 +62,19 @@ def queue_retry(job_id: int) -> Any:
 @page_roles(*STAFF)
 def queue_retry_all() -> Any:
     task = request.form.get("tache") or None
-    pairs = domain.retry_all_failed(task=task)
-    db.session.commit()
+    if request.form.get(CONFIRM) != "oui":
+        flash(
+            "Cochez la case de confirmation : les tâches en échec choisies seront relancées.",
+            "error",
+        )
+        return redirect(url_for("pages.queue_page") + "#echecs")
+    try:
+        pairs = domain.retry_all_failed(task=task)
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.queue_page"))
     domain.send_after_commit(pairs)
     if pairs:
         count = len(pairs)

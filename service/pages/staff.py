@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import (
     Response,
-    abort,
     flash,
     redirect,
     render_template,
@@ -24,7 +23,6 @@ from service.api import field_errors
 from service.audit.domain import kit_events
 from service.backends import document_store
 from service.campaigns import domain as campaigns
-from service.campaigns.models import Campaign
 from service.downloads import csv_attachment, csv_text, record_kit_download, stream_object
 from service.engine.celery_app import live_workers
 from service.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
@@ -704,9 +702,7 @@ def batch_start() -> Any:
 @bp.get("/lots/<int:run_id>")
 @page_roles(*STAFF)
 def batch_page(run_id: int) -> Any:
-    run = db.session.get(Campaign, run_id)
-    if run is None:
-        abort(404)
+    run = campaigns.get_campaign(run_id)  # 404 « Campagne introuvable. »
     counts = campaigns.settle(run)  # finished once nothing is pending, whoever ran the last job
     db.session.commit()
     return render_template(
@@ -721,9 +717,7 @@ def batch_page(run_id: int) -> Any:
 @bp.post("/lots/<int:run_id>/relance")
 @page_roles(*STAFF)
 def batch_retry(run_id: int) -> Any:
-    run = db.session.get(Campaign, run_id)
-    if run is None:
-        abort(404)
+    run = campaigns.get_campaign(run_id)
     try:
         retried = campaigns.retry_failed(run)
         db.session.commit()

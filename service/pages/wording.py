@@ -1,10 +1,11 @@
-"""Jinja filters of `service.wording`: the employer's designation, long dates, plurals."""
+"""Jinja filters of `service.wording`: the employer's designation, long dates, plurals, the
+SIRET in groups (`218 100 048 00014`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.formatting import capitalize_first, money, percent
+from service.formatting import capitalize_first, money, percent, siret
 from service.labels import piece_result, piece_state
 from service.pages.blueprint import bp
 from service.wording import (
@@ -31,6 +32,7 @@ for _name, _filter in {
     "capitalize_first": capitalize_first,
     "money": money,
     "percent": percent,
+    "siret": siret,
     "after_colon": after_colon,
     "piece_state": piece_state,
     "piece_result": piece_result,

@@ -226,6 +226,17 @@ def _check_employer_dates(
             code="joins_before_deliberation",
             field="joins_on",
         )
+    # a kit's cover starts on the first day of a month on or after the date of effect: that day
+    # must still be within the convention, or no kit could ever be issued
+    last = convention.ends_on.replace(day=1)
+    if joins_on > last:
+        raise InvalidInput(
+            "Aucun kit ne pourrait être émis : la garantie commencerait le premier jour du mois "
+            f"suivant cette date d'effet, après la fin de la convention ({period}). Choisissez "
+            f"une date d'effet au plus tard le {last:%d/%m/%Y}.",
+            code="cover_outside_convention",
+            field="joins_on",
+        )
 
 
 def _default_joins_on(convention: Convention, deliberation_on: date) -> date:
