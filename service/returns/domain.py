@@ -569,9 +569,3 @@ def sweep_uploads(*, store: ObjectStore, older_than: timedelta) -> int:
                     removed += 1
     return removed
 
-
-def kits_waiting(after_days: int) -> Sequence[Kit]:
-    limit = utcnow() - timedelta(days=after_days)
-    return db.session.scalars(
-        select(Kit).where(Kit.status == ISSUED, Kit.issued_at <= limit).order_by(Kit.id)
-    ).all()
