@@ -568,4 +568,3 @@ def sweep_uploads(*, store: ObjectStore, older_than: timedelta) -> int:
                     _discard(store, key)
                     removed += 1
     return removed
-
