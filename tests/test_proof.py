@@ -369,7 +369,7 @@ def test_proof_links_on_the_staff_cdg_and_portal_pages(
     assert "/portail/certificat-de-preuve.pdf" in page
     r = client.get("/portail/certificat-de-preuve.pdf")
     assert r.status_code == 200 and "Certificat de preuve" in pdftotext(r.data)
-    assert client.get(link).status_code == 302  # the employer has no staff page
+    assert client.get(link).status_code == 403  # the employer has no staff page: French 403
     assert "SIRET 218 100 048 00014" in pdftotext(r.data)
 
 
