@@ -265,8 +265,32 @@ def archive_copy(
     # the kit's row locked (PostgreSQL) before the audit chain's, as every kit change does;
     # held until the commit: the kit's copies are recorded one after the other
     db.session.execute(select(Kit.id).where(Kit.id == kit.id).with_for_update())
-    existing = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key))
-    rec = existing or ArchiveRecord(
+    rec = _record_copy(kit, kind, key, size=len(data), digest=digest, signers=signers, until=until)
+    db.session.flush()
+    if kind != MANIFEST:
+        _release_manifest(kit, job)
+    else:
+        _archive_proof(
+            kit, rec, pieces, documents=documents, archive=archive, policy=policy, until=until
+        )
+        lifecycle.mark_archived(kit)
+        record("kit_archived", actor="system", kit_id=kit.id, sha256_after=digest)
+    return rec
+
+
+def _record_copy(
+    kit: Kit,
+    kind: str,
+    key: str,
+    *,
+    size: int,
+    digest: str,
+    signers: list[str],
+    until: datetime,
+) -> ArchiveRecord:
+    """The record of a verified copy (kept if a re-run finds it already there) and its
+    `archived` event."""
+    rec = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key)) or ArchiveRecord(
         kit_id=kit.id,
         cdg_code=kit.employer.cdg.code,
         siret=kit.employer.siret,
@@ -274,7 +298,7 @@ def archive_copy(
         kind=kind,
         key=key,
         sha256=digest,
-        size=len(data),
+        size=size,
         signers=signers,
         retain_until=until.replace(tzinfo=None),
         archived_at=utcnow(),
@@ -287,15 +311,6 @@ def archive_copy(
         sha256_after=digest,
         details={"kind": kind, "key": key},
     )
-    db.session.flush()
-    if kind != MANIFEST:
-        _release_manifest(kit, job)
-    if kind == MANIFEST:
-        _archive_proof(
-            kit, rec, pieces, documents=documents, archive=archive, policy=policy, until=until
-        )
-        lifecycle.mark_archived(kit)
-        record("kit_archived", actor="system", kit_id=kit.id, sha256_after=digest)
     return rec
 
 
@@ -340,28 +355,7 @@ def _archive_proof(
         policy=policy,
         content_type="application/pdf",
     )
-    rec = db.session.scalar(select(ArchiveRecord).where(ArchiveRecord.key == key)) or ArchiveRecord(
-        kit_id=kit.id,
-        cdg_code=kit.employer.cdg.code,
-        siret=kit.employer.siret,
-        kit_reference=kit.reference,
-        kind=PROOF,
-        key=key,
-        sha256=digest,
-        size=len(data),
-        signers=[],
-        retain_until=until.replace(tzinfo=None),
-        archived_at=utcnow(),
-    )
-    db.session.add(rec)
-    record(
-        "archived",
-        actor="system",
-        kit_id=kit.id,
-        sha256_after=digest,
-        details={"kind": PROOF, "key": key},
-    )
-    return rec
+    return _record_copy(kit, PROOF, key, size=len(data), digest=digest, signers=[], until=until)
 
 
 def pending_copies() -> list[int]:

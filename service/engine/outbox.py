@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from celery import Task, shared_task
@@ -70,8 +70,12 @@ def _after_commit(session: Session) -> None:
     keys, the task names were kept at `enqueue`."""
     jobs = session.info.pop(_PENDING_KEY, None)
     if jobs:
-        committed = [(inspect(job).identity, task) for job, task in jobs]
-        send([(identity[0], task) for identity, task in committed if identity])
+        pairs = []
+        for job, task in jobs:
+            job_id = job if isinstance(job, int) else (inspect(job).identity or (None,))[0]
+            if job_id is not None:
+                pairs.append((job_id, task))
+        send(pairs)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -79,20 +83,21 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
-def send(jobs: Iterable[tuple[int, str]], *, countdown: float | None = None) -> int:
+def send(jobs: Iterable[tuple[int, str]]) -> int:
     """Hand jobs to the broker; a broker that does not answer leaves them to beat's sweep.
 
     Never raises: the business action is committed already.
     """
     celery = current_app.extensions["celery"]
+    pairs = list(jobs)
     sent: list[int] = []
     try:
         with celery.producer_or_acquire() as producer:
-            for job_id, task in jobs:
-                celery.send_task(task, args=[job_id], countdown=countdown, producer=producer)
+            for job_id, task in pairs:
+                celery.send_task(task, args=[job_id], producer=producer)
                 sent.append(job_id)
     except Exception:  # broker down: the jobs stay pending, the sweep sends them again
-        log.warning("broker unavailable: %d job(s) left to the sweep", 1 + len(sent))
+        log.warning("broker unavailable: %d job(s) left to the sweep", len(pairs) - len(sent))
     if sent:
         _mark_enqueued(sent)
     return len(sent)
@@ -288,6 +293,25 @@ def sweep(*, stale_after: timedelta, limit: int = 1000) -> int:
     return send([(row.id, row.task) for row in rows])
 
 
+#: failed jobs put back per UPDATE by `retry_many`
+RETRY_CHUNK = 1000
+
+
+def retry_many(pairs: list[tuple[int, str]]) -> None:
+    """Failed jobs, given as (id, task), pending again with fresh attempts, in bulk (no Job
+    object loaded), sent after the caller's commit like any other job."""
+    now = utcnow()
+    for start in range(0, len(pairs), RETRY_CHUNK):
+        ids = [job_id for job_id, _ in pairs[start : start + RETRY_CHUNK]]
+        db.session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == "failed")
+            .values(status="pending", attempts=0, next_attempt_at=now, enqueued_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    db.session.info.setdefault(_PENDING_KEY, []).extend(pairs)
+
+
 def retry(job_id: int) -> Job:
     """A failed job, pending again with a fresh set of attempts, sent after the commit."""
     job = db.session.get(Job, job_id)
@@ -298,15 +322,3 @@ def retry(job_id: int) -> Job:
         job.enqueued_at = None
         db.session.info.setdefault(_PENDING_KEY, []).append((job, job.task))
     return job
-
-
-def due(now: datetime | None = None) -> int:
-    """Pending jobs (for the health page and the queue page)."""
-    return (
-        db.session.scalar(
-            select(db.func.count(Job.id)).where(
-                Job.status == "pending", Job.next_attempt_at <= (now or utcnow())
-            )
-        )
-        or 0
-    )

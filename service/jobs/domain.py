@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from service import labels
 from service.campaigns.domain import reopen
@@ -27,13 +27,10 @@ from service.extensions import db
 from service.formatting import siret as format_siret
 from service.kits.models import Kit
 from service.reference.models import Employer
-from service.timeutil import utcnow
 
 #: one page of failed jobs, of campaigns
 PAGE = 50
 CAMPAIGN_PAGE = 20
-#: how many failed jobs « Tout relancer » takes per round trip to the database
-RETRY_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -252,31 +249,15 @@ def retry_job(job_id: int) -> Job:
     return outbox.retry(job_id)
 
 
-def retry_all_failed(*, task: str | None = None) -> list[tuple[int, str]]:
-    """Every failed job (of one task, when given) pending again, in the caller's transaction.
-
-    Returns the (id, task) pairs to hand to the broker once the caller has committed
-    (`outbox.send`); a broker down leaves them to beat's sweep. Bulk updates, a thousand rows
-    at a time: no Job object is loaded. Their campaigns run again; 409 `campaign_running` when
-    one of them cannot (another campaign of its CDG runs meanwhile): nothing is retried."""
-    query = select(Job.id, Job.task).where(Job.status == "failed").order_by(Job.id)
+def retry_all_failed(*, task: str | None = None) -> int:
+    """Every failed job (of one task, when given) pending again, in the caller's transaction,
+    sent to the workers once it commits (`outbox.retry_many`). Their campaigns run again; 409
+    `campaign_running` when one of them cannot (another campaign of its CDG runs meanwhile):
+    nothing is retried."""
+    query = select(Job.id, Job.task, Job.campaign_id).where(Job.status == "failed")
     if task is not None:
         query = query.where(Job.task == task)
-    rows = db.session.execute(query.add_columns(Job.campaign_id)).all()
+    rows = db.session.execute(query.order_by(Job.id)).all()
     reopen({row.campaign_id for row in rows})  # their campaigns run again
-    pairs = [(row.id, row.task) for row in rows]
-    now = utcnow()
-    for start in range(0, len(pairs), RETRY_CHUNK):
-        ids = [job_id for job_id, _ in pairs[start : start + RETRY_CHUNK]]
-        db.session.execute(
-            update(Job)
-            .where(Job.id.in_(ids), Job.status == "failed")
-            .values(status="pending", attempts=0, next_attempt_at=now, enqueued_at=None)
-            .execution_options(synchronize_session=False)
-        )
-    return pairs
-
-
-def send_after_commit(pairs: list[tuple[int, str]]) -> int:
-    """Hand the retried jobs to the broker (call after the commit)."""
-    return outbox.send(pairs) if pairs else 0
+    outbox.retry_many([(row.id, row.task) for row in rows])
+    return len(rows)

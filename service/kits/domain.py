@@ -51,22 +51,7 @@ def hash_access_code(code: str) -> str:
 
 def next_reference(cdg_code: str, year: int) -> str:
     """`PSC-81-2025-000123`: a per-CDG, per-year sequence, safe under concurrency."""
-    counter = db.session.execute(
-        select(KitCounter)
-        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if counter is None:
-        counter = KitCounter(cdg_code=cdg_code, year=year, last=0)
-        db.session.add(counter)
-        db.session.flush()
-    db.session.execute(
-        update(KitCounter)
-        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
-        .values(last=KitCounter.last + 1)
-    )
-    db.session.refresh(counter)
-    return f"PSC-{cdg_code}-{year}-{counter.last:06d}"
+    return reserve_references(cdg_code, year, 1)[0]
 
 
 def reserve_references(cdg_code: str, year: int, count: int) -> list[str]:

@@ -69,15 +69,13 @@ def queue_retry_all() -> Any:
         )
         return redirect(url_for("pages.queue_page") + "#echecs")
     try:
-        pairs = domain.retry_all_failed(task=task)
+        count = domain.retry_all_failed(task=task)
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("pages.queue_page"))
-    domain.send_after_commit(pairs)
-    if pairs:
-        count = len(pairs)
+    if count:
         which = f" ({after_colon(labels.job_kind(task))})" if task else ""
         flash(f"{counted(count, 'tâche')} {agree(count, 'relancée')}{which}.")
     else:
