@@ -4,16 +4,13 @@ the API, the command line and beat's fixity sample."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -25,6 +22,7 @@ from service.extensions import db
 from service.kits.models import Kit
 from tests.conftest import ARTIFACTS, auth, create_token, employer_payload, run_jobs
 from tests.pki import Pki
+from tests.smtp import Inbox, smtp_server
 from tests.test_archive import signed_kit
 from tests.test_reference_api import assert_error
 from tests.test_returns import SIRET
@@ -33,44 +31,21 @@ from tests.workers import celery_process, redis_config, wait_for, worker
 OTHER = "21810001400016"
 
 
-class FlakyInbox:
-    """An SMTP server that answers 451 (try again later) to the first `refuse` messages."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.refuse = 0
-        self.refused = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse > 0:
-            self.refuse -= 1
-            self.refused += 1
-            return "451 4.3.0 Try again later"
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
-
-
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[FlakyInbox, int]]:
-    inbox = FlakyInbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture
-def inbox(smtp: tuple[FlakyInbox, int]) -> FlakyInbox:
+def inbox(smtp: tuple[Inbox, int]) -> Inbox:
     smtp[0].messages.clear()
     smtp[0].refuse = smtp[0].refused = 0
     return smtp[0]
 
 
 @pytest.fixture
-def app_config(smtp: tuple[FlakyInbox, int]) -> dict[str, str]:
+def app_config(smtp: tuple[Inbox, int]) -> dict[str, str]:
     return {
         **redis_config(),
         "MAIL_URL": f"smtp://127.0.0.1:{smtp[1]}",
@@ -114,7 +89,7 @@ def test_mail_task_is_retried_after_an_smtp_failure(
     client: FlaskClient,
     staff: dict[str, str],
     employer: dict[str, Any],
-    inbox: FlakyInbox,
+    inbox: Inbox,
 ) -> None:
     inbox.refuse = 1  # the first DATA gets a 451
     kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
@@ -142,7 +117,7 @@ def test_beat_reminds_once_within_after_days(
     client: FlaskClient,
     staff: dict[str, str],
     employer: dict[str, Any],
-    inbox: FlakyInbox,
+    inbox: Inbox,
     tmp_path: Path,
 ) -> None:
     client.post(
@@ -229,7 +204,7 @@ def test_reminders_from_the_api_and_the_command_never_twice(
     client: FlaskClient,
     staff: dict[str, str],
     employer: dict[str, Any],
-    inbox: FlakyInbox,
+    inbox: Inbox,
 ) -> None:
     url = "/api/v1/cdgs/81/reminders"
     kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
