@@ -146,6 +146,31 @@ def test_countersigned_pieces_are_archived_under_retention(
     assert hashlib.sha256(signed.data).hexdigest() == piece["sha256"]
 
 
+def test_other_bytes_under_an_archive_key_stop_that_copy_for_staff(
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    pki: Pki,
+    moto_endpoint: str,
+    bucket: str,
+) -> None:
+    """A different object already at a piece's key: no retry can help, the job fails at once
+    with its French reason (409 `archive_conflict` inside the job) and nothing is recorded."""
+    kit = signed_kit(client, staff, pki)
+    r = client.post(f"/api/v1/kits/{kit['id']}/countersign", headers=staff)
+    assert r.status_code == 200 and r.json["status"] == "countersigned", r.json
+    piece = PIECES[0]
+    key = f"cdg/81/CDG81-PREV-2025-2030/{SIRET}/{kit['reference']}/{file_name(piece)}.pdf"
+    s3(moto_endpoint).put_object(Bucket=bucket, Key=key, Body=b"%PDF-1.7 autre chose")
+    run_jobs(client.application)
+    job = next(j for j in archive_jobs(client.application) if j.payload["kind"] == piece)
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert job.last_error == "Une autre copie est déjà archivée sous cette clé : archivage arrêté."
+    items = client.get("/api/v1/archive?cdg=81", headers=staff).json["items"]
+    assert piece not in [i["kind"] for i in items] and "manifest" not in [i["kind"] for i in items]
+    assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "countersigned"
+
+
 def test_cdg_sees_only_its_archive_with_pagination(
     app: Flask,
     client: FlaskClient,
