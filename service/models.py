@@ -1,6 +1,7 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
 from service.accounts.models import ApiToken, User, WebSession
+from service.agents.models import ActivationLink, AgentAccount, BeneficiaryDesignation, Membership
 from service.archive.models import ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
 from service.campaigns.models import Campaign
@@ -10,10 +11,13 @@ from service.reference.models import Cdg, Convention, Employer
 from service.returns.models import KitReturn
 
 __all__ = [
+    "ActivationLink",
+    "AgentAccount",
     "ApiToken",
     "ArchiveRecord",
     "AuditEvent",
     "AuditHead",
+    "BeneficiaryDesignation",
     "Campaign",
     "Cdg",
     "Convention",
@@ -23,6 +27,7 @@ __all__ = [
     "KitCounter",
     "KitDocument",
     "KitReturn",
+    "Membership",
     "User",
     "WebSession",
     "WorkerHeartbeat",

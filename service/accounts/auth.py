@@ -65,7 +65,7 @@ def create_user(
 ) -> tuple[User, str]:
     """Create a user and its first API token; the token is returned once and stored hashed."""
     email = email.strip().lower()
-    if role not in ROLES or role == "employer":
+    if role not in ROLES or role in ("employer", "agent"):
         raise InvalidInput("Rôle inconnu : admin, staff ou cdg.", code="invalid_role", field="role")
     if role == "cdg":
         if not cdg_code:

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from service.extensions import db
 from service.timeutil import utcnow
 
-ROLES = ("admin", "staff", "cdg", "employer")
+ROLES = ("admin", "staff", "cdg", "employer", "agent")
 
 
 class User(db.Model):
@@ -38,6 +38,10 @@ class ApiToken(db.Model):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"), index=True)
     cdg_code: Mapped[str | None] = mapped_column(String(8))
     siret: Mapped[str | None] = mapped_column(String(14))
+    #: agent tokens: the agent's account (service.agents), by table name
+    agent_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agent_account.id", ondelete="CASCADE"), index=True
+    )
     expires_at: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -62,6 +66,9 @@ class WebSession(db.Model):
     )
     siret: Mapped[str | None] = mapped_column(String(14))
     kit_id: Mapped[int | None]
+    agent_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agent_account.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
 

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from service.extensions import db
 from service.timeutil import utcnow
 
+#: a convention's regime, declared once (French wording in service.labels)
+REGIMES = ("facultative", "mandatory")
+
 
 class Cdg(db.Model):
     __tablename__ = "cdg"
@@ -39,6 +42,8 @@ class Convention(db.Model):
     #: list of {"code", "label", "rate"} (rate as a string, percent)
     options: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     template_set: Mapped[str] = mapped_column(String(60), default="default")
+    #: "facultative" (décret n° 2022-581) or "mandatory" (membership compulsory): REGIMES
+    regime: Mapped[str] = mapped_column(String(12), default="facultative")
     #: the insurer's legal identification, as the contract states it
     insurer_legal_form: Mapped[str | None] = mapped_column(String(120))
     insurer_capital: Mapped[Decimal | None] = mapped_column(Numeric(16, 2))

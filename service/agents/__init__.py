@@ -1,0 +1,1 @@
+"""Agents join: memberships (the BAI), agents' accounts, beneficiaries, payroll, follow-up."""
