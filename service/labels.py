@@ -418,3 +418,51 @@ def job_error(text: str | None) -> str:
     )
     meaning = meaning[0].upper() + meaning[1:]
     return f"{meaning} (détail : {detail})" if detail else meaning
+
+
+# -- The regime in force of a convention (issue 12) --------------------------------------------
+#: what every page and document says of a convention's regime (`reference.models.REGIMES`)
+REGIMES = {
+    "facultative": "contrat collectif à adhésion facultative",
+    "mandatory": "contrat collectif à adhésion obligatoire",
+}
+#: the legal basis, the membership, the employer's share and sick leave, per regime
+REGIME_WORDING: dict[str, dict[str, str]] = {
+    "facultative": {
+        "name": REGIMES["facultative"],
+        "basis": "l'article L. 827-7 du code général de la fonction publique et le décret "
+        "n° 2022-581 du 20 avril 2022",
+        "membership": "L'adhésion est facultative et individuelle : chaque agent choisit "
+        "librement d'adhérer ou non.",
+        "contribution": "Elle ne peut être inférieure à 7,00 € par mois (20 % du montant de "
+        "référence de 35 €), sauf lorsque la cotisation de l'agent est elle-même inférieure à ce "
+        "montant.",
+        "sick_leave": "En l'absence de contrat collectif antérieur, un agent en arrêt de maladie "
+        "peut adhérer après trente jours de reprise continue.",
+        "sick_leave_item": "après trente jours de reprise continue, si aucun contrat collectif "
+        "ne vous couvrait auparavant",
+    },
+    "mandatory": {
+        "name": REGIMES["mandatory"],
+        "basis": "la loi de 2025 relative à la protection sociale complémentaire en matière de "
+        "prévoyance des agents publics territoriaux",
+        "membership": "L'adhésion aux garanties minimales est obligatoire pour tous les agents "
+        "concernés, sauf dans les cas de dispense prévus par décret ; les options restent au "
+        "choix de chaque agent.",
+        "contribution": "Elle couvre au moins 50 % de la cotisation des garanties minimales de "
+        "chaque agent.",
+        "sick_leave": "Un agent en arrêt de maladie à la date d'effet du contrat y est tenu "
+        "d'adhérer après trente jours consécutifs de reprise du travail.",
+        "sick_leave_item": "adhésion obligatoire après trente jours consécutifs de reprise du "
+        "travail",
+    },
+}
+
+
+def regime(code: str | None) -> str:
+    """« contrat collectif à adhésion facultative » or « … obligatoire »."""
+    return REGIMES.get(code or "", "contrat collectif")
+
+
+def regime_wording(code: str | None) -> dict[str, str]:
+    return REGIME_WORDING.get(code or "", REGIME_WORDING["facultative"])

@@ -44,6 +44,8 @@ CONVENTION = {
     "insurer_capital": "681879255",
     "insurer_register": "340 234 962 RCS Nanterre",
     "insurer_address": "1 cours Michelet, CS 30051, 92076 Paris La Défense Cedex",
+    # the Tarn convention runs under décret n° 2022-581 (issue 12: said, not defaulted)
+    "regime": "facultative",
 }
 DEMO_USERS = (
     ("admin", "admin@psc.demo.fr", None),

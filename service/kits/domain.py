@@ -188,6 +188,7 @@ def kit_input(
             else Decimal(convention.insurer_capital),
             insurer_register=convention.insurer_register,
             insurer_address=convention.insurer_address,
+            regime=convention.regime,
         ),
         employer=EmployerData(
             siret=employer.siret,

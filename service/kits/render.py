@@ -100,6 +100,8 @@ class ConventionData:
     insurer_capital: Decimal | None = None
     insurer_register: str | None = None
     insurer_address: str | None = None
+    #: "facultative" or "mandatory" (`reference.models.REGIMES`): the documents' wording follows
+    regime: str = "facultative"
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,7 @@ class TemplateSet:
             ),
             "insurer_identity": _insurer_identity(data.convention),
             "headcount": formatting.plural(employer.headcount, "agent"),
+            "regime": labels.regime_wording(data.convention.regime),
         }
         context["contracts"] = {
             kind: Markup(template.render(**context, spec=SPECS[kind]))

@@ -49,6 +49,7 @@ def convention_json(c: Convention) -> dict[str, Any]:
         else f"{Decimal(c.insurer_capital):.2f}",
         "insurer_register": c.insurer_register,
         "insurer_address": c.insurer_address,
+        "regime": c.regime,
     }
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from service.accounts.auth import Principal
 from service.errors import Conflict, InvalidInput, NotFound
 from service.extensions import db
-from service.reference.models import Cdg, Convention, Employer
+from service.reference.models import REGIMES, Cdg, Convention, Employer
 from service.reference.rules import (
     normalize_siret,
     parse_capital,
@@ -109,8 +109,10 @@ def create_convention(
     insurer_capital: Any = None,
     insurer_register: str | None = None,
     insurer_address: str | None = None,
+    regime: str = "facultative",
 ) -> Convention:
     owner = _cdg_for_input(cdg)
+    _check_regime(regime)
     _check_period(starts_on, ends_on)
     if not template_set_exists(template_set):
         raise InvalidInput(
@@ -141,6 +143,7 @@ def create_convention(
         insurer_capital=parse_capital(insurer_capital),
         insurer_register=insurer_register,
         insurer_address=insurer_address,
+        regime=regime,
     )
     db.session.add(convention)
     db.session.flush()
@@ -168,8 +171,43 @@ def update_convention(convention: Convention, **changes: Any) -> Convention:
                 "Jeu de modèles inconnu.", code="unknown_template_set", field="template_set"
             )
         convention.template_set = changes["template_set"]
+    if changes.get("regime") is not None:
+        _change_regime(convention, changes["regime"])
     db.session.flush()
     return convention
+
+
+# -- The regime in force (issue 12) ------------------------------------------------------------
+
+
+def _check_regime(regime: str) -> str:
+    if regime not in REGIMES:
+        raise InvalidInput(
+            "Régime inconnu : « facultative » (adhésion facultative) ou « mandatory » "
+            "(adhésion obligatoire).",
+            code="invalid_regime",
+            field="regime",
+        )
+    return regime
+
+
+def _change_regime(convention: Convention, regime: str) -> None:
+    """A convention's regime changes only if every employer's scheme still holds under it."""
+    _check_regime(regime)
+    employers = db.session.scalars(
+        select(Employer).where(Employer.convention_id == convention.id).order_by(Employer.siret)
+    ).all()
+    for employer in employers:
+        try:
+            parse_contribution(employer.contribution, regime=regime)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"Le régime ne peut changer : la participation de {employer.name} "
+                f"(SIRET {employer.siret}) ne le respecterait plus. {exc.message}",
+                code=exc.code,
+                field="regime",
+            ) from exc
+    convention.regime = regime
 
 
 def get_convention(convention_id: int, *, principal: Principal | None = None) -> Convention:
@@ -285,7 +323,7 @@ def create_employer(
             field="convention_id",
         )
     _check_kind(kind)
-    scheme = parse_contribution(contribution)
+    scheme = parse_contribution(contribution, regime=convention.regime)
     joins_on = joins_on or _default_joins_on(convention, deliberation_on)
     _check_employer_dates(convention, cst_opinion_on, deliberation_on, joins_on)
     if db.session.scalar(select(Employer).where(Employer.siret == siret)) is not None:
@@ -322,10 +360,11 @@ def update_employer(employer: Employer, **changes: Any) -> Employer:
             )
     if changes.get("kind") is not None:
         _check_kind(changes["kind"])
-    scheme = (
-        parse_contribution(changes["contribution"])
+    scheme = parse_contribution(
+        changes["contribution"]
         if changes.get("contribution") is not None
-        else None
+        else employer.contribution,
+        regime=convention.regime,
     )
     cst = changes.get("cst_opinion_on") or employer.cst_opinion_on
     deliberation = changes.get("deliberation_on") or employer.deliberation_on
@@ -336,8 +375,7 @@ def update_employer(employer: Employer, **changes: Any) -> Employer:
     for name in ("name", "kind", "address", "email", "headcount", "signatory_gender"):
         if changes.get(name) is not None:
             setattr(employer, name, changes[name])
-    if scheme is not None:
-        employer.contribution = scheme.to_json()
+    employer.contribution = scheme.to_json()
     db.session.flush()
     return employer
 

@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from service.errors import InvalidInput
+from service.formatting import money
 
 MINIMUM_CONTRIBUTION = Decimal("7.00")  # 20 % of the 35 € reference amount
 MAXIMUM_AMOUNT = Decimal("100000")
@@ -146,8 +147,18 @@ class Contribution:
         return self.amount if self.mode == "flat" else min(self.amounts.values())  # type: ignore[return-value]
 
 
-def _check_minimum(amount: Decimal, field: str) -> Decimal:
-    if amount < MINIMUM_CONTRIBUTION:
+def _check_minimum(amount: Decimal, field: str, regime: str = "facultative") -> Decimal:
+    if regime == "mandatory":
+        # the floor of the mandatory regime is half of each agent's premium of the minimum
+        # guarantees, which depends on the agent's pay: checked per agent (`check_half`)
+        if amount <= 0:
+            raise InvalidInput(
+                "Dans un contrat à adhésion obligatoire, la participation est due : indiquez un "
+                "montant mensuel positif.",
+                code="contribution_below_minimum",
+                field=field,
+            )
+    elif amount < MINIMUM_CONTRIBUTION:
         raise InvalidInput(
             "La participation doit être d'au moins 7,00 € par mois et par agent "
             "(20 % du montant de référence de 35 €).",
@@ -159,7 +170,9 @@ def _check_minimum(amount: Decimal, field: str) -> Decimal:
     return amount
 
 
-def parse_contribution(raw: Any) -> Contribution:
+def parse_contribution(raw: Any, *, regime: str = "facultative") -> Contribution:
+    """The scheme of `raw`; `regime` is its convention's: the 7,00 € floor of the facultative
+    regime, a positive amount in the mandatory one (whose 50 % is checked per agent)."""
     if not isinstance(raw, dict):
         raise InvalidInput(
             "La participation est un objet : "
@@ -178,7 +191,7 @@ def parse_contribution(raw: Any) -> Contribution:
         amount = parse_amount(
             raw.get("amount"), field="contribution.amount", code="contribution_not_an_amount"
         )
-        return Contribution("flat", amount=_check_minimum(amount, "contribution.amount"))
+        return Contribution("flat", amount=_check_minimum(amount, "contribution.amount", regime))
     if mode == "by_category":
         amounts_raw = raw.get("amounts")
         if not isinstance(amounts_raw, dict) or not amounts_raw:
@@ -197,7 +210,7 @@ def parse_contribution(raw: Any) -> Contribution:
                 )
             f = f"contribution.amounts.{category}"
             amounts[category] = _check_minimum(
-                parse_amount(value, field=f, code="contribution_not_an_amount"), f
+                parse_amount(value, field=f, code="contribution_not_an_amount"), f, regime
             )
         criteria = str(raw.get("criteria") or "").strip()
         if len(criteria) < 10:
@@ -214,3 +227,27 @@ def parse_contribution(raw: Any) -> Contribution:
         code="contribution_not_an_amount",
         field="contribution.mode",
     )
+
+
+# -- The mandatory regime (issue 12) ------------------------------------------------------------
+
+
+def check_half(
+    *, regime: str, premium: Decimal, contribution: Decimal, field: str = "contribution"
+) -> None:
+    """In the mandatory regime the employer pays at least 50 % of the agent's premium of the
+    minimum guarantees (`premium`, options excluded): `contribution_below_half` otherwise.
+
+    Only an agent's pay gives that premium, so the check runs where it is known (an agent's
+    registration, a simulation); the facultative regime keeps its 7,00 € floor instead."""
+    if regime != "mandatory":
+        return
+    half = cents(premium / 2)
+    if contribution < half:
+        raise InvalidInput(
+            "Dans un contrat à adhésion obligatoire, la collectivité prend en charge au moins "
+            f"50 % de la cotisation des garanties minimales, soit {money(half)} par mois ici "
+            f"(participation prévue : {money(contribution)}).",
+            code="contribution_below_half",
+            field=field,
+        )

@@ -59,6 +59,8 @@ class ConventionIn(_In):
     )
     insurer_register: str | None = Field(default=None, min_length=2, max_length=120)
     insurer_address: str | None = Field(default=None, min_length=5, max_length=300)
+    #: the regime in force (`REGIMES`): décret n° 2022-581 or the compulsory membership
+    regime: Literal["facultative", "mandatory"] = "facultative"
 
 
 class ConventionPatch(_In):
@@ -80,6 +82,7 @@ class ConventionPatch(_In):
     )
     insurer_register: str | None = Field(default=None, min_length=2, max_length=120)
     insurer_address: str | None = Field(default=None, min_length=5, max_length=300)
+    regime: Literal["facultative", "mandatory"] | None = None
 
 
 class EmployerIn(_In):
