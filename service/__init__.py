@@ -128,10 +128,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401
     from service.pages import proof as _proof_pages  # noqa: F401
+    from service.pages import published as _published_pages  # noqa: F401
     from service.pages import queue as _queue_pages  # noqa: F401
     from service.pages import staff as _staff_pages  # noqa: F401
     from service.pages import wording as _wording_pages  # noqa: F401
     from service.pages.blueprint import bp as pages_bp
+    from service.published import api as _published_api  # noqa: F401
     from service.reference import api as _reference_api  # noqa: F401
     from service.returns import api as _returns_api  # noqa: F401
     from service.returns import tasks as _returns_tasks  # noqa: F401

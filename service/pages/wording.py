@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.formatting import capitalize_first, money, percent, siret
-from service.labels import piece_result, piece_state
+from service.labels import piece_result, piece_state, regime
 from service.pages.blueprint import bp
 from service.wording import (
     after_colon,
@@ -41,3 +41,6 @@ for _name, _filter in {
 
 bp.add_app_template_global(counted, "counted")
 bp.add_app_template_global(agree, "agree")
+
+# -- issue 12: the regime in force, in words ---------------------------------------------------
+bp.add_app_template_filter(regime, "regime")

@@ -1,0 +1,1 @@
+"""The CDG's published documents (issue 12): generated per convention version, public."""
