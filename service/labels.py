@@ -432,6 +432,9 @@ REGIME_WORDING: dict[str, dict[str, str]] = {
         "name": REGIMES["facultative"],
         "basis": "l'article L. 827-7 du code général de la fonction publique et le décret "
         "n° 2022-581 du 20 avril 2022",
+        #: after « en application de »
+        "basis_of": "l'article L. 827-7 du code général de la fonction publique et du décret "
+        "n° 2022-581 du 20 avril 2022",
         "membership": "L'adhésion est facultative et individuelle : chaque agent choisit "
         "librement d'adhérer ou non.",
         "contribution": "Elle ne peut être inférieure à 7,00 € par mois (20 % du montant de "
@@ -446,6 +449,8 @@ REGIME_WORDING: dict[str, dict[str, str]] = {
         "name": REGIMES["mandatory"],
         "basis": "la loi de 2025 relative à la protection sociale complémentaire en matière de "
         "prévoyance des agents publics territoriaux",
+        "basis_of": "la loi de 2025 relative à la protection sociale complémentaire en matière "
+        "de prévoyance des agents publics territoriaux",
         "membership": "L'adhésion aux garanties minimales est obligatoire pour tous les agents "
         "concernés, sauf dans les cas de dispense prévus par décret ; les options restent au "
         "choix de chaque agent.",

@@ -34,7 +34,7 @@ from service.kits.render import (
     _insurer_identity,
     template_set,
 )
-from service.reference.simulation import EXCLUDED, INCLUDED, simulate
+from service.reference.simulation import simulate
 from service.reference.templates import TEMPLATES_ROOT
 
 #: (kind, format, French title), in the order of the process
@@ -65,16 +65,21 @@ DSC_SIGNATURE = (
     "SignatureCollectivite",
     "Signature de la collectivité",
 )
-#: the pay elements of the premium base (DESIGN.md), with what each line of the list asks
-PAY_ELEMENTS: tuple[tuple[str, str, bool], ...] = (
-    *((code, label, True) for code, label in INCLUDED.items()),
-    *((code, label, False) for code, label in EXCLUDED.items()),
-    ("variable", "Éléments de rémunération variables (heures supplémentaires, astreintes…)", False),
+#: the pay elements of the list (DESIGN.md: the premium base), each with whether it is insured
+PAY_ELEMENTS: tuple[tuple[str, bool], ...] = (
+    ("Traitement brut indiciaire (y compris l'indemnité compensatrice de la CSG)", True),
+    ("Nouvelle bonification indiciaire (NBI)", True),
+    ("Régime indemnitaire : indemnité de fonctions, de sujétions et d'expertise (IFSE)", True),
+    ("Autre élément du régime indemnitaire versé chaque mois (à préciser)", True),
+    ("Complément de traitement indiciaire (CTI)", True),
+    ("Indemnité de résidence", False),
+    ("Supplément familial de traitement (SFT)", False),
+    ("Complément indemnitaire annuel (CIA) et autres primes variables", False),
+    ("Heures supplémentaires, astreintes et autres éléments variables", False),
 )
 LIST_COLUMNS = (
-    "Code",
     "Élément de rémunération",
-    "Dans l'assiette de cotisation",
+    "Compris dans l'assiette de cotisation",
     "Libellé dans la paie de la collectivité",
     "Code rubrique de paie",
     "Versé par la collectivité (oui/non)",
@@ -185,8 +190,8 @@ def _docx(data: PublishedInput, kind: str, context: dict[str, Any]) -> bytes:
 
 def _list_rows(data: PublishedInput) -> list[list[str]]:
     return [
-        [code, label, "oui" if included else "non", "", "", "", "", ""]
-        for code, label, included in PAY_ELEMENTS
+        [label, "oui" if included else "non", "", "", "", "", ""]
+        for label, included in PAY_ELEMENTS
     ]
 
 
@@ -205,7 +210,7 @@ def _xlsx(data: PublishedInput) -> bytes:
     )
     sheet["A3"] = (
         f"Taux socle : {formatting.percent(convention.base_rate)} de l'assiette mensuelle. "
-        "Complétez une ligne par élément versé par la collectivité (colonnes D à H) et joignez "
+        "Complétez une ligne par élément versé par la collectivité (colonnes C à G) et joignez "
         "la liste à la demande de souscription."
     )
     sheet["A4"] = "Collectivité :"
@@ -224,9 +229,9 @@ def _xlsx(data: PublishedInput) -> bytes:
     for offset, row in enumerate(_list_rows(data), start=header + 1):
         for column, value in enumerate(row, start=1):
             sheet.cell(row=offset, column=column, value=value)
-        yes_no.add(f"F{offset}")
-        sheet.cell(row=offset, column=7).number_format = "#,##0.00"
-    for letter, width in zip("ABCDEFGH", (12, 58, 16, 34, 18, 18, 20, 30), strict=True):
+        yes_no.add(f"E{offset}")
+        sheet.cell(row=offset, column=6).number_format = "#,##0.00"
+    for letter, width in zip("ABCDEFG", (62, 16, 34, 18, 18, 20, 30), strict=True):
         sheet.column_dimensions[letter].width = width
     sheet.freeze_panes = f"A{header + 1}"
     book.properties.title = TITLES["premium-elements-list"]
