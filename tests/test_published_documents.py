@@ -120,7 +120,8 @@ def test_published_documents_list_is_public_and_each_downloads(
         assert got.status_code == 200
         assert len(got.data) == item["size"]
         assert got.headers["Content-Type"].startswith(item["media_type"].split(";")[0])
-        assert "CDG81-PREV-2025-2030" in got.headers["Content-Disposition"]
+        disposition = got.headers["Content-Disposition"]
+        assert f"cdg81-prev-2025-2030.{fmt}" in disposition and kind not in disposition
     assert by_kind["premium-elements-csv"]["format"] == "csv"
     assert r.headers["X-Convention-Reference"] == "CDG81-PREV-2025-2030"
 
@@ -160,6 +161,8 @@ def test_subscription_request_is_a_fillable_pdfa_form_with_a_signature_field(
     # pdftk-java fills it: the values land in the fields, read back by another tool
     source = tmp_path / "dsc.pdf"
     source.write_bytes(data)
+    check = subprocess.run(["qpdf", "--check", str(source)], capture_output=True, timeout=60)
+    assert check.returncode == 0, check.stdout[-300:]
     values = {
         "dsc_denomination": "Commune d'Albi",
         "dsc_siret": "21810004800014",

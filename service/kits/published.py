@@ -108,9 +108,6 @@ class PublishedFile:
     def media_type(self) -> str:
         return MEDIA_TYPES[self.format]
 
-    def filename(self, reference: str) -> str:
-        return f"{formatting.file_stem(self.title)}-{formatting.file_stem(reference)}.{self.format}"
-
 
 def fingerprint(data: PublishedInput) -> str:
     """SHA-256 of what the documents depend on: the CDG's and the convention's data and every

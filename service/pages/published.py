@@ -47,6 +47,6 @@ def cdg_document(code: str, kind: str) -> Response:
     return stream_object(
         entry.key,
         entry.media_type,
-        f"{kind}-{pub.convention.reference}.{entry.format}",
+        entry.filename(pub.convention.reference),
         entry.size,
     )

@@ -53,7 +53,7 @@ def published_document(code: str, kind: str) -> Any:
     response = stream_object(
         entry.key,
         entry.media_type,
-        f"{kind}-{pub.convention.reference}.{entry.format}",
+        entry.filename(pub.convention.reference),
         entry.size,
     )
     response.headers.update(publication_headers(pub))

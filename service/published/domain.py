@@ -21,6 +21,7 @@ from sqlalchemy import select
 from service import labels
 from service.errors import NotFound
 from service.extensions import db
+from service.formatting import file_stem
 from service.kits.published import (
     FORMATS,
     MEDIA_TYPES,
@@ -54,6 +55,11 @@ class PublishedEntry:
     @property
     def format_label(self) -> str:
         return FORMAT_LABELS[self.format]
+
+    def filename(self, reference: str) -> str:
+        """`demande-de-souscription-de-la-collectivite-dsc-cdg81-prev-2025-2030.pdf`: what a
+        person saves never carries a code."""
+        return f"{file_stem(self.title)}-{file_stem(reference)}.{self.format}"
 
 
 @dataclass(frozen=True)
