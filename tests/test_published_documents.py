@@ -24,6 +24,7 @@ from service.published.domain import current_convention, get_public_cdg, publica
 from tests.conftest import CDG81, CONVENTION, auth, create_token
 from tests.pdftools import fold, xmp
 from tests.test_e2e import Session, browser, live  # noqa: F401  (fixtures)
+from tests.test_pages import sign_in
 from tests.test_reference_api import assert_error
 
 KINDS = (
@@ -456,3 +457,12 @@ def test_documents_page_in_chromium_on_a_phone_and_a_desktop(
         assert info.value.suggested_filename.endswith(".docx")
         session.check_a11y(name)
         session.close()
+
+
+def test_cdg_space_links_to_its_public_documents(
+    app: Flask, client: FlaskClient, published: dict[str, Any]
+) -> None:
+    sign_in(app, client, "suivi@cdg81.fr", role="cdg", cdg="81")
+    page = client.get("/cdg").get_data(as_text=True)
+    assert 'href="/cdg/81/documents"' in page
+    assert "Documents publiés pour les collectivités" in page
