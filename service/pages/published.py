@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, render_template
+from flask import Response, current_app, render_template
+from werkzeug.exceptions import HTTPException
 
 from service import labels
 from service.backends import document_store
@@ -24,10 +25,21 @@ def file_size(size: int) -> str:
 bp.add_app_template_filter(long_date, "long_date_fr")
 
 
+def served(path: str) -> bool:
+    """Whether the application answers GET `path` (the online subscription form, issue 12, is
+    another part's page: the link shows once that page is served)."""
+    try:
+        current_app.url_map.bind("localhost").match(path, method="GET")
+    except HTTPException:
+        return False
+    return True
+
+
 @bp.get("/cdg/<code>/documents")
 def cdg_documents(code: str) -> Any:
     pub = publication(code, store=document_store())
     convention = pub.convention
+    subscription = f"/cdg/{code}/souscription"
     return render_template(
         "published.html",
         pub=pub,
@@ -37,6 +49,7 @@ def cdg_documents(code: str) -> Any:
         options=convention.options,
         duration=plural(convention.ends_on.year - convention.starts_on.year + 1, "an"),
         file_size=file_size,
+        subscription_url=subscription if served(subscription) else None,
     )
 
 
