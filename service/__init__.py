@@ -121,6 +121,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.campaigns import tasks as _campaign_tasks  # noqa: F401
     from service.engine import tasks as _engine_tasks  # noqa: F401
     from service.errors import register_error_handlers
+    from service.esign import api as _esign_api  # noqa: F401  (signing in the browser, hF)
     from service.jobs import api as _jobs_api  # noqa: F401
     from service.kits import api as _kits_api  # noqa: F401
     from service.kits import employer_api as _employer_api  # noqa: F401

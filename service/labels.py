@@ -418,3 +418,18 @@ def job_error(text: str | None) -> str:
     )
     meaning = meaning[0].upper() + meaning[1:]
     return f"{meaning} (détail : {detail})" if detail else meaning
+
+
+# -- signing in the browser (hF) ------------------------------------------------------------
+
+EVENTS.update(
+    {
+        "signatory_named": "Signataire de la collectivité désigné",
+        "signing_code_sent": "Code de signature envoyé au signataire",
+        "signing_code_rejected": "Code de signature erroné",
+        "signing_request_blocked": "Demande de signature bloquée (trop d'essais)",
+        "browser_signed": "Pièce signée en ligne par le signataire",
+    }
+)
+#: how the signatory signed in the browser
+BROWSER_SIGNATURE_MODES = {"drawn": "signature dessinée", "typed": "nom saisi"}
