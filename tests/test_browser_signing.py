@@ -47,10 +47,11 @@ def drawing_png(width: int = 600, height: int = 200) -> str:
 
 def outbox(app: Flask) -> list[email.message.Message]:
     folder = Path(app.extensions["psc.settings"].instance_path) / "outbox"
-    return [
+    mails = [
         email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-        for p in sorted(folder.glob("*.eml"))
+        for p in folder.glob("*.eml")
     ]
+    return sorted(mails, key=lambda m: int(m["X-PSC-Job"]))  # in the order they were queued
 
 
 def last_code(app: Flask, to: str = SIGNATORY["email"]) -> str:
@@ -200,7 +201,6 @@ def test_browser_signing_whole_flow_is_accepted_then_countersigned(
     events = client.get(f"/api/v1/kits/{kit['id']}/events", headers=staff).json["items"]
     names = [e["event"] for e in events]
     assert names.count("browser_signed") == 2 and names.count("signing_code_sent") == 2
-    codes = set(re.findall(r"\b\d{6}\b", str([e["details"] for e in events])))
     evidence = next(e for e in events if e["event"] == "browser_signed")
     assert evidence["address"] == "198.51.100.7"
     assert evidence["details"]["user_agent"] == "Mozilla/5.0 (Test; Mobile)"
@@ -220,12 +220,15 @@ def test_browser_signing_whole_flow_is_accepted_then_countersigned(
     assert evidence["sha256_after"] in flat.replace(" ", "") or evidence["sha256_after"][
         :32
     ] in flat.replace(" ", "")
-    for mail in outbox(app):
-        if "code de signature" in mail["Subject"]:
-            code = re.search(r"^\s+(\d{6})\s*$", mail.get_content(), re.M).group(1)  # type: ignore[union-attr]
-            assert code not in flat
-            codes.discard(code)
-    assert not (codes & {m for m in re.findall(r"\b\d{6}\b", flat)}), "a code in the proof"
+    codes = [
+        re.search(r"^\s+(\d{6})\s*$", m.get_content(), re.M).group(1)  # type: ignore[union-attr]
+        for m in outbox(app)
+        if "code de signature" in m["Subject"]
+    ]
+    assert len(codes) == 2
+    for code in codes:
+        assert code not in flat.replace(" ", "")
+        assert code not in str([e["details"] for e in events])
 
 
 def test_browser_signing_wrong_expired_and_blocked_codes(
@@ -317,11 +320,11 @@ def test_browser_signing_of_another_employers_kit_is_404(
     kit: dict[str, Any],
     employer_auth: dict[str, str],
 ) -> None:
-    other = employer_payload(convention["id"], siret="21810065900014", name="Castres")
+    other = employer_payload(convention["id"], siret="21810001400016", name="Aguts")
     r = client.post("/api/v1/employers", json=other, headers=staff)
     assert r.status_code == 201, r.json
-    other_kit = client.post("/api/v1/employers/21810065900014/kits", headers=staff).json
-    r = portal(client, other_kit["access_code"], siret="21810065900014")
+    other_kit = client.post("/api/v1/employers/21810001400016/kits", headers=staff).json
+    r = portal(client, other_kit["access_code"], siret="21810001400016")
     assert r.status_code == 200, r.json
     stranger = auth(r.json["token"])
     for call in (

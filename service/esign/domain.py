@@ -283,7 +283,7 @@ def _refuse_code(req: SigningRequest, *, principal: Principal, address: str | No
     db.session.commit()
     if dead:
         raise TooManyRequests(
-            f"{MAX_ATTEMPTS} codes erronés : ce code ne fonctionne plus, demandez-en un nouveau.",
+            "Trop de codes erronés : ce code ne fonctionne plus, demandez-en un nouveau.",
             code="too_many_attempts",
         )
     left = MAX_ATTEMPTS - req.attempts
@@ -334,7 +334,7 @@ def confirm(
         raise Conflict("Ce code a déjà servi : demandez-en un nouveau.", code="code_used")
     if req.status == "dead":
         raise TooManyRequests(
-            f"{MAX_ATTEMPTS} codes erronés : ce code ne fonctionne plus, demandez-en un nouveau.",
+            "Trop de codes erronés : ce code ne fonctionne plus, demandez-en un nouveau.",
             code="too_many_attempts",
         )
     if req.expires_at <= now:
