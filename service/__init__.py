@@ -130,6 +130,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.pages import portal as _portal_pages  # noqa: F401
     from service.pages import proof as _proof_pages  # noqa: F401
     from service.pages import queue as _queue_pages  # noqa: F401
+    from service.pages import signing as _signing_pages  # noqa: F401  (hF)
     from service.pages import staff as _staff_pages  # noqa: F401
     from service.pages import wording as _wording_pages  # noqa: F401
     from service.pages.blueprint import bp as pages_bp
