@@ -52,7 +52,7 @@ def test_browser_signing_pages_at_phone_width_with_a_drawn_signature(
     app: Flask,
     client: FlaskClient,
     kit: dict[str, Any],
-    live: str,
+    live: str,  # noqa: F811
     browser: Any,  # noqa: F811
     artifacts: Path,
 ) -> None:
