@@ -13,7 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asn1crypto import x509 as asn1_x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
@@ -22,10 +25,13 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import update
 
+from service.backends import browser_signing_ca, trust_settings
 from service.esign.models import SigningRequest
 from service.extensions import db
 from service.timeutil import utcnow
-from tests.conftest import auth, employer_payload, run_jobs
+from signing.browser import Signatory, create_dev_ca, issue_leaf, load_ca
+from signing.errors import KeyUnavailable
+from tests.conftest import auth, employer_payload, make_app, run_jobs
 from tests.pdftools import pdf_text
 from tests.test_reference_api import assert_error
 from tests.test_returns import PIECES, SIRET, employer_auth, issued_pdf, kit, portal
@@ -355,3 +361,50 @@ def test_browser_signing_codes_are_throttled_per_kit(
         for _ in range(6)
     ]
     assert answers[:5] == [202] * 5 and answers[5] == 429
+
+
+def test_browser_signing_ca_from_a_configured_pkcs12_is_trusted(
+    app: Flask, tmp_path: Path, database_url: str
+) -> None:
+
+    dev = load_ca(create_dev_ca(tmp_path / "made.p12"), None)
+    protected = tmp_path / "ca.p12"
+    protected.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"ca",
+            dev.key,
+            dev.cert,
+            None,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    configured = make_app(
+        database_url,
+        tmp_path / "other",
+        BROWSER_SIGNING_CA_PKCS12=str(protected),
+        BROWSER_SIGNING_CA_PASSPHRASE="secret",
+    )
+    with configured.app_context():
+        assert browser_signing_ca().fingerprint == dev.fingerprint
+        assert dev.root_der in trust_settings().roots  # even with SIGNING_TRUST_ROOTS unset
+    result = configured.test_cli_runner().invoke(
+        args=["signing", "browser-ca", "--pem", str(tmp_path / "ca.pem")]
+    )
+    assert result.exit_code == 0, result.output
+    assert dev.fingerprint in result.output
+    assert (tmp_path / "ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    with pytest.raises(KeyUnavailable):
+        load_ca(protected, "wrong")
+    leaf_only = tmp_path / "leaf.p12"
+    key, cert = _leaf(dev)
+    leaf_only.write_bytes(
+        pkcs12.serialize_key_and_certificates(b"x", key, cert, None, serialization.NoEncryption())
+    )
+    with pytest.raises(KeyUnavailable):
+        load_ca(leaf_only, None)  # not a CA certificate
+
+
+def _leaf(ca: Any) -> Any:
+    return issue_leaf(
+        ca, Signatory(name="A B", title="Maire", email="a@b.fr", organisation="X", siret="1" * 14)
+    )
