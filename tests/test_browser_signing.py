@@ -408,3 +408,22 @@ def _leaf(ca: Any) -> Any:
     return issue_leaf(
         ca, Signatory(name="A B", title="Maire", email="a@b.fr", organisation="X", siret="1" * 14)
     )
+
+
+def test_browser_signing_with_an_unreachable_tsa_keeps_the_code(
+    app: Flask, client: FlaskClient, kit: dict[str, Any], employer_auth: dict[str, str]
+) -> None:
+    name_signatory(client, employer_auth, kit)
+    kind = PIECES[0]
+    code = ask_code(app, client, employer_auth, kit, kind)
+    settings = app.extensions["psc.settings"]
+    app.extensions["psc.settings"] = type(settings)(
+        **{**settings.__dict__, "signing_tsa_url": "http://127.0.0.1:9/tsa"}
+    )
+    assert_error(confirm(client, employer_auth, kit, kind, code), 409, "timestamp_unavailable")
+    with app.app_context():
+        req = db.session.scalars(db.select(SigningRequest)).one()
+        assert req.status == "pending" and req.attempts == 0  # nothing half-done
+    app.extensions["psc.settings"] = settings
+    r = confirm(client, employer_auth, kit, kind, code)
+    assert r.status_code == 201, r.json
