@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from pyhanko.pdf_utils import images
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.layout import AxisAlignment, InnerScaling, Margins, SimpleBoxLayoutRule
@@ -67,6 +67,8 @@ MAX_DRAWING_BYTES = 300 * 1024
 MIN_DRAWING_SIZE = (40, 20)
 MAX_DRAWING_SIZE = (2400, 1200)
 MAX_TYPED = 80
+#: the typed name is drawn with it (Pillow renders the 1000-unit stamp font's hinting badly)
+TYPED_FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans-Oblique-latin.ttf"
 PNG_DATA_URL = "data:image/png;base64,"
 
 
@@ -299,6 +301,15 @@ def check_typed(text: str) -> str:
     return value
 
 
+def typed_image(text: str) -> Image.Image:
+    """The typed name drawn large, in ink blue on white, as the drawn signature is shown."""
+    face = ImageFont.truetype(str(TYPED_FONT), 56)
+    left, top, right, bottom = face.getbbox(text)
+    image = Image.new("RGB", (right - left + 16, bottom - top + 16), (255, 255, 255))
+    ImageDraw.Draw(image).text((8 - left, 8 - top), text, font=face, fill=(26, 35, 126))
+    return image
+
+
 # -- signing ----------------------------------------------------------------------------------
 
 
@@ -358,16 +369,12 @@ def sign_in_browser_field(
     key, cert = issue_leaf(ca, signatory, now=moment)
     who = f"{signatory.name}, {signatory.title}" if signatory.title else signatory.name
     lines = [f"Signé électroniquement par {who}", stamp_moment(moment, time_zone)]
-    if typed is not None:
-        lines.insert(0, typed)
     font = GlyphAccumulatorFactory(str(STAMP_FONT))
-    background = None
-    if drawing is not None:
-        background = images.PdfImage(drawing)
+    picture = drawing if drawing is not None else typed_image(typed or "")
     stamp = fields_stamp(
         text="\n".join(lines).replace("%", "%%"),  # pyHanko interpolates `%(…)s`
         font=font,
-        background=background,
+        background=images.PdfImage(picture),
     )
     timestamper = timestamps.HTTPTimeStamper(tsa_url, timeout=10) if tsa_url else None
     try:
@@ -411,15 +418,9 @@ def sign_in_browser_field(
 
 
 def fields_stamp(
-    *, text: str, font: GlyphAccumulatorFactory, background: images.PdfImage | None
+    *, text: str, font: GlyphAccumulatorFactory, background: images.PdfImage
 ) -> TextStampStyle:
-    """The visible block: the drawing in the upper part, the sentence below it."""
-    if background is None:
-        return TextStampStyle(
-            stamp_text=text,
-            text_box_style=TextBoxStyle(font=font, font_size=8),
-            border_width=0,
-        )
+    """The visible block: the signature's picture in the upper part, the sentence below it."""
     return TextStampStyle(
         stamp_text=text,
         text_box_style=TextBoxStyle(font=font, font_size=7),
