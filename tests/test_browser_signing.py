@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email
 import io
+import logging
 import re
 import subprocess
 import tempfile
@@ -139,7 +140,9 @@ def test_browser_signing_whole_flow_is_accepted_then_countersigned(
     kit: dict[str, Any],
     employer_auth: dict[str, str],
     artifacts: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     assert_error(client.post(url(kit, PIECES[0]), headers=employer_auth), 409, "signatory_missing")
     name_signatory(client, employer_auth, kit)
     for kind, signature in zip(
@@ -234,6 +237,7 @@ def test_browser_signing_whole_flow_is_accepted_then_countersigned(
     for code in codes:
         assert code not in flat.replace(" ", "")
         assert code not in str([e["details"] for e in events])
+        assert code not in caplog.text  # in no log line either
 
 
 def test_browser_signing_wrong_expired_and_blocked_codes(
