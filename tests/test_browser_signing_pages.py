@@ -82,7 +82,9 @@ def test_browser_signing_pages_at_phone_width_with_a_drawn_signature(
     page.fill("#email", SIGNATORY["email"])
     page.click("button:has-text('Enregistrer le signataire')")
     assert page.inner_text("#title-error")  # the error next to its field, in French
-    assert page.evaluate("document.activeElement.id") == "title"
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'title'")
+    assert _axe_serious(page) == []
+    page.screenshot(path=str(shots / "signataire-erreur-390.png"), full_page=True)
     assert errors == [
         "Failed to load resource: the server responded with a status of 422 (UNPROCESSABLE ENTITY)"
     ]  # the form's answer, as expected
