@@ -121,6 +121,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.campaigns import tasks as _campaign_tasks  # noqa: F401
     from service.engine import tasks as _engine_tasks  # noqa: F401
     from service.errors import register_error_handlers
+    from service.esign import api as _esign_api  # noqa: F401  (signing in the browser, hF)
     from service.jobs import api as _jobs_api  # noqa: F401
     from service.kits import api as _kits_api  # noqa: F401
     from service.kits import employer_api as _employer_api  # noqa: F401
@@ -130,6 +131,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.pages import proof as _proof_pages  # noqa: F401
     from service.pages import published as _published_pages  # noqa: F401
     from service.pages import queue as _queue_pages  # noqa: F401
+    from service.pages import signing as _signing_pages  # noqa: F401  (hF)
     from service.pages import staff as _staff_pages  # noqa: F401
     from service.pages import wording as _wording_pages  # noqa: F401
     from service.pages.blueprint import bp as pages_bp

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from flask import current_app
 
 from service.config import settings
+from signing.browser import SigningCA, create_dev_ca, load_ca
 from signing.countersign import SigningKey, load_pkcs12
 from signing.devcert import create_dev_certificate
 from signing.verify import TrustSettings
@@ -118,9 +119,35 @@ def trust_settings() -> TrustSettings:
                 c.public_bytes(serialization.Encoding.DER)
                 for c in x509.load_pem_x509_certificates(pem)
             )
+        # the browser-signing CA certifies only signatures the service made itself (hF)
+        roots = (*roots, browser_signing_ca().root_der)
         cache["trust"] = TrustSettings(
             roots=roots,
             forbidden_fingerprints=frozenset({key.fingerprint}),
             allow_fetching=s.signing_allow_fetching,
         )
     return cache["trust"]
+
+
+# -- signing in the browser (hF) ------------------------------------------------------------
+
+
+def browser_signing_ca() -> SigningCA:
+    """BROWSER_SIGNING_CA_PKCS12, else the instance's development CA (created once)."""
+    cache = current_app.extensions.setdefault("psc.signing", {})
+    with _signing_lock:
+        if "browser-ca" not in cache:
+            s = settings()
+            if s.browser_signing_ca_pkcs12:
+                cache["browser-ca"] = load_ca(
+                    s.browser_signing_ca_pkcs12, s.browser_signing_ca_passphrase
+                )
+            else:
+                path = create_dev_ca(s.instance_path / "signing" / "dev-browser-ca.p12")
+                current_app.logger.warning(
+                    "browser signatures certified by the DEVELOPMENT CA %s: "
+                    "set BROWSER_SIGNING_CA_PKCS12",
+                    path,
+                )
+                cache["browser-ca"] = load_ca(path, None)
+        return cache["browser-ca"]  # type: ignore[no-any-return]

@@ -301,6 +301,28 @@ def signing_dev_cert() -> None:
     click.echo("Certificat de DÉVELOPPEMENT : en production, définissez SIGNING_PKCS12.")
 
 
+# -- signing in the browser (hF) ------------------------------------------------------------
+
+
+@signing.command("browser-ca")
+@click.option("--pem", type=click.Path(dir_okay=False), help="Écrire le certificat de l'AC (PEM).")
+def signing_browser_ca(pem: str | None) -> None:
+    """L'AC de signature en ligne (BROWSER_SIGNING_CA_PKCS12, sinon celle de DÉVELOPPEMENT,
+    créée au besoin) : son sujet, son empreinte, et son certificat pour les vérificateurs."""
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+
+    from service.backends import browser_signing_ca
+
+    ca = browser_signing_ca()
+    click.echo(f"Sujet : {ca.cert.subject.rfc4514_string()}")
+    click.echo(f"Empreinte SHA-256 : {ca.fingerprint}")
+    if pem:
+        Path(pem).write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+        click.echo(f"Certificat écrit : {pem}")
+
+
 def _archived(done: int, failed: int) -> str:
     """« 3 copies archivées, 0 échec »."""
     return f"{counted(done, 'copie')} {agree(done, 'archivée')}, {counted(failed, 'échec')}."

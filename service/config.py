@@ -99,6 +99,10 @@ class Settings:
     ratelimit_prefix: str = "psc"
     #: the time zone of every time a person reads (the API stays in UTC)
     timezone: str = DEFAULT_TIMEZONE
+    # -- signing in the browser (hF) --
+    #: the CA that certifies browser signatures; a development CA in the instance folder if None
+    browser_signing_ca_pkcs12: str | None = None
+    browser_signing_ca_passphrase: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -148,6 +152,9 @@ class Settings:
             trusted_proxies=_count(env.get("TRUSTED_PROXIES", "0"), "TRUSTED_PROXIES"),
             ratelimit_prefix=env.get("RATELIMIT_PREFIX") or "psc",
             timezone=_timezone(env.get("TIMEZONE") or DEFAULT_TIMEZONE),
+            # -- signing in the browser (hF) --
+            browser_signing_ca_pkcs12=env.get("BROWSER_SIGNING_CA_PKCS12") or None,
+            browser_signing_ca_passphrase=env.get("BROWSER_SIGNING_CA_PASSPHRASE") or None,
         )
 
 

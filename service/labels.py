@@ -471,3 +471,18 @@ def regime(code: str | None) -> str:
 
 def regime_wording(code: str | None) -> dict[str, str]:
     return REGIME_WORDING.get(code or "", REGIME_WORDING["facultative"])
+
+
+# -- signing in the browser (hF) ------------------------------------------------------------
+
+EVENTS.update(
+    {
+        "signatory_named": "Signataire de la collectivité désigné",
+        "signing_code_sent": "Code de signature envoyé au signataire",
+        "signing_code_rejected": "Code de signature erroné",
+        "signing_request_blocked": "Demande de signature bloquée (trop d'essais)",
+        "browser_signed": "Pièce signée en ligne par le signataire",
+    }
+)
+#: how the signatory signed in the browser
+BROWSER_SIGNATURE_MODES = {"drawn": "signature dessinée", "typed": "nom saisi"}

@@ -6,6 +6,7 @@ from service.archive.models import ArchiveRecord
 from service.audit.models import AuditEvent, AuditHead
 from service.campaigns.models import Campaign
 from service.engine.models import Job, WorkerHeartbeat
+from service.esign.models import Signatory, SigningRequest  # signing in the browser (hF)
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.reference.models import Cdg, Convention, Employer
 from service.returns.models import KitReturn
@@ -28,6 +29,8 @@ __all__ = [
     "KitDocument",
     "KitReturn",
     "Membership",
+    "Signatory",
+    "SigningRequest",
     "User",
     "WebSession",
     "WorkerHeartbeat",

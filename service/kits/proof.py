@@ -145,6 +145,74 @@ class ProofFacts:
     kit_last_hash: str
     kit_events: int
     frozen: bool
+    #: the evidence of the pieces signed in the browser (hF)
+    browser_signatures: tuple[BrowserSigningFacts, ...] = ()
+
+
+# -- signing in the browser (hF) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrowserSigningFacts:
+    """What the audit event `browser_signed` records, as the certificate prints it (never the
+    one-time code: it is recorded nowhere)."""
+
+    title: str
+    signatory: str
+    email: str
+    mode: str
+    consent: str
+    code_sent: str
+    code_used: str
+    at: str
+    address: str
+    user_agent: str
+    shown_sha256: str
+    result_sha256: str
+    certificate_serial: str
+    certificate_fingerprint: str
+    level: str
+
+
+def browser_signing_facts(
+    events: Sequence[AuditEvent], zone: str
+) -> tuple[BrowserSigningFacts, ...]:
+    facts = []
+    for e in events:
+        if e.event != "browser_signed":
+            continue
+        d = e.details or {}
+        who = d.get("signatory") or {}
+        name = ", ".join(str(p) for p in (who.get("name"), who.get("title")) if p) or "—"
+        mode = labels.BROWSER_SIGNATURE_MODES.get(str(d.get("mode")), "signature en ligne")
+        if d.get("typed"):
+            mode += f" (« {d['typed']} »)"
+        queued = time_label(d.get("code_queued_at"), zone)
+        sent = d.get("code_sent_at")
+        attempts = int(d.get("attempts") or 1)
+        certificate = d.get("certificate") or {}
+        facts.append(
+            BrowserSigningFacts(
+                title=_title(str(d.get("kind"))),
+                signatory=name,
+                email=str(who.get("email") or "—"),
+                mode=mode,
+                consent=str(d.get("consent") or "—"),
+                code_sent=f"demandé le {queued}, "
+                + (f"envoyé le {time_label(sent, zone)}" if sent else "envoi non encore confirmé"),
+                code_used=f"saisi le {time_label(d.get('code_used_at'), zone)}, "
+                f"{attempts} essai{'s' if attempts > 1 else ''}",
+                at=time_label(e.at, zone),
+                address=e.address or "non connue",
+                user_agent=str(d.get("user_agent") or "non indiqué"),
+                shown_sha256=e.sha256_before or "—",
+                result_sha256=e.sha256_after or "—",
+                certificate_serial=str(certificate.get("serial") or "—"),
+                certificate_fingerprint=str(certificate.get("fingerprint") or "—"),
+                level=labels.SIGNATURE_LEVELS.get(str(d.get("level")), "signature PAdES"),
+            )
+        )
+    return tuple(facts)
 
 
 # -- French wording -------------------------------------------------------------------------
@@ -397,6 +465,7 @@ def gather_facts(
         kit_last_hash=events[-1].hash if events else "—",
         kit_events=len(events),
         frozen=False,
+        browser_signatures=browser_signing_facts(events, zone),
     )
 
 
