@@ -25,6 +25,7 @@ makes the kit lay the documents out itself, as before: nothing is lost or cut.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import html as html_lib
@@ -337,17 +338,21 @@ class TemplateSet:
         strips = self.kit_template.render(
             **{**context, "sections": tuple(SPECS[kind] for kind in LAID_OUT_ONCE)}
         )
-        own_sections = tuple(spec for spec in DOCUMENTS if spec.kind not in LAID_OUT_ONCE)
-        own = self._layout(
-            self.kit_template.render(**{**context, "sections": own_sections}), counters
-        )
-        pages = _pages_by_kind(own, own_sections) | _pages_by_kind(once.document, once.sections)
-        document = own.copy([page for spec in DOCUMENTS for page in pages[spec.kind]])
-        starts = {spec.kind: document.pages.index(pages[spec.kind][0]) for spec in DOCUMENTS}
-        lines = _strip_lines(once, _strip_texts(strips), starts, data.reference)
-        if lines is None:  # a line does not fit its place: the kit lays them out itself
+        placed = _strip_lines(once, _strip_texts(strips), data.reference)
+        lines: list[TextLine] = []
+        if placed is None:  # a line does not fit its place: the kit lays them out itself
             document = self._layout(self.kit_template.render(**context), counters)
-            lines = []
+        else:
+            own_sections = tuple(spec for spec in DOCUMENTS if spec.kind not in LAID_OUT_ONCE)
+            own = self._layout(
+                self.kit_template.render(**{**context, "sections": own_sections}), counters
+            )
+            pages = _pages_by_kind(own, own_sections) | _pages_by_kind(once.document, once.sections)
+            document = own.copy([page for spec in DOCUMENTS for page in pages[spec.kind]])
+            starts = {spec.kind: document.pages.index(pages[spec.kind][0]) for spec in DOCUMENTS}
+            lines = [
+                dataclasses.replace(line, page=starts[kind] + line.page) for kind, line in placed
+            ]
         # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does
         bundle = document.write_pdf(
             pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
@@ -741,31 +746,35 @@ def _wrap(text: str, width: float, size: float) -> list[str]:
     return lines
 
 
-def _lines_at(place: _Place, lines: list[str], start: int) -> list[TextLine]:
+def _lines_at(place: _Place, lines: list[str]) -> list[tuple[str, TextLine]]:
+    """The lines in their place: (document, line on the document's page)."""
     ascent, descent = font_metrics()
     half_leading = (place.line_height - (ascent - descent) * place.size) / 2
     return [
-        TextLine(
-            page=start + place.page,
-            x=place.x * PX,
-            y=(place.page_height - place.y - n * place.line_height - half_leading) * PX
-            - ascent * place.size * PX,
-            size=place.size * PX,
-            color=place.color,
-            text=line,
+        (
+            place.kind,
+            TextLine(
+                page=place.page,
+                x=place.x * PX,
+                y=(place.page_height - place.y - n * place.line_height - half_leading) * PX
+                - ascent * place.size * PX,
+                size=place.size * PX,
+                color=place.color,
+                text=line,
+            ),
         )
         for n, line in enumerate(lines)
     ]
 
 
 def _strip_lines(
-    once: _OnceLayout, texts: dict[str, str], starts: dict[str, int], reference: str
-) -> list[TextLine] | None:
+    once: _OnceLayout, texts: dict[str, str], reference: str
+) -> list[tuple[str, TextLine]] | None:
     """The kit's lines in their places, or None when one does not fit (or a strip of the
     layout has no text, or a text no place)."""
     if set(texts) != set(once.strips):
         return None
-    drawn: list[TextLine] = []
+    drawn: list[tuple[str, TextLine]] = []
     for name, text in texts.items():
         place = once.strips[name]
         if not encodable(text):
@@ -774,12 +783,12 @@ def _strip_lines(
         room = int(place.height / place.line_height + 0.01)
         if len(lines) > room or any(text_width(line, place.size) > place.width for line in lines):
             return None
-        drawn += _lines_at(place, lines, starts[place.kind])
+        drawn += _lines_at(place, lines)
     for place in once.footers:
         text = f"Réf. {reference} · {SPECS[place.kind].title}"
         if not encodable(text) or text_width(text, place.size) > place.width:
             return None
-        drawn += _lines_at(place, [text], starts[place.kind])
+        drawn += _lines_at(place, [text])
     return drawn
 
 
