@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pikepdf
@@ -133,3 +134,14 @@ def test_amounts_keep_their_non_breaking_spaces() -> None:
     )
     form = _text(render_kit(big), "enrolment-form")
     assert "Participation de l'employeur : 1 234,50 € par mois" in form
+
+
+def test_kits_rendered_in_threads_equal_kits_rendered_one_by_one() -> None:
+    """Threads share the convention's layout: each kit's files are still its own."""
+    inputs = [kit_input(name, reference=f"PSC-81-2025-00020{n}") for n, name in enumerate("AB")]
+    alone = [render_kit(data) for data in inputs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(render_kit, inputs))
+    for one, other in zip(alone, together, strict=True):
+        assert [d.pdf for d in one.documents] == [d.pdf for d in other.documents]
+        assert one.bundle == other.bundle

@@ -25,6 +25,7 @@ makes the kit lay the documents out itself, as before: nothing is lost or cut.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -353,10 +354,12 @@ class TemplateSet:
             lines = [
                 dataclasses.replace(line, page=starts[kind] + line.page) for kind, line in placed
             ]
-        # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does
-        bundle = document.write_pdf(
-            pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
-        )
+        # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does;
+        # writing marks the boxes (fields, tags): one kit at a time writes the shared pages
+        with once.writing if placed is not None else contextlib.nullcontext():
+            bundle = document.write_pdf(
+                pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
+            )
         ranges = _page_ranges(document)
         boxes = _insurer_boxes(document, ranges)
         bundle, pdfs = finish_kit(
@@ -623,6 +626,8 @@ class _OnceLayout:
     strips: dict[str, _Place]
     #: each page's footer line (the kit's reference and the document's title)
     footers: tuple[_Place, ...]
+    #: held while a kit's PDF is written with these pages (WeasyPrint marks their boxes)
+    writing: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
     @property
     def sections(self) -> tuple[DocumentSpec, ...]:
