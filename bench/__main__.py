@@ -100,6 +100,13 @@ def main() -> int:
                 f"  pages per second (one core): {pages / sum(timings):.1f} "
                 f"({pages / len(timings):.1f} pages per kit)"
             )
+            from service.kits.render import LAID_OUT_ONCE, template_set
+
+            stats = template_set("default").layout_stats
+            print(
+                f"  laid out once per convention ({', '.join(LAID_OUT_ONCE)}): "
+                f"{stats['made']} layout(s) made, reused by {stats['reused']} kits"
+            )
 
             batch_ok = True
             returns_ok = bench_returns(employers[0], store, rounds=args.returns)

@@ -77,6 +77,19 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class TextLine:
+    """One line of text drawn on a written page (PDF points, `y` the baseline), in the fields'
+    full font: the per-kit text of the pages laid out once per convention."""
+
+    page: int  # index within the whole kit
+    x: float
+    y: float
+    size: float
+    color: tuple[float, float, float]
+    text: str
+
+
+@dataclass(frozen=True)
 class Metadata:
     """What both the Info dictionary and the XMP packet say."""
 
@@ -318,6 +331,58 @@ def _fix_radio_group(
                 del kid[key]
     if "/Opt" in group:
         del group["/Opt"]
+
+
+# -- per-kit text on pages laid out once -------------------------------------------------
+
+TEXT_RESOURCE = "/KitSansText"
+
+
+def encodable(text: str) -> bool:
+    """Whether `text` can be drawn with the fields' font (WinAnsiEncoding)."""
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return all(ch >= " " for ch in text)
+
+
+def text_width(text: str, size: float) -> float:
+    """The width of `text` (encodable) in the fields' font at `size`, in the same unit."""
+    widths = _font_program().widths
+    return sum(widths[code - 32] for code in text.encode("cp1252")) * size / 1000
+
+
+def font_metrics() -> tuple[float, float]:
+    """The fields' font's ascent and descent (negative), in em."""
+    program = _font_program()
+    return program.ascent / 1000, program.descent / 1000
+
+
+def _draw_lines(pdf: Pdf, lines: Sequence[TextLine], font: pikepdf.Object) -> None:
+    """Draws the lines on their pages, as pagination artifacts (outside the structure tree),
+    after the page's own content (wrapped in q/Q, so that its graphics state does not leak)."""
+    pages: dict[int, list[TextLine]] = {}
+    for line in lines:
+        pages.setdefault(line.page, []).append(line)
+    for number, page_lines in sorted(pages.items()):
+        page = pdf.pages[number]
+        resources = page.obj.get("/Resources")
+        if resources is None:
+            page.obj.Resources = resources = Dictionary()
+        if "/Font" not in resources:
+            resources.Font = Dictionary()
+        resources.Font[TEXT_RESOURCE] = font
+        ops = [b"/Artifact <</Type /Pagination>> BDC"]
+        for line in page_lines:
+            r, g, b = line.color
+            ops.append(
+                f"BT {TEXT_RESOURCE} {line.size:.3f} Tf {r:.3f} {g:.3f} {b:.3f} rg "
+                f"{line.x:.3f} {line.y:.3f} Td <{line.text.encode('cp1252').hex()}> Tj ET".encode()
+            )
+        ops.append(b"EMC")
+        page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
+        page.contents_add(pikepdf.Stream(pdf, b"\nQ\n" + b"\n".join(ops) + b"\n"))
 
 
 # -- signature fields ----------------------------------------------------------------------
@@ -646,12 +711,14 @@ def finish_kit(
     created: datetime,
     creator: str,
     group_labels: dict[str, str],
+    lines: Sequence[TextLine] = (),
 ) -> tuple[bytes, list[bytes]]:
     """The finished bundle and one PDF/A-2b file per piece, from WeasyPrint's single PDF.
 
     Pieces' titles become their files' titles; the bundle keeps the title, author and subject
     WeasyPrint took from the HTML, and every file says `creator`, WeasyPrint as producer and
-    `created` (timezone-aware) as creation and modification dates.
+    `created` (timezone-aware) as creation and modification dates. `lines` are drawn on their
+    pages (the per-kit text of pages laid out once per convention).
     """
     with Pdf.open(io.BytesIO(bundle)) as pdf:
         info = pdf.docinfo
@@ -662,7 +729,9 @@ def finish_kit(
         producer = text("/Producer") or "WeasyPrint"
         author, subject = text("/Author"), text("/Subject")
         bundle_meta = Metadata(text("/Title") or "Kit", author, subject, creator, producer, created)
-        _fix_forms(pdf, group_labels)
+        font = _fix_forms(pdf, group_labels)
+        if lines:
+            _draw_lines(pdf, lines, font if font is not None else _add_font(pdf))
         _add_signature_fields(pdf, (f for piece in pieces for f in piece.signature_fields))
         _compress_streams(pdf)  # after the fields: the font is compared with its file plain
         parent_tree = _parent_tree(pdf)

@@ -10,16 +10,31 @@ Speed (a kit is mostly WeasyPrint's layout and drawing of its ten pages): tables
 layouts with set column widths (the automatic layout measures every cell twice); the PDF is
 written plain and `finish_kit` deflates its streams once (WeasyPrint deflates at zlib's slowest
 level) and packs the objects in object streams; the layout is freed by reference counting as
-soon as the kit is written (`_free_layout`). Nothing is cached from one kit to the next: every
-document names the employer (banner, text or both) and carries the kit's reference on every
-page, so no document is the same for two employers of a convention.
+soon as the kit is written (`_free_layout`).
+
+Laid out once per convention: the documents of `LAID_OUT_ONCE` (the enrolment form and the
+beneficiary designation) say nothing of the employer or the kit outside a few lines, their
+`strip`s (banner subtitle and kit line, the employer's line and contribution, the footer's
+reference). A pass of their own lays them out with those places left blank; its layout is kept
+(per process, keyed by the hash of that pass's HTML, so any other difference, of convention,
+template or wording, is another layout) and its pages join the kit's own pass before the PDF is
+written; the kit's lines are then drawn in their places (`pdfforms.TextLine`), in the fields'
+full font, as pagination artifacts. A line that would not fit its place (or not in that font)
+makes the kit lay the documents out itself, as before: nothing is lost or cut.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
+import hashlib
+import html as html_lib
 import io
+import re
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -39,7 +54,15 @@ from weasyprint.text.fonts import FontConfiguration
 from service import formatting, labels
 from service.formatting import file_stem
 from service.kits.clauses import DocxMeta, to_docx
-from service.kits.pdfforms import Piece, SignatureField, finish_kit
+from service.kits.pdfforms import (
+    Piece,
+    SignatureField,
+    TextLine,
+    encodable,
+    finish_kit,
+    font_metrics,
+    text_width,
+)
 from service.reference.simulation import Option, simulate
 from service.reference.templates import TEMPLATES_ROOT
 from service.timeutil import DEFAULT_TIMEZONE
@@ -76,6 +99,11 @@ DOCUMENTS: tuple[DocumentSpec, ...] = (
 )
 DOCUMENT_KINDS = tuple(d.kind for d in DOCUMENTS)
 SPECS = {d.kind: d for d in DOCUMENTS}
+#: documents whose per-kit text is only in `strip`s: laid out once per convention (see above)
+LAID_OUT_ONCE = ("enrolment-form", "beneficiary-designation")
+#: layouts kept per template set (one per convention and wording; a few kilobytes of boxes each)
+LAYOUTS_KEPT = 16
+PX = 0.75  # CSS pixel → PDF point
 
 
 @dataclass(frozen=True)
@@ -227,6 +255,10 @@ class TemplateSet:
             if spec.has_docx
         }
         self.docx_base = (self.docx_dir / "base.docx").read_bytes()
+        self._layouts: OrderedDict[str, _OnceLayout] = OrderedDict()
+        self._layouts_lock = threading.Lock()
+        #: layouts made and reused, for the tests and the bench
+        self.layout_stats = {"made": 0, "reused": 0}
 
     def context(self, data: KitInput) -> dict[str, Any]:
         contribution = data.employer.contribution
@@ -256,6 +288,8 @@ class TemplateSet:
             "insurer_identity": _insurer_identity(data.convention),
             "headcount": formatting.plural(employer.headcount, "agent"),
             "regime": labels.regime_wording(data.convention.regime),
+            "sections": DOCUMENTS,
+            "layout_once": False,
         }
         context["contracts"] = {
             kind: Markup(template.render(**context, spec=SPECS[kind]))
@@ -265,23 +299,70 @@ class TemplateSet:
 
     def render(self, data: KitInput) -> RenderedKit:
         context = self.context(data)
-        html = self.kit_template.render(**context)
         counters = CounterStyle()  # this layout's own: it tells its context from others'
         try:
-            return self._render(data, context, html, counters)
+            return self._render(data, context, counters)
         finally:
             _free_layout(counters)
 
-    def _render(
-        self, data: KitInput, context: dict[str, Any], html: str, counters: CounterStyle
-    ) -> RenderedKit:
-        document = HTML(string=html, base_url=str(self.html_dir) + "/").render(
+    def _layout(self, html: str, counters: CounterStyle) -> Any:
+        return HTML(string=html, base_url=str(self.html_dir) + "/").render(
             stylesheets=[self.stylesheet], font_config=self.fonts, counter_style=counters
         )
-        # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does
-        bundle = document.write_pdf(
-            pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
+
+    def _laid_out_once(self, context: dict[str, Any]) -> _OnceLayout:
+        """The layout of the `LAID_OUT_ONCE` documents without their per-kit text, made on
+        first use and kept per process (keyed by its HTML's hash)."""
+        sections = tuple(SPECS[kind] for kind in LAID_OUT_ONCE)
+        html = self.kit_template.render(**{**context, "sections": sections, "layout_once": True})
+        key = hashlib.sha256(html.encode()).hexdigest()
+        with self._layouts_lock:
+            layout = self._layouts.get(key)
+            if layout is not None:
+                self._layouts.move_to_end(key)
+                self.layout_stats["reused"] += 1
+                return layout
+        counters = CounterStyle()
+        try:
+            document = self._layout(html, counters)
+        finally:
+            _free_layout(counters)  # the pages keep their boxes; the context is not needed
+        layout = _OnceLayout(document, _strip_places(document), _footer_places(document))
+        with self._layouts_lock:
+            self._layouts[key] = layout
+            self.layout_stats["made"] += 1
+            while len(self._layouts) > LAYOUTS_KEPT:
+                self._layouts.popitem(last=False)
+        return layout
+
+    def _render(
+        self, data: KitInput, context: dict[str, Any], counters: CounterStyle
+    ) -> RenderedKit:
+        once = self._laid_out_once(context)
+        strips = self.kit_template.render(
+            **{**context, "sections": tuple(SPECS[kind] for kind in LAID_OUT_ONCE)}
         )
+        placed = _strip_lines(once, _strip_texts(strips), data.reference)
+        lines: list[TextLine] = []
+        if placed is None:  # a line does not fit its place: the kit lays them out itself
+            document = self._layout(self.kit_template.render(**context), counters)
+        else:
+            own_sections = tuple(spec for spec in DOCUMENTS if spec.kind not in LAID_OUT_ONCE)
+            own = self._layout(
+                self.kit_template.render(**{**context, "sections": own_sections}), counters
+            )
+            pages = _pages_by_kind(own, own_sections) | _pages_by_kind(once.document, once.sections)
+            document = own.copy([page for spec in DOCUMENTS for page in pages[spec.kind]])
+            starts = {spec.kind: document.pages.index(pages[spec.kind][0]) for spec in DOCUMENTS}
+            lines = [
+                dataclasses.replace(line, page=starts[kind] + line.page) for kind, line in placed
+            ]
+        # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does;
+        # writing marks the boxes (fields, tags): one kit at a time writes the shared pages
+        with once.writing if placed is not None else contextlib.nullcontext():
+            bundle = document.write_pdf(
+                pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
+            )
         ranges = _page_ranges(document)
         boxes = _insurer_boxes(document, ranges)
         bundle, pdfs = finish_kit(
@@ -290,6 +371,7 @@ class TemplateSet:
             created=datetime.combine(data.issued_on, time.min, tzinfo=ZoneInfo(data.timezone)),
             creator=CREATOR,
             group_labels=_group_labels(document),
+            lines=lines,
         )
         documents = []
         for spec, pdf, (start, end) in zip(DOCUMENTS, pdfs, ranges, strict=True):
@@ -407,8 +489,7 @@ def _free_layout(counters: CounterStyle) -> None:
     """
     for obj in gc.get_objects(generation=0):
         if type(obj) is LayoutContext and obj.counter_style is counters:
-            obj.__dict__.clear()
-            break
+            obj.__dict__.clear()  # (a kit laid out twice, see `_render`, has two)
 
 
 @cache
@@ -520,6 +601,203 @@ def _group_labels(document: Any) -> dict[str, str]:
                 if label is not None and value is not None:
                     labels[f"{name}={value}"] = _text(label)
     return labels
+
+
+# -- documents laid out once per convention ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a strip's lines go: its page within its document, its content box (CSS px from
+    the page's top left), font size (px), line height (px) and colour."""
+
+    kind: str
+    page: int
+    x: float
+    y: float
+    width: float
+    height: float
+    size: float
+    line_height: float
+    color: tuple[float, float, float]
+    page_height: float
+
+
+@dataclass(frozen=True)
+class _OnceLayout:
+    document: Any
+    strips: dict[str, _Place]
+    #: each page's footer line (the kit's reference and the document's title)
+    footers: tuple[_Place, ...]
+    #: held while a kit's PDF is written with these pages (WeasyPrint marks their boxes)
+    writing: threading.Lock = field(default_factory=threading.Lock, compare=False)
+
+    @property
+    def sections(self) -> tuple[DocumentSpec, ...]:
+        return tuple(SPECS[kind] for kind in LAID_OUT_ONCE)
+
+
+def _rgb(style: Any) -> tuple[float, float, float]:
+    color = style["color"]
+    values = color.to("srgb").coordinates if hasattr(color, "to") else color[:3]
+    return tuple(round(float(v), 4) for v in values[:3])  # type: ignore[return-value]
+
+
+def _line_height(style: Any) -> float:
+    """The used line height (px) of a block's lines: a number times the font size, a length,
+    or `normal` (the font's ascent and descent)."""
+    value, size = style["line_height"], float(style["font_size"])
+    if isinstance(value, int | float):
+        return float(value) * size
+    if getattr(value, "unit", None) == "px":
+        return float(value.value)
+    ascent, descent = font_metrics()
+    return (ascent - descent) * size
+
+
+def _kind_of(document: Any, number: int) -> tuple[str, int]:
+    """The kind of the document page `number` belongs to, and the page's index within it."""
+    start, kind = 0, ""
+    for index, page in enumerate(document.pages[: number + 1]):
+        for anchor in page.anchors:
+            if anchor.startswith("doc-") and anchor[4:] in SPECS:
+                start, kind = index, anchor[4:]
+    return kind, number - start
+
+
+def _place(box: Any, kind: str, page: int, page_height: float) -> _Place:
+    return _Place(
+        kind=kind,
+        page=page,
+        x=box.content_box_x(),
+        y=box.content_box_y(),
+        width=box.width,
+        height=box.height,
+        size=float(box.style["font_size"]),
+        line_height=_line_height(box.style),
+        color=_rgb(box.style),
+        page_height=page_height,
+    )
+
+
+def _strip_places(document: Any) -> dict[str, _Place]:
+    places = {}
+    for number, page in enumerate(document.pages):
+        kind, within = _kind_of(document, number)
+        for box in page._page_box.descendants():
+            element = getattr(box, "element", None)
+            ident = element.get("id", "") if element is not None else ""
+            if ident.startswith("strip-") and ident[6:] not in places and box.element_tag == "div":
+                places[ident[6:]] = _place(box, kind, within, page.height)
+    return places
+
+
+def _footer_places(document: Any) -> tuple[_Place, ...]:
+    """The footer's left box of every page: where the kit's reference goes."""
+    places = []
+    for number, page in enumerate(document.pages):
+        kind, within = _kind_of(document, number)
+        margin = next(
+            box
+            for box in page._page_box.children
+            if getattr(box, "at_keyword", None) == "@bottom-left"
+        )
+        line = next(box for box in margin.descendants() if type(box).__name__ == "LineBox")
+        place = _place(margin, kind, within, page.height)
+        places.append(
+            _Place(
+                **{**place.__dict__, "y": line.position_y, "height": line.height}
+                | {"line_height": line.height}
+            )
+        )
+    return tuple(places)
+
+
+def _pages_by_kind(document: Any, sections: tuple[DocumentSpec, ...]) -> dict[str, list[Any]]:
+    starts = {}
+    for number, page in enumerate(document.pages):
+        for anchor in page.anchors:
+            if anchor.startswith("doc-") and anchor[4:] in SPECS:
+                starts.setdefault(anchor[4:], number)
+    if set(starts) != {spec.kind for spec in sections}:
+        raise RenderError(f"documents missing from the layout: {sections}")
+    ordered = [*sorted(starts.values()), len(document.pages)]
+    by_start = {start: kind for kind, start in starts.items()}
+    return {
+        by_start[ordered[i]]: document.pages[ordered[i] : ordered[i + 1]]
+        for i in range(len(ordered) - 1)
+    }
+
+
+_STRIP = re.compile(
+    r'<div class="[^"]*" id="strip-([^"]+)" data-lines="\d+">(.*?)</div>', re.DOTALL
+)
+
+
+def _strip_texts(html: str) -> dict[str, str]:
+    """The kit's text of every strip, from the kit's HTML of the documents laid out once."""
+    return {
+        name: " ".join(html_lib.unescape(re.sub(r"<[^>]*>", "", inner)).split())
+        for name, inner in _STRIP.findall(html)
+    }
+
+
+def _wrap(text: str, width: float, size: float) -> list[str]:
+    """Lines of at most `width` (px, at `size` px), broken at spaces."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and text_width(candidate, size) <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
+
+
+def _lines_at(place: _Place, lines: list[str]) -> list[tuple[str, TextLine]]:
+    """The lines in their place: (document, line on the document's page)."""
+    ascent, descent = font_metrics()
+    half_leading = (place.line_height - (ascent - descent) * place.size) / 2
+    return [
+        (
+            place.kind,
+            TextLine(
+                page=place.page,
+                x=place.x * PX,
+                y=(place.page_height - place.y - n * place.line_height - half_leading) * PX
+                - ascent * place.size * PX,
+                size=place.size * PX,
+                color=place.color,
+                text=line,
+            ),
+        )
+        for n, line in enumerate(lines)
+    ]
+
+
+def _strip_lines(
+    once: _OnceLayout, texts: dict[str, str], reference: str
+) -> list[tuple[str, TextLine]] | None:
+    """The kit's lines in their places, or None when one does not fit (or a strip of the
+    layout has no text, or a text no place)."""
+    if set(texts) != set(once.strips):
+        return None
+    drawn: list[tuple[str, TextLine]] = []
+    for name, text in texts.items():
+        place = once.strips[name]
+        if not encodable(text):
+            return None
+        lines = _wrap(text, place.width, place.size) if text else []
+        room = int(place.height / place.line_height + 0.01)
+        if len(lines) > room or any(text_width(line, place.size) > place.width for line in lines):
+            return None
+        drawn += _lines_at(place, lines)
+    for place in once.footers:
+        text = f"Réf. {reference} · {SPECS[place.kind].title}"
+        if not encodable(text) or text_width(text, place.size) > place.width:
+            return None
+        drawn += _lines_at(place, [text])
+    return drawn
 
 
 def _zip(

@@ -1,0 +1,147 @@
+"""The enrolment form and the beneficiary designation, laid out once per convention: every kit
+still prints its own employer, SIRET, contribution and reference on them, read back by poppler
+and pypdf; a line that would not fit makes the kit lay them out itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pikepdf
+
+from service.kits.render import (
+    LAID_OUT_ONCE,
+    SPECS,
+    RenderedKit,
+    render_kit,
+    template_set,
+)
+from tests.pdftools import pdf_text, words
+from tests.test_render import MODULATED, kit_input
+
+
+def _text(kit: RenderedKit, kind: str) -> str:
+    return " ".join(pdf_text(next(d.pdf for d in kit.documents if d.kind == kind)))
+
+
+def _pdf(kit: RenderedKit, kind: str) -> bytes:
+    return next(d.pdf for d in kit.documents if d.kind == kind)
+
+
+def _stats() -> dict[str, int]:
+    return dict(template_set("default").layout_stats)
+
+
+def test_layout_once_is_reused_for_another_employer_of_the_convention() -> None:
+    render_kit(kit_input("Albi"))  # the convention's layout made here, or before
+    before = _stats()
+    castres = render_kit(kit_input("Castres", reference="PSC-81-2025-000124"))
+    after = _stats()
+    assert after["reused"] == before["reused"] + 1 and after["made"] == before["made"]
+    form = _text(castres, "enrolment-form")
+    assert "Formulaire à remplir par l'agent – Commune de Castres (SIRET 218 100 048 00014)" in form
+    assert "Employeur : Commune de Castres, SIRET 218 100 048 00014." in form
+    assert "Participation de l'employeur : 15,00 € par mois, plafonnée" in form
+    assert "kit PSC-81-2025-000124 émis le 4 mars 2025" in form
+    assert "Réf. PSC-81-2025-000124 · Bulletin d'adhésion individuelle" in form
+    designation = _text(castres, "beneficiary-designation")
+    assert "Garantie décès – à remplir par l'agent de la commune de Castres" in designation
+    assert "Réf. PSC-81-2025-000124 · Désignation de bénéficiaire(s)" in designation
+    for kind in LAID_OUT_ONCE:
+        text = _text(castres, kind)
+        assert "Albi" not in text and "000123" not in text, kind
+
+
+def test_another_convention_or_contribution_text_gets_its_own_lines() -> None:
+    base = kit_input("Gaillac")
+    other = dataclasses.replace(
+        base,
+        convention=dataclasses.replace(base.convention, manager="Gestion Sud", options=()),
+        employer=dataclasses.replace(base.employer, contribution=MODULATED),
+    )
+    before = _stats()
+    kit = render_kit(other)
+    assert _stats()["made"] == before["made"] + 1  # the manager is in the designation's text
+    form = _text(kit, "enrolment-form")
+    assert "Décès" not in form  # no option in this convention
+    assert (
+        "Participation de l'employeur : 7,00 € (catégorie A), 12,00 € (catégorie B) et 18,00 € "
+        "(catégorie C) par mois, plafonnée au montant de votre cotisation." in form
+    )
+    assert "nouveau formulaire à Gestion Sud" in _text(kit, "beneficiary-designation")
+
+
+def test_layout_once_html_names_no_employer_and_no_kit() -> None:
+    """What the once-per-convention pass lays out is the same for two employers: their names,
+    SIRET and references are only in the strips drawn afterwards."""
+    ts = template_set("default")
+    sections = tuple(SPECS[kind] for kind in LAID_OUT_ONCE)
+    pages = []
+    for data in (kit_input("Albi"), kit_input("Castres", reference="PSC-81-2025-000999")):
+        context = ts.context(data)
+        html = ts.kit_template.render(**{**context, "sections": sections, "layout_once": True})
+        for value in (data.employer.name, data.reference, "218 100 048 00014", "15,00"):
+            assert value not in html, value
+        pages.append(html)
+    assert pages[0] == pages[1]
+
+
+def test_kit_lines_are_pagination_artifacts_in_the_full_field_font() -> None:
+    kit = render_kit(kit_input("Castres"))
+    with pikepdf.open(io.BytesIO(_pdf(kit, "enrolment-form"))) as pdf:
+        page = pdf.pages[0]
+        font = page.obj.Resources.Font["/KitSansText"]
+        assert font.Subtype == "/TrueType" and font.Encoding == "/WinAnsiEncoding"
+        assert "+" not in str(font.BaseFont) and "/FontFile2" in font.FontDescriptor
+        depth, artifact, drawn = 0, None, []
+        for operands, operator in pikepdf.parse_content_stream(page):
+            op = str(operator)
+            if op in ("BDC", "BMC"):
+                depth += 1
+                if str(operands[0]) == "/Artifact" and artifact is None:
+                    artifact = depth
+            elif op == "EMC":
+                if artifact == depth:
+                    artifact = None
+                depth -= 1
+            elif op == "Tj" and bytes(operands[0]).startswith(b"Employeur : "):
+                drawn.append(artifact is not None)
+        assert drawn == [True]
+
+
+def test_a_line_too_long_for_its_place_lays_the_documents_out_with_the_kit() -> None:
+    name = "Syndicat intercommunal " + " ".join(["des eaux de la vallée du Tarn"] * 6)
+    kit = render_kit(kit_input(name))
+    for kind in LAID_OUT_ONCE:
+        text = _text(kit, kind)
+        assert name in text, kind
+        for word in words(_pdf(kit, kind)):
+            assert word.x_min >= 50 and word.x_max <= word.page_width - 50, (kind, word)
+    # laid out with the kit: the employer's line is the page's own text, not a drawn strip
+    with pikepdf.open(io.BytesIO(_pdf(kit, "enrolment-form"))) as pdf:
+        assert "/KitSansText" not in pdf.pages[0].obj.Resources.Font
+
+
+def test_amounts_keep_their_non_breaking_spaces() -> None:
+    data = kit_input("Albi")
+    big = dataclasses.replace(
+        data,
+        employer=dataclasses.replace(
+            data.employer, contribution={"mode": "flat", "amount": str(Decimal("1234.50"))}
+        ),
+    )
+    form = _text(render_kit(big), "enrolment-form")
+    assert "Participation de l'employeur : 1 234,50 € par mois" in form
+
+
+def test_kits_rendered_in_threads_equal_kits_rendered_one_by_one() -> None:
+    """Threads share the convention's layout: each kit's files are still its own."""
+    inputs = [kit_input(name, reference=f"PSC-81-2025-00020{n}") for n, name in enumerate("AB")]
+    alone = [render_kit(data) for data in inputs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(render_kit, inputs))
+    for one, other in zip(alone, together, strict=True):
+        assert [d.pdf for d in one.documents] == [d.pdf for d in other.documents]
+        assert one.bundle == other.bundle
