@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from service import labels
 from service.accounts.auth import Principal
 from service.agents import rules
-from service.agents.models import MEMBERSHIP_STATES, Membership
+from service.agents.models import BASE_COMPONENTS, MEMBERSHIP_STATES, Membership
 from service.agents.notify import membership_confirmed
 from service.agents.schemas import LeaveIn, MembershipIn
 from service.api import field_errors
@@ -29,8 +29,8 @@ from service.kits.lifecycle import pieces_signed
 from service.kits.models import Kit, KitCounter
 from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Employer
-from service.reference.rules import cents, parse_contribution
-from service.reference.simulation import Option, simulate
+from service.reference.rules import cents, parse_amount, parse_contribution
+from service.reference.simulation import Option, normalize_amount, simulate
 
 INVITED, ACTIVE, LEFT = MEMBERSHIP_STATES
 #: the counter's key for memberships' references (kits use the real year; memberships year 0)
@@ -225,8 +225,8 @@ def _open_keys(employer: Employer, keys: Iterable[str]) -> set[str]:
 
 def _duplicate(data: MembershipIn) -> InvalidInput:
     return Conflict(
-        f"{data.first_name} {data.last_name}, né(e) le {long_date(data.birth_date)}, a déjà une "
-        "adhésion en cours chez cet employeur.",
+        f"Une adhésion est déjà en cours chez cet employeur pour {data.first_name} "
+        f"{data.last_name}, date de naissance : {long_date(data.birth_date)}.",
         code="duplicate_agent",
         field="last_name",
     )
@@ -273,9 +273,9 @@ def _membership(
     *, employer: Employer, kit: Kit, data: MembershipIn, quote: Quote, reference: str, actor: str
 ) -> Membership:
     base = {
-        k: f"{Decimal(str(v).replace(',', '.')):.2f}"
+        k: f"{parse_amount(normalize_amount(v), field=k):.2f}"
         for k, v in _elements(data).items()
-        if k in ("tbi", "nbi", "ri", "cti")
+        if k in BASE_COMPONENTS
     }
     return Membership(
         reference=reference,
