@@ -348,6 +348,18 @@ def _row_errors(row: int, errors: Iterable[ServiceError]) -> list[RowError]:
     return [RowError(row, e.field, e.code, e.message) for e in errors]
 
 
+def _base_errors(raw: dict[str, Any]) -> list[InvalidInput]:
+    """The pay elements' errors of a row other fields already refuse (every error at once)."""
+    found = []
+    base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
+    for name in BASE_COMPONENTS:
+        try:
+            parse_amount(normalize_amount(base.get(name) or "0"), field=name)
+        except InvalidInput as exc:
+            found.append(exc)
+    return found
+
+
 def import_memberships(
     *, employer: Employer, rows: Sequence[tuple[int, dict[str, Any]]], principal: Principal
 ) -> list[Membership]:
@@ -364,7 +376,7 @@ def import_memberships(
         try:
             data = MembershipIn.model_validate(raw)
         except ValidationError as exc:
-            errors += _row_errors(line, field_errors(exc))
+            errors += _row_errors(line, [*field_errors(exc), *_base_errors(raw)])
             continue
         quote, found = evaluate(employer=employer, kit=kit, data=data)
         key = rules.person_key(data.last_name, data.first_name, data.birth_date)
