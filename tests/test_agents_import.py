@@ -8,16 +8,24 @@ import io
 import zipfile
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openpyxl import Workbook, load_workbook
 
 from service.agents.models import ActivationLink, Membership
 from service.agents.schemas import IMPORT_COLUMNS
-from tests.test_agents_register import JOINS, SIRET, agent_mails, count, signed  # noqa: F401
+from tests.test_agents_register import JOINS, SIRET, agent_mails, count, joined
 from tests.test_reference_api import assert_error
 
 IMPORT = f"/api/v1/employers/{SIRET}/agents/import"
+
+
+@pytest.fixture
+def signed(
+    client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    return joined(client, staff)
 
 
 def row(n: int, **overrides: str) -> dict[str, str]:

@@ -37,10 +37,10 @@ def _upload() -> tuple[bytes, str]:
 
 
 def _registered(memberships: list[Any]) -> Any:
+    """Commit, answering with what was written (read before the commit expires it)."""
+    body = {"count": len(memberships), "items": [domain.membership_json(m) for m in memberships]}
     db.session.commit()
-    return jsonify(
-        {"count": len(memberships), "items": [domain.membership_json(m) for m in memberships]}
-    )
+    return jsonify(body)
 
 
 @route(

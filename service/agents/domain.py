@@ -10,17 +10,23 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service import labels
 from service.accounts.auth import Principal
 from service.agents import rules
-from service.agents.models import BASE_COMPONENTS, MEMBERSHIP_STATES, Membership
+from service.agents.models import (
+    BASE_COMPONENTS,
+    MEMBERSHIP_STATES,
+    ActivationLink,
+    Membership,
+)
 from service.agents.notify import membership_confirmed
 from service.agents.schemas import LeaveIn, MembershipIn
 from service.api import field_errors
 from service.audit.domain import record
+from service.engine.models import Job
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError
 from service.extensions import db
 from service.formatting import long_date, money
@@ -31,6 +37,7 @@ from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Employer
 from service.reference.rules import cents, parse_amount, parse_contribution
 from service.reference.simulation import Option, normalize_amount, simulate
+from service.timeutil import utcnow
 
 INVITED, ACTIVE, LEFT = MEMBERSHIP_STATES
 #: the counter's key for memberships' references (kits use the real year; memberships year 0)
@@ -272,14 +279,23 @@ def reserve_references(cdg_code: str, count: int) -> list[str]:
 def _membership(
     *, employer: Employer, kit: Kit, data: MembershipIn, quote: Quote, reference: str, actor: str
 ) -> Membership:
+    values = _membership_values(
+        employer=employer, kit=kit, data=data, quote=quote, reference=reference, actor=actor
+    )
+    return Membership(employer=employer, **values)
+
+
+def _membership_values(
+    *, employer: Employer, kit: Kit, data: MembershipIn, quote: Quote, reference: str, actor: str
+) -> dict[str, Any]:
     base = {
         k: f"{parse_amount(normalize_amount(v), field=k):.2f}"
         for k, v in _elements(data).items()
         if k in BASE_COMPONENTS
     }
-    return Membership(
+    return dict(
         reference=reference,
-        employer=employer,
+        employer_id=employer.id,
         convention_id=employer.convention_id,
         kit_id=kit.id,
         last_name=data.last_name,
@@ -360,6 +376,22 @@ def _base_errors(raw: dict[str, Any]) -> list[InvalidInput]:
     return found
 
 
+def _new_ids(model: Any, count: int) -> list[int]:
+    """`count` primary keys taken up front, so that the rows of an import are written with
+    plain batched INSERTs (no RETURNING statement per page to build and parse)."""
+    if count == 0:
+        return []
+    table = model.__table__.name
+    if db.session.get_bind().dialect.name == "postgresql":
+        sql = text(
+            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+        )
+        return list(db.session.scalars(sql, {"table": table, "n": count}))
+    # SQLite: the import holds the database's write lock (the reference counter was updated)
+    last = db.session.scalar(select(func.max(model.id))) or 0
+    return list(range(last + 1, last + count + 1))
+
+
 def import_memberships(
     *, employer: Employer, rows: Sequence[tuple[int, dict[str, Any]]], principal: Principal
 ) -> list[Membership]:
@@ -402,8 +434,10 @@ def import_memberships(
     if errors:
         raise ImportRejected(sorted(errors, key=lambda e: e.row))
     references = reserve_references(employer.cdg.code, len(valid))
-    memberships = [
-        _membership(
+    ids = _new_ids(Membership, len(valid))
+    now = utcnow()
+    rows_values = [
+        _membership_values(
             employer=employer,
             kit=kit,
             data=data,
@@ -411,19 +445,32 @@ def import_memberships(
             reference=reference,
             actor=principal.actor,
         )
-        for (_, data, quote, _), reference in zip(valid, references, strict=True)
+        | {"id": new_id, "created_at": now, "updated_at": now}
+        for (_, data, quote, _), reference, new_id in zip(valid, references, ids, strict=True)
     ]
-    db.session.add_all(memberships)
     try:
         with db.session.begin_nested():
-            db.session.flush()
+            # one batched INSERT (executemany), then the rows read back in one SELECT
+            db.session.execute(insert(Membership), rows_values)
     except IntegrityError as exc:
         raise Conflict(
             "Un de ces agents a été inscrit entre-temps : recommencez l'import.",
             code="duplicate_agent",
         ) from exc
-    for membership in memberships:
-        membership_confirmed(membership)
+    wanted = set(ids)
+    between = Membership.id.between(min(ids), max(ids))
+    memberships = [
+        m
+        for m in db.session.scalars(select(Membership).where(between).order_by(Membership.id))
+        if m.id in wanted
+    ]
+    links = [membership_confirmed(membership) for membership in memberships]
+    for link, new_id in zip(links, _new_ids(ActivationLink, len(links)), strict=True):
+        link.id = new_id
+    jobs = [obj for obj in db.session.new if isinstance(obj, Job) and obj.id is None]
+    for job, new_id in zip(jobs, _new_ids(Job, len(jobs)), strict=True):
+        job.id = new_id
+    db.session.flush()
     record(
         "memberships_imported",
         actor=principal.actor,
