@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
+from werkzeug.serving import make_server
 
 from service.agents.models import ActivationLink, Membership
 from service.audit.models import AuditEvent
@@ -24,6 +29,7 @@ from service.kits import lifecycle
 from service.kits.models import Kit
 from service.reference.models import Convention
 from tests.conftest import auth, employer_payload
+from tests.test_e2e import ARGS, CHROMIUM, Session
 from tests.test_reference_api import assert_error
 from tests.test_returns import SIRET, issued_pdf, portal
 
@@ -493,3 +499,83 @@ def test_filled_enrolment_form_registers_the_agent(
         content_type="multipart/form-data",
     )
     assert_error(other, 422, "not_an_enrolment_form", "file")
+
+
+# -- the portal's form in Chromium -------------------------------------------------------------
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} missing: `make test` installs Debian's chromium")
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_portal_registers_an_agent_through_the_confirmation_step(
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    live_server: str,
+    chromium: Any,
+    artifacts: Path,
+) -> None:
+    kit, _ = joined(client, staff)
+    shots = artifacts / "screenshots"
+    shots.mkdir(exist_ok=True)
+    browser = Session(chromium, live_server, shots, width=390)  # a phone
+    page = browser.page
+    browser.go("/portail")
+    page.fill("#siret", SIRET)
+    page.fill("#access_code", kit["access_code"])
+    page.click("button[type=submit]")
+    page.click("nav >> text=Mes agents")
+    page.wait_for_selector("h1:has-text('Mes agents')")
+    assert "Aucun agent inscrit" in page.inner_text("main")
+    page.click("text=Inscrire un agent")
+    browser.check_a11y("agents-formulaire")
+    page.fill("#last_name", "Durand")
+    page.fill("#first_name", "Élise")
+    page.fill("#birth_date", "1985-04-12")
+    page.fill("#email", "elise.durand@example.fr")
+    page.select_option("#status", "titulaire")
+    page.select_option("#category", "B")
+    page.fill("#tbi", "1 500,00")
+    page.fill("#joins_on", JOINS.replace(day=15).isoformat())
+    page.click("button:has-text('Vérifier la cotisation')")
+    assert "premier jour d'un mois" in page.inner_text("#joins_on-error")
+    assert page.evaluate("document.activeElement.id") == "joins_on"
+    browser.check_a11y("agents-formulaire-erreur")
+    page.fill("#joins_on", JOINS.isoformat())
+    page.check("#option-deces")
+    page.click("button:has-text('Vérifier la cotisation')")
+    page.wait_for_selector("h1:has-text('Vérifier l')")
+    text = page.inner_text("main").replace("\u00a0", " ")
+    # 1 500 € at 2,30 + 0,30 % → 39,00 €; 15 € paid → 24,00 €
+    assert page.inner_text("#quote-premium").replace("\u00a0", " ") == "39,00 €"
+    assert page.inner_text("#quote-contribution").replace("\u00a0", " ") == "15,00 €"
+    assert page.inner_text("#quote-share").replace("\u00a0", " ") == "24,00 €"
+    assert "option décès" in text
+    browser.check_a11y("agents-confirmation")
+    assert count(client.application, Membership) == 0  # nothing recorded before confirming
+    page.click("button:has-text('Enregistrer l')")
+    page.wait_for_selector("h1:has-text('Mes agents')")
+    row = page.inner_text("#agents").replace("\u00a0", " ")
+    assert "Durand Élise" in row and "ADH-81-000001" in row
+    assert "En attente d'activation" in row and "24,00 €" in row
+    assert "enregistrée pour Élise Durand" in page.inner_text("main")
+    browser.check_a11y("agents-liste")
+    assert len(agent_mails(client.application)) == 1
+    browser.close()

@@ -95,7 +95,7 @@ def _form_page(
         joined=_joined(employer),
         steps=(PREVIEW, CONFIRM, EDIT),
     )
-    return page, 422 if errors else 200
+    return page  # errors shown next to their fields, like the staff's forms
 
 
 @bp.get("/portail/agents")
@@ -210,7 +210,6 @@ def portal_agents_import() -> Any:
     employer = _employer()
     errors: list[domain.RowError] = []
     message = None
-    status = 200
     if request.method == "POST":
         upload = request.files.get("file")
         try:
@@ -222,10 +221,10 @@ def portal_agents_import() -> Any:
             memberships = domain.import_memberships(employer=employer, rows=rows, principal=_who())
         except domain.ImportRejected as exc:
             db.session.rollback()
-            errors, message, status = exc.errors, exc.message, 422
+            errors, message = exc.errors, exc.message
         except ServiceError as exc:
             db.session.rollback()
-            message, status = exc.message, exc.status
+            message = exc.message
         else:
             db.session.commit()
             count = len(memberships)
@@ -243,7 +242,7 @@ def portal_agents_import() -> Any:
         field_label=labels.membership_field,
         joined=_joined(employer),
     )
-    return page, status
+    return page
 
 
 @bp.get("/portail/agents/modele.csv")
@@ -271,5 +270,6 @@ for _name, _filter in {
     "agent_status": labels.agent_status,
     "agent_category": labels.agent_category,
     "agent_date": long_date,
+    "lower_first": lambda text: text[:1].lower() + text[1:],
 }.items():
     bp.add_app_template_filter(_filter, _name)
