@@ -490,7 +490,7 @@ def test_filled_enrolment_form_registers_the_agent(
         headers=employer,
         content_type="multipart/form-data",
     )
-    assert empty.status_code == 422
+    assert_error(empty, 422, "invalid_form_field", "file")
     notice = issued_pdf(client, employer, kit, "information-notice")
     other = client.post(
         f"/api/v1/employers/{SIRET}/agents/from-form",

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, jsonify, request
+from pydantic import ValidationError
 
+from service import labels
 from service.agents import domain, importing
 from service.agents.models import MEMBERSHIP_STATES
 from service.agents.schemas import LeaveIn, MembershipIn
-from service.api import json_body, parse, principal, query_int, route
+from service.api import field_errors, json_body, parse, principal, query_int, route
 from service.csvfile import csv_text
 from service.errors import InvalidInput
 from service.extensions import db
@@ -68,6 +70,10 @@ def register_agent(siret: str) -> Any:
     summary="Calculer la cotisation d'un agent avant de l'inscrire (rien n'est enregistré)",
     roles=REGISTRARS,
     body=MembershipIn,
+    responses={
+        200: "Cotisation, participation et reste à charge",
+        409: "Doublon ou collectivité pas encore adhérente",
+    },
 )
 def preview_agent(siret: str) -> Any:
     employer = _employer(siret)
@@ -106,9 +112,17 @@ def register_from_form(siret: str) -> Any:
     fields = importing.read_enrolment_form(data, convention=employer.convention, extra=extra)
     if not fields.get("joins_on"):
         fields["joins_on"] = domain.default_joins_on(employer).isoformat()
-    membership = domain.register_membership(
-        employer=employer, data=parse(MembershipIn, fields), principal=principal()
-    )
+    try:
+        data = MembershipIn.model_validate(fields)
+    except ValidationError as exc:  # what the form holds is the file's content
+        error = field_errors(exc)[0]
+        raise InvalidInput(
+            f"Bulletin d'adhésion, {labels.membership_field(error.field).lower()} : "
+            f"{error.message[:1].lower()}{error.message[1:]}",
+            code="invalid_form_field",
+            field="file",
+        ) from exc
+    membership = domain.register_membership(employer=employer, data=data, principal=principal())
     db.session.commit()
     return jsonify(domain.membership_json(membership)), 201
 
