@@ -6,16 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openpyxl import Workbook, load_workbook
+from sqlalchemy import select
 
 from service.agents.models import ActivationLink, Membership
 from service.agents.schemas import IMPORT_COLUMNS
+from service.extensions import db
 from tests.test_agents_register import JOINS, SIRET, agent_mails, count, joined
+from tests.test_pages import csrf
+from tests.test_pages_people import portal_sign_in, visible_text
 from tests.test_reference_api import assert_error
 
 IMPORT = f"/api/v1/employers/{SIRET}/agents/import"
@@ -186,3 +191,67 @@ def test_import_templates_have_exactly_the_columns_and_import_as_they_are(
     # the example row is a valid agent (its start of cover moved into the kit's period)
     example = dict(zip(IMPORT_COLUMNS, lines[1], strict=True), joins_on=JOINS.isoformat())
     assert send(client, employer, csv_bytes([example], bom=False)).status_code == 201
+
+
+# -- the portal's import page and departures -----------------------------------------------------
+
+
+def test_portal_import_lists_row_and_column_errors_then_records_all(
+    app: Flask,
+    client: FlaskClient,
+    signed: tuple[dict[str, Any], dict[str, str]],
+) -> None:
+    kit, _ = signed
+    browser = app.test_client()
+    assert portal_sign_in(browser, kit["access_code"]).status_code == 302
+    page = browser.get("/portail/agents/import")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Télécharger le modèle CSV" in html and "Télécharger le modèle XLSX" in html
+    template = browser.get("/portail/agents/modele.xlsx")
+    sheet = load_workbook(io.BytesIO(template.data), read_only=True).worksheets[0]
+    assert next(sheet.iter_rows(values_only=True)) == IMPORT_COLUMNS
+    rows = [row(1), row(2, email="pas-un-courriel", paid_by_hour_or_day="oui"), row(3)]
+    sent = browser.post(
+        "/portail/agents/import",
+        data={
+            "csrf_token": csrf(browser, "/portail/agents/import"),
+            "file": (io.BytesIO(csv_bytes(rows)), "agents.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    text = visible_text(sent.get_data(as_text=True))
+    assert "Import refusé, rien n'a été enregistré : 1 erreur sur 1 ligne" in text
+    # the table of errors: line, column (its French name and its header in the file), message
+    assert "3Courriel (colonne « email »)Adresse électronique invalide." in text
+    assert count(app, Membership) == 0
+    rows[1] = row(2)
+    sent = browser.post(
+        "/portail/agents/import",
+        data={
+            "csrf_token": csrf(browser, "/portail/agents/import"),
+            "file": (io.BytesIO(xlsx_bytes(rows)), "agents.xlsx"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert sent.status_code == 302 and count(app, Membership) == 3
+    listing = visible_text(browser.get("/portail/agents?q=agent0002").get_data(as_text=True))
+    assert "Agent0002 Camille" in listing and "Agent0001" not in listing
+    # a departure from the list, with its date; the export says it in French
+    with app.app_context():
+        first = db.session.scalar(select(Membership).order_by(Membership.id))
+        first_id, joins_on = first.id, first.joins_on
+    gone = browser.post(
+        f"/portail/agents/{first_id}/depart",
+        data={
+            "csrf_token": csrf(browser, "/portail/agents"),
+            "left_on": (joins_on + timedelta(days=59)).isoformat(),
+            "reason": "Mutation",
+        },
+    )
+    assert gone.status_code == 302
+    flashed = visible_text(browser.get("/portail/agents?etat=left").get_data(as_text=True))
+    assert "Départ de Camille Agent0001 enregistré" in flashed and "Agent0002" not in flashed
+    export = browser.get("/portail/agents/export.csv").data.decode("utf-8")
+    assert "Terminée (départ);" in export and "Mutation" in export
+    assert "left" not in export.split("\r\n", 1)[1]
