@@ -33,7 +33,7 @@ def _upload() -> tuple[bytes, str]:
     upload = request.files.get("file")
     if upload is None:
         raise InvalidInput(
-            "Joignez le fichier (champ « file »).", code="file_missing", field="file"
+            "Joignez le fichier (champ « file »).", code="file_missing", field="file"
         )
     return upload.read(), upload.filename or ""
 

@@ -173,7 +173,7 @@ def _check_xlsx(data: bytes) -> None:
     if any(_ACTIVE_PARTS.search(n) for n in names) or "macroEnabled" in content_types:
         raise _refuse(
             "Le classeur contient des macros ou du contenu actif : enregistrez-le au format "
-            "« Classeur Excel (.xlsx) » sans macros.",
+            "« Classeur Excel (.xlsx) » sans macros.",
             code="import_active_content",
         )
 
@@ -204,7 +204,7 @@ def read_import(data: bytes, filename: str = "") -> list[tuple[int, dict[str, An
         return read_xlsx(data)
     if data.startswith((b"\xd0\xcf\x11\xe0", b"%PDF")) or filename.lower().endswith(".xls"):
         raise _refuse(
-            "Format non pris en charge : déposez un fichier CSV (séparateur « ; ») ou XLSX.",
+            "Format non pris en charge : déposez un fichier CSV (séparateur « ; ») ou XLSX.",
             code="import_format",
         )
     return read_csv(data)

@@ -23,8 +23,8 @@ MIN_AGE, MAX_AGE = 15, 80
 
 
 def person_key(last_name: str, first_name: str, birth_date: date) -> str:
-    """The same person whatever the accents, case, hyphens or spaces: « Éloïse  Durand-Pré »
-    and « eloise durand pre » share a key."""
+    """The same person whatever the accents, case, hyphens or spaces: « Éloïse  Durand-Pré »
+    and « eloise durand pre » share a key."""
 
     def norm(text: str) -> str:
         plain = unicodedata.normalize("NFKD", text)

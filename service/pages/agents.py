@@ -1,5 +1,5 @@
-"""The employer's agents in its portal space (issue 11, hB): « Mes agents » (state, search,
-export, departures), « Inscrire un agent » with its confirmation step, and the import."""
+"""The employer's agents in its portal space (issue 11, hB): « Mes agents » (state, search,
+export, departures), « Inscrire un agent » with its confirmation step, and the import."""
 
 from __future__ import annotations
 
