@@ -167,6 +167,17 @@ def test_import_refuses_wrong_columns_macros_and_other_formats(
             dst.writestr(item, src.read(item.filename))
         dst.writestr("xl/vbaProject.bin", b"\xd0\xcf\x11\xe0 macro")
     assert_error(send(client, employer, book.getvalue(), "a.xlsx"), 422, "import_active_content")
+    # a part that unpacks to more than 50 MB (a "zip bomb")
+    bomb = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(xlsx_bytes([row(1)]))) as src,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for item in src.infolist():
+            dst.writestr(item, src.read(item.filename))
+        dst.writestr("xl/media/padding.xml", b"\0" * (51 * 1024 * 1024))
+    assert len(bomb.getvalue()) < 1024 * 1024
+    assert_error(send(client, employer, bomb.getvalue(), "a.xlsx"), 422, "import_too_large")
     assert_error(send(client, employer, b"%PDF-1.7\n", "a.csv"), 422, "import_format")
     assert_error(send(client, employer, "é;à".encode("latin-1"), "a.csv"), 422, "import_encoding")
     assert_error(send(client, employer, csv_bytes([])), 422, "import_empty")
