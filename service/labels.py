@@ -449,6 +449,7 @@ def agent_status(status: str | None) -> str:
 def agent_category(category: str | None) -> str:
     return AGENT_CATEGORIES.get(category or "", "Catégorie inconnue")
 
+
 #: the BAI's fields (form labels, the import's error list): the column names stay in the file
 MEMBERSHIP_FIELDS = {
     "last_name": "Nom",
