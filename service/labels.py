@@ -143,6 +143,10 @@ EVENTS = {
     "archive_fixity_failed": "Copie archivée absente ou modifiée (contrôle d'intégrité)",
     "letters_downloaded": "Courrier d'accès téléchargé avec ceux de la campagne (impression)",
     "archive_downloaded": "Archive du CDG téléchargée (ZIP)",
+    # -- agents' registration (issue 11, hB) --
+    "membership_registered": "Adhésion d'un agent enregistrée",
+    "memberships_imported": "Adhésions d'agents importées",
+    "membership_left": "Départ d'un agent enregistré",
 }
 
 #: kinds of background tasks (Celery task names), exact names first
@@ -486,3 +490,58 @@ EVENTS.update(
 )
 #: how the signatory signed in the browser
 BROWSER_SIGNATURE_MODES = {"drawn": "signature dessinée", "typed": "nom saisi"}
+# -- agents' registration (issue 11, hB) ---------------------------------------------------------
+
+#: a membership's states (`agents.models.MEMBERSHIP_STATES`)
+MEMBERSHIP_STATES = {
+    "invited": "En attente d'activation",
+    "active": "En cours",
+    "left": "Terminée (départ)",
+}
+#: an agent's employment status
+AGENT_STATUSES = {"titulaire": "Titulaire", "stagiaire": "Stagiaire", "contractuel": "Contractuel"}
+#: an agent's category
+AGENT_CATEGORIES = {"A": "Catégorie A", "B": "Catégorie B", "C": "Catégorie C"}
+
+
+def membership_state(state: str | None) -> str:
+    return MEMBERSHIP_STATES.get(state or "", "État inconnu")
+
+
+def agent_status(status: str | None) -> str:
+    return AGENT_STATUSES.get(status or "", "Statut inconnu")
+
+
+def agent_category(category: str | None) -> str:
+    return AGENT_CATEGORIES.get(category or "", "Catégorie inconnue")
+
+
+#: the BAI's fields (form labels, the import's error list): the column names stay in the file
+MEMBERSHIP_FIELDS = {
+    "last_name": "Nom",
+    "first_name": "Prénom",
+    "birth_date": "Date de naissance",
+    "email": "Courriel",
+    "status": "Statut",
+    "category": "Catégorie",
+    "paid_by_hour_or_day": "Rémunéré à l'heure ou à la vacation",
+    "in_normal_service": "En position d'activité normale",
+    "on_sick_leave": "En arrêt de maladie",
+    "returned_on": "Reprise après un arrêt de maladie",
+    "previous_collective_contract": "Couvert auparavant par un contrat collectif",
+    "has_individual_contract": "Contrat de prévoyance individuel",
+    "base": "Rémunération servant d'assiette",
+    "tbi": "Traitement brut indiciaire (TBI, avec l'indemnité compensatrice de CSG)",
+    "nbi": "Nouvelle bonification indiciaire (NBI)",
+    "ri": "Régime indemnitaire (IFSE…)",
+    "cti": "Complément de traitement indiciaire (CTI)",
+    "options": "Options",
+    "joins_on": "Début de la garantie",
+    "file": "Fichier",
+}
+
+
+def membership_field(name: str | None) -> str:
+    """`base.tbi` → its French label; an unknown field gets a neutral wording."""
+    key = (name or "").rsplit(".", 1)[-1]
+    return MEMBERSHIP_FIELDS.get(key, "Ligne entière" if not name else "Autre donnée")

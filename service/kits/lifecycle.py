@@ -133,3 +133,14 @@ def cancel(kit: Kit, *, actor: str, reason: str, at: datetime | None = None) -> 
         )
     now = _move(kit, CANCELLED, at)
     kit.cancelled_at, kit.cancelled_by, kit.cancel_reason = now, actor, reason
+
+
+# -- asked by the agents' registration (issue 11) -----------------------------------------------
+
+#: every piece the employer signs has an accepted return: its agents may join
+PIECES_SIGNED_STATES: tuple[KitState, ...] = (EMPLOYER_SIGNED, *COUNTERSIGNED_STATES)
+
+
+def pieces_signed(kit: Kit | None) -> bool:
+    """Whether the employer has signed every piece of this kit (its agents may then join)."""
+    return kit is not None and state_of(kit) in PIECES_SIGNED_STATES
