@@ -490,6 +490,8 @@ EVENTS.update(
 )
 #: how the signatory signed in the browser
 BROWSER_SIGNATURE_MODES = {"drawn": "signature dessinée", "typed": "nom saisi"}
+
+
 # -- agents' registration (issue 11, hB) ---------------------------------------------------------
 
 #: a membership's states (`agents.models.MEMBERSHIP_STATES`)
