@@ -103,7 +103,18 @@ def demo_credentials() -> None:
     help="Processus locaux quand aucun worker ne répond.",
 )
 @click.option("--no-wait", is_flag=True, help="Lance la campagne et affiche son numéro.")
-def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: bool) -> None:
+@click.option(
+    "--override-reason",
+    default=None,
+    help="Motif d'une émission malgré des pièces préalables manquantes (--siret ; journalisé).",
+)
+def kits_issue(
+    siret: str | None,
+    cdg_code: str | None,
+    workers: int,
+    no_wait: bool,
+    override_reason: str | None,
+) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg) : une campagne exécutée par les
     workers, ou ici sur --workers processus si aucun ne répond, avec une barre de progression."""
     from service.campaigns.domain import running_campaign, start_campaign
@@ -117,7 +128,7 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
     actor = "cli:" + os.environ.get("USER", "inconnu")
     if siret:
         try:
-            issued = issue_one(get_employer(siret), actor=actor)
+            issued = issue_one(get_employer(siret), actor=actor, override_reason=override_reason)
         except ServiceError as error:
             _fail(error)
             return

@@ -418,3 +418,49 @@ def job_error(text: str | None) -> str:
     )
     meaning = meaning[0].upper() + meaning[1:]
     return f"{meaning} (détail : {detail})" if detail else meaning
+
+
+# -- hE: subscription requests (DSC) and prerequisites -----------------------------------------
+
+#: the papers an employer sends before its kit (kinds of `service.subscriptions.models`)
+PREREQUISITES = {
+    "subscription-request": "Demande de souscription collectivité (DSC)",
+    "deliberation": "Délibération",
+    "cst-opinion": "Avis du comité social territorial (CST)",
+    "premium-elements-list": "Liste des éléments de rémunération à assurer",
+}
+SUBSCRIPTION_STATES = {
+    "unconfirmed": "Adresse électronique à confirmer",
+    "submitted": "À examiner",
+    "accepted": "Acceptée",
+    "refused": "Refusée",
+}
+#: the files of a request (the form's fields) and what they are
+SUBSCRIPTION_FILES = {
+    "deliberation": "Délibération",
+    "cst_opinion": "Avis du comité social territorial (CST)",
+    "premium_elements": "Liste des éléments de rémunération à assurer",
+}
+PREREQUISITE_SOURCES = {
+    "request": "demande de souscription en ligne",
+    "post": "reçue par courrier",
+    "demo": "pièce de démonstration",
+}
+EVENTS.update(
+    {
+        "subscription_submitted": "Demande de souscription déposée",
+        "subscription_confirmed": "Demande de souscription confirmée par le contact",
+        "subscription_accepted": "Demande de souscription acceptée",
+        "subscription_refused": "Demande de souscription refusée",
+        "prerequisite_recorded": "Pièce préalable enregistrée",
+        "prerequisites_overridden": "Kit émis sans toutes les pièces préalables (motif enregistré)",
+    }
+)
+
+
+def prerequisite(kind: str | None) -> str:
+    return PREREQUISITES.get(kind or "", "Pièce préalable")
+
+
+def subscription_state(status: str | None) -> str:
+    return SUBSCRIPTION_STATES.get(status or "", "État inconnu")

@@ -9,6 +9,7 @@ from service.engine.models import Job, WorkerHeartbeat
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.reference.models import Cdg, Convention, Employer
 from service.returns.models import KitReturn
+from service.subscriptions.models import Prerequisite, SubscriptionRequest
 
 __all__ = [
     "ActivationLink",
@@ -28,6 +29,8 @@ __all__ = [
     "KitDocument",
     "KitReturn",
     "Membership",
+    "Prerequisite",
+    "SubscriptionRequest",
     "User",
     "WebSession",
     "WorkerHeartbeat",

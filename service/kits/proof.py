@@ -145,6 +145,8 @@ class ProofFacts:
     kit_last_hash: str
     kit_events: int
     frozen: bool
+    #: hE: the kit was issued without all its prerequisites: what was missing and why (French)
+    prerequisites_override: str = ""
 
 
 # -- French wording -------------------------------------------------------------------------
@@ -210,7 +212,25 @@ def _event_what(event: AuditEvent) -> str:
         label += f" par le kit {details['superseded_by']}"
     if event.event == "return_reviewed" and details.get("reason"):
         label += f" (motif : {details['reason']})"
+    if event.event == "prerequisites_overridden":  # hE
+        label += f" : {_override_text(details)}"
     return label
+
+
+# -- hE: prerequisites overridden ---------------------------------------------------------------
+
+
+def _override_text(details: dict[str, Any]) -> str:
+    missing = ", ".join(labels.prerequisite(k).lower() for k in details.get("missing") or ())
+    return f"pièces manquantes : {missing or '—'} ; motif : {details.get('reason') or '—'}"
+
+
+def _prerequisites_override(events: Sequence[AuditEvent]) -> str:
+    found = [e for e in events if e.event == "prerequisites_overridden"]
+    return _override_text(found[-1].details or {}) if found else ""
+
+
+# -- end hE ------------------------------------------------------------------------------------
 
 
 def _countersigner(data: bytes) -> Certificate | None:
@@ -397,6 +417,7 @@ def gather_facts(
         kit_last_hash=events[-1].hash if events else "—",
         kit_events=len(events),
         frozen=False,
+        prerequisites_override=_prerequisites_override(events),  # hE
     )
 
 
