@@ -14,9 +14,10 @@ import zipfile
 from dataclasses import dataclass
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.wording import after_colon
 from signing.errors import Refused, VerificationBusy
 from signing.sandbox import Limits, run_limited
-from signing.verify import inspect_structure
+from signing.verify import Structure, inspect_structure
 
 #: formats each kind of file may take
 PDF_ONLY = ("pdf",)
@@ -53,11 +54,16 @@ def _detect(data: bytes) -> str:
     return "csv"
 
 
+def _structure(data: bytes) -> Structure:
+    """In the sandboxed child: only the picklable verdict comes back."""
+    return inspect_structure(data)[1]
+
+
 def _check_pdf(data: bytes, field: str, label: str) -> CheckedFile:
     try:
-        _, structure = run_limited(inspect_structure, data, limits=LIMITS)
+        structure = run_limited(_structure, data, limits=LIMITS)
     except Refused as exc:
-        raise _refuse(exc.code, f"{label} : {exc.message}", field) from None
+        raise _refuse(exc.code, f"{label} : {after_colon(exc.message)}", field) from None
     except VerificationBusy:
         raise
     return CheckedFile("pdf", structure.pages)
