@@ -149,12 +149,13 @@ def kits_issue(
             click.echo(f"La campagne n° {current.id} du CDG {cdg_code} est en cours : reprise.")
             campaign = current
         elif error.code == "nothing_to_issue":
-            click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
+            click.echo(error.message)  # hE: says when employers wait for their papers
             return
         else:
             _fail(error)
             return
     campaign_id, total = campaign.id, campaign.total
+    _echo_waiting(cdg_code or "")  # hE
     if no_wait:
         click.echo(
             f"Campagne n° {campaign_id} lancée : {counted(total, 'kit')} à émettre."
@@ -174,6 +175,20 @@ def kits_issue(
             "Les courriels « kit émis » partiront au démarrage d'un worker "
             "(ou avec « flask jobs run »)."
         )
+
+
+def _echo_waiting(cdg_code: str) -> None:
+    """hE: the CDG's employers a campaign leaves aside until their prerequisites arrive."""
+    from service.campaigns.domain import waiting_for_prerequisites
+
+    waiting = waiting_for_prerequisites(cdg_code)
+    if waiting:
+        click.echo(
+            "En attente de pièces (pas de kit, pas en échec) : "
+            f"{counted(len(waiting), 'collectivité')} – "
+            + ", ".join(f"{e.name} (SIRET {e.siret})" for e in waiting)
+        )
+    db.session.rollback()
 
 
 #: the app of a local process running a campaign's jobs (its context stays pushed)

@@ -462,5 +462,11 @@ def prerequisite(kind: str | None) -> str:
     return PREREQUISITES.get(kind or "", "Pièce préalable")
 
 
+def prerequisite_lower(kind: str | None) -> str:
+    """Within a sentence: « délibération », « avis du comité social territorial (CST) »."""
+    text = prerequisite(kind)
+    return text[:1].lower() + text[1:]
+
+
 def subscription_state(status: str | None) -> str:
     return SUBSCRIPTION_STATES.get(status or "", "État inconnu")

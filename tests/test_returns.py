@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from service.extensions import db
 from service.kits.models import Kit
 from tests import attacks
-from tests.conftest import auth, employer_payload, run_jobs
+from tests.conftest import auth, employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import every_font_embedded
 from tests.pki import Pki, sign_pdf
 from tests.test_reference_api import assert_error
@@ -101,6 +101,7 @@ def test_portal_session_scopes_the_employer(
         headers=staff,
     )
     assert r.status_code == 201
+    record_prerequisites(client.application, "21810001400016")
     other = client.post("/api/v1/employers/21810001400016/kits", headers=staff).json
     for url in (
         f"/api/v1/kits/{other['id']}",

@@ -221,7 +221,7 @@ def _event_what(event: AuditEvent) -> str:
 
 
 def _override_text(details: dict[str, Any]) -> str:
-    missing = ", ".join(labels.prerequisite(k).lower() for k in details.get("missing") or ())
+    missing = ", ".join(labels.prerequisite_lower(k) for k in details.get("missing") or ())
     return f"pièces manquantes : {missing or '—'} ; motif : {details.get('reason') or '—'}"
 
 

@@ -257,7 +257,7 @@ def employer_prerequisite_upload(siret: str) -> Any:
         db.session.rollback()
         flash(exc.message, "error")
     else:
-        flash(f"Pièce enregistrée : {labels.prerequisite(kind).lower()}.")
+        flash(f"Pièce enregistrée : {labels.prerequisite_lower(kind)}.")
     return redirect(url_for("pages.employer_page", siret=employer.siret) + "#pieces")
 
 

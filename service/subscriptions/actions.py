@@ -37,6 +37,15 @@ def read_uploads() -> dict[str, Upload]:
     return out
 
 
+def form_data() -> Any:
+    """The multipart `data` part: a form field, or a file part holding the JSON text."""
+    raw = request.form.get("data")
+    part = request.files.get("data")
+    if raw is None and part is not None:
+        raw = part.stream.read(65536).decode("utf-8", errors="replace")
+    return raw
+
+
 def parse_data(raw: Any) -> SubscriptionIn:
     """The multipart `data` field (JSON text) as a `SubscriptionIn`; 422 with the first field."""
     if isinstance(raw, str):

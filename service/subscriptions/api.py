@@ -74,7 +74,7 @@ def prerequisite_json(siret: str, p: Prerequisite) -> dict[str, Any]:
     },
 )
 def submit_subscription(code: str) -> Any:
-    data = actions.parse_data(request.form.get("data"))
+    data = actions.parse_data(actions.form_data())
     row = actions.submit(code, data, actions.read_uploads())
     return jsonify({"id": row.id, "status": row.status}), 202
 

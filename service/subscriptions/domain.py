@@ -83,7 +83,7 @@ class PrerequisitesMissing(Conflict):
     code = "prerequisites_missing"
 
     def __init__(self, missing: Sequence[str]) -> None:
-        names = ", ".join(labels.prerequisite(k).lower() for k in missing)
+        names = ", ".join(labels.prerequisite_lower(k) for k in missing)
         super().__init__(
             f"Pièces préalables manquantes : {names}. Enregistrez-les avant d'émettre le kit, "
             "ou indiquez le motif d'une émission sans elles.",
@@ -164,7 +164,7 @@ def _keep_files(
             label = labels.SUBSCRIPTION_FILES[field]
             if upload is None:
                 raise InvalidInput(
-                    f"Joignez le fichier : {label.lower()} (champ « {field} »).",
+                    f"Joignez le fichier : {label[:1].lower()}{label[1:]}.",
                     code="file_missing",
                     field=field,
                 )
