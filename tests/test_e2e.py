@@ -175,7 +175,7 @@ def test_whole_journey_in_a_real_browser(
     # its papers came by post (see tests/test_subscriptions_browser.py for the online request)
     record_prerequisites(app, "21810004800014")
     page.reload()
-    assert "complètes" in page.inner_text("#pieces-title")
+    assert "incomplètes" not in page.inner_text("#pieces-title")
     page.click("button:has-text('Émettre le kit')")
     code = page.inner_text("#access-code").strip()
     assert re.fullmatch(r"([A-Z0-9]{4}-){3}[A-Z0-9]{4}", code)

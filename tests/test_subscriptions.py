@@ -350,3 +350,99 @@ def test_subscription_accept_updates_an_existing_employer(
     assert (employer["headcount"], employer["name"]) == (600, "Ville d'Albi")
     done = client.get(f"/api/v1/employers/{SIRET}/prerequisites", headers=staff).json
     assert done["complete"] is True
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_subscription_pages_form_link_and_staff_decision(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    from tests.test_pages import csrf, sign_in
+
+    page = client.get("/cdg/81/souscription").get_data(as_text=True)
+    assert (
+        "Demande de souscription à la prévoyance" in page
+        and 'enctype="multipart/form-data"' in page
+    )
+    form = {
+        "csrf_token": csrf(client, "/cdg/81/souscription"),
+        "siret": SIRET,
+        "name": "Albi",
+        "kind": "commune",
+        "address": "16 rue de l'Hôtel de Ville, 81000 Albi",
+        "email": "rh@mairie-albi.fr",
+        "headcount": "560",
+        "convention_id": str(convention["id"]),
+        "cst_opinion_on": "2024-10-01",
+        "deliberation_on": "2024-11-15",
+        "mode": "flat",
+        "amount": "15,00",
+        "contact_name": "Claire Martin",
+        "contact_email": CONTACT,
+    }
+    # a hostile file: the form comes back with the message next to its field, nothing kept
+    bad = client.post(
+        "/cdg/81/souscription",
+        data={
+            **form,
+            "deliberation": (io.BytesIO((CORPUS / "pdf" / "encrypted.pdf").read_bytes()), "d.pdf"),
+            "cst_opinion": (io.BytesIO(PDF), "c.pdf"),
+            "premium_elements": (io.BytesIO(xlsx()), "l.xlsx"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert bad.status_code == 200
+    assert "chiffré ou protégé par mot de passe" in bad.get_data(as_text=True)
+    assert stored_keys(app, "subscriptions/") == []
+    r = client.post(
+        "/cdg/81/souscription",
+        data={
+            **form,
+            "deliberation": (io.BytesIO(PDF), "d.pdf"),
+            "cst_opinion": (io.BytesIO(OTHER_PDF), "c.pdf"),
+            "premium_elements": (io.BytesIO(xlsx()), "l.xlsx"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/cdg/81/souscription/envoyee"
+    assert "Vérifiez votre messagerie" in client.get(r.headers["Location"]).get_data(as_text=True)
+    token = link_token(app)
+    url = f"/cdg/81/souscription/confirmation?jeton={token}"
+    landing = client.get(url).get_data(as_text=True)
+    assert "Confirmer et transmettre la demande" in landing
+    with app.app_context():  # opening the link confirms nothing (mail scanners open links)
+        assert db.session.scalars(select(SubscriptionRequest)).one().status == "unconfirmed"
+    done = client.post(url, data={"csrf_token": csrf(client, url), "jeton": token})
+    assert "votre demande est transmise au gestionnaire" in done.get_data(as_text=True)
+    again = client.get(url).get_data(as_text=True)
+    assert "Ce lien a déjà servi" in again
+
+    sign_in(app, client, "chef@assureur.fr")
+    listing = client.get("/souscriptions").get_data(as_text=True)
+    assert "Albi" in listing and "Claire Martin" in listing
+    with app.app_context():
+        request_id = db.session.scalars(select(SubscriptionRequest)).one().id
+    detail = client.get(f"/souscriptions/{request_id}")
+    assert detail.status_code == 200, detail.get_data(as_text=True)[:2000]
+    text = detail.get_data(as_text=True)
+    assert "15,00\u00a0€ par mois" in text and "15 novembre 2024" in text
+    image = client.get(f"/souscriptions/{request_id}/fichiers/deliberation/pages/1.png")
+    assert image.status_code == 200 and image.data.startswith(b"\x89PNG")
+    assert (
+        client.get(f"/souscriptions/{request_id}/fichiers/deliberation/pages/99.png").status_code
+        == 404
+    )
+    download = client.get(f"/souscriptions/{request_id}/fichiers/premium_elements")
+    assert download.status_code == 200 and download.data[:2] == b"PK"
+    token = csrf(client, f"/souscriptions/{request_id}")
+    refused = client.post(
+        f"/souscriptions/{request_id}", data={"csrf_token": token, "decision": "refuse"}
+    )
+    assert "Indiquez le motif du refus" in client.get(refused.headers["Location"]).get_data(
+        as_text=True
+    )
+    r = client.post(
+        f"/souscriptions/{request_id}", data={"csrf_token": token, "decision": "accept"}
+    )
+    assert r.status_code == 302 and r.headers["Location"] == f"/employeurs/{SIRET}"
+    employer_page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "demande de souscription en ligne" in employer_page

@@ -63,7 +63,8 @@ def test_subscription_journey_in_a_real_browser(
     page.set_input_files("#deliberation", str(PDF))
     page.set_input_files("#cst_opinion", str(PDF))
     page.set_input_files("#premium_elements", str(listing))
-    page.click("button[type=submit]")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
     summary = page.locator("#error-summary").inner_text()
     assert "La délibération doit suivre l'avis du comité social territorial" in summary
     public.shot("souscription-erreur")
@@ -71,7 +72,8 @@ def test_subscription_journey_in_a_real_browser(
     page.set_input_files("#deliberation", str(PDF))
     page.set_input_files("#cst_opinion", str(PDF))
     page.set_input_files("#premium_elements", str(listing))
-    page.click("button[type=submit]")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
     assert page.locator("h1").inner_text() == "Vérifiez votre messagerie"
     public.check_a11y("souscription-envoyee")
 
@@ -83,7 +85,8 @@ def test_subscription_journey_in_a_real_browser(
     assert link is not None, body
     public.go(link.group(1))
     public.check_a11y("souscription-confirmation")
-    page.click("button[type=submit]")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
     assert "votre demande est transmise au gestionnaire" in page.locator("#confirmed").inner_text()
     public.shot("souscription-confirmee")
     public.close()
@@ -97,16 +100,19 @@ def test_subscription_journey_in_a_real_browser(
     page.click("button[type=submit]")
     assert page.locator("h1").inner_text() == "Demandes de souscription"
     staff.check_a11y("souscriptions-liste")
-    page.click("text=Examiner")
+    with page.expect_navigation():
+        page.click("#subscriptions a")
     assert "Demande de souscription : Albi" in page.locator("h1").inner_text()
     images = page.locator("figure img")
     assert images.count() >= 2
     images.first.scroll_into_view_if_needed()
     page.wait_for_function("document.querySelector('figure img').naturalWidth > 0")
     staff.check_a11y("souscription-examen")
-    page.click("button[value=accept]")
+    with page.expect_navigation():
+        page.click("button[value=accept]")
     assert "Demande acceptée" in page.locator("main").inner_text()
-    assert "complètes" in page.locator("#pieces-title").inner_text()
+    title = page.locator("#pieces-title").inner_text()
+    assert "complètes" in title and "incomplètes" not in title
     assert page.locator("#prerequisites tbody tr").count() == 4
     staff.check_a11y("souscription-employeur")
     staff.close()

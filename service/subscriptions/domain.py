@@ -221,6 +221,7 @@ def submit_request(
     token = secrets.token_urlsafe(32)
     employer_fields = data.model_dump(mode="json", exclude={"contact_name", "contact_email"})
     employer_fields["siret"] = siret
+    employer_fields["contribution"] = parse_contribution(data.contribution).to_json()
     try:
         request_row = SubscriptionRequest(
             cdg_id=cdg.id,
