@@ -106,7 +106,11 @@ def test_subscription_journey_in_a_real_browser(
     images = page.locator("figure img")
     assert images.count() >= 2
     images.first.scroll_into_view_if_needed()
-    page.wait_for_function("document.querySelector('figure img').naturalWidth > 0")
+    for _ in range(100):  # drawn on the server in the sandbox: a PNG the browser shows
+        if images.first.evaluate("img => img.complete && img.naturalWidth > 0"):
+            break
+        page.wait_for_timeout(200)
+    assert images.first.evaluate("img => img.naturalWidth") > 100
     staff.check_a11y("souscription-examen")
     with page.expect_navigation():
         page.click("button[value=accept]")

@@ -212,8 +212,7 @@ def submit_request(
     """Check, keep the files, record the request and e-mail the contact its confirmation link;
     commits. Nothing is kept of a refused request. Staff see it only once confirmed."""
     cdg = reference.get_cdg(cdg_code)
-    _throttle(str(data.contact_email), address)
-    db.session.commit()  # nothing written yet; the limiter's counts are kept apart
+    _throttle(str(data.contact_email), address)  # counted in the limiter's store, not here
     _check_employer_fields(cdg, data)
     siret = normalize_siret(data.siret)
     prefix = f"{cdg.code}/{siret}/{uuid.uuid4().hex[:12]}"
