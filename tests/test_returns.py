@@ -472,6 +472,8 @@ def test_audit_chain_detects_edits_insertions_and_deletions(
     ]
     assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(events))
     with app.app_context():
+        # the chain's first event (the employer's papers recorded, before its kit)
+        first_actor = db.session.scalar(text("SELECT actor FROM audit_event WHERE id = 1"))
         if db.engine.dialect.name == "postgresql":
             # the service's role cannot rewrite history: the trigger refuses row changes
             for statement in (
@@ -489,7 +491,7 @@ def test_audit_chain_detects_edits_insertions_and_deletions(
     assert result.exit_code == 1 and "modifié" in result.output
     with app.app_context():
         db.session.execute(
-            text("UPDATE audit_event SET actor = :a WHERE id = 1"), {"a": events[0]["actor"]}
+            text("UPDATE audit_event SET actor = :a WHERE id = 1"), {"a": first_actor}
         )
         db.session.commit()
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
