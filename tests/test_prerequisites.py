@@ -237,3 +237,24 @@ def test_employer_page_refuses_kit_then_issues_with_reason(
         )
         assert event is not None and event.details["reason"] == "Pièces attendues cette semaine"
         assert event.details["missing"] == [k for k in KINDS if k != "deliberation"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_demo_employers_have_their_papers_labelled_as_demo(
+    app: Flask, client: FlaskClient, staff: dict[str, str]
+) -> None:
+    from service.demo.load import load_demo
+    from service.reference.models import Employer
+    from service.subscriptions.models import Prerequisite
+
+    with app.app_context():
+        result = load_demo(everything=False)
+        sirets = list(db.session.scalars(select(Employer.siret)))
+        sources = set(db.session.scalars(select(Prerequisite.source)))
+    assert result and sirets and sources == {"demo"}
+    for siret in sirets[:3]:
+        listed = client.get(f"/api/v1/employers/{siret}/prerequisites", headers=staff).json
+        assert listed["complete"] is True and len(listed["items"]) == 4
+    paper = client.get(listed["items"][0]["file_url"], headers=staff)
+    assert "Pièce de démonstration" in " ".join(pdf_text(paper.data))
+    assert client.post(f"/api/v1/employers/{sirets[0]}/kits", headers=staff).status_code == 201
