@@ -135,12 +135,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.pages import queue as _queue_pages  # noqa: F401
     from service.pages import signing as _signing_pages  # noqa: F401  (hF)
     from service.pages import staff as _staff_pages  # noqa: F401
+    from service.pages import subscriptions as _subscriptions_pages  # noqa: F401  (hE)
     from service.pages import wording as _wording_pages  # noqa: F401
     from service.pages.blueprint import bp as pages_bp
     from service.published import api as _published_api  # noqa: F401
     from service.reference import api as _reference_api  # noqa: F401
     from service.returns import api as _returns_api  # noqa: F401
     from service.returns import tasks as _returns_tasks  # noqa: F401
+    from service.subscriptions import api as _subscriptions_api  # noqa: F401  (hE)
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)

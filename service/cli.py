@@ -103,7 +103,18 @@ def demo_credentials() -> None:
     help="Processus locaux quand aucun worker ne répond.",
 )
 @click.option("--no-wait", is_flag=True, help="Lance la campagne et affiche son numéro.")
-def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: bool) -> None:
+@click.option(
+    "--override-reason",
+    default=None,
+    help="Motif d'une émission malgré des pièces préalables manquantes (--siret ; journalisé).",
+)
+def kits_issue(
+    siret: str | None,
+    cdg_code: str | None,
+    workers: int,
+    no_wait: bool,
+    override_reason: str | None,
+) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg) : une campagne exécutée par les
     workers, ou ici sur --workers processus si aucun ne répond, avec une barre de progression."""
     from service.campaigns.domain import running_campaign, start_campaign
@@ -117,7 +128,7 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
     actor = "cli:" + os.environ.get("USER", "inconnu")
     if siret:
         try:
-            issued = issue_one(get_employer(siret), actor=actor)
+            issued = issue_one(get_employer(siret), actor=actor, override_reason=override_reason)
         except ServiceError as error:
             _fail(error)
             return
@@ -138,12 +149,13 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
             click.echo(f"La campagne n° {current.id} du CDG {cdg_code} est en cours : reprise.")
             campaign = current
         elif error.code == "nothing_to_issue":
-            click.echo(f"Tous les employeurs du CDG {cdg_code} ont déjà un kit.")
+            click.echo(error.message)  # hE: says when employers wait for their papers
             return
         else:
             _fail(error)
             return
     campaign_id, total = campaign.id, campaign.total
+    _echo_waiting(cdg_code or "")  # hE
     if no_wait:
         click.echo(
             f"Campagne n° {campaign_id} lancée : {counted(total, 'kit')} à émettre."
@@ -163,6 +175,20 @@ def kits_issue(siret: str | None, cdg_code: str | None, workers: int, no_wait: b
             "Les courriels « kit émis » partiront au démarrage d'un worker "
             "(ou avec « flask jobs run »)."
         )
+
+
+def _echo_waiting(cdg_code: str) -> None:
+    """hE: the CDG's employers a campaign leaves aside until their prerequisites arrive."""
+    from service.campaigns.domain import waiting_for_prerequisites
+
+    waiting = waiting_for_prerequisites(cdg_code)
+    if waiting:
+        click.echo(
+            "En attente de pièces (pas de kit, pas en échec) : "
+            f"{counted(len(waiting), 'collectivité')} – "
+            + ", ".join(f"{e.name} (SIRET {e.siret})" for e in waiting)
+        )
+    db.session.rollback()
 
 
 #: the app of a local process running a campaign's jobs (its context stays pushed)

@@ -547,3 +547,55 @@ def membership_field(name: str | None) -> str:
     """`base.tbi` → its French label; an unknown field gets a neutral wording."""
     key = (name or "").rsplit(".", 1)[-1]
     return MEMBERSHIP_FIELDS.get(key, "Ligne entière" if not name else "Autre donnée")
+
+
+# -- hE: subscription requests (DSC) and prerequisites -----------------------------------------
+
+#: the papers an employer sends before its kit (kinds of `service.subscriptions.models`)
+PREREQUISITES = {
+    "subscription-request": "Demande de souscription collectivité (DSC)",
+    "deliberation": "Délibération",
+    "cst-opinion": "Avis du comité social territorial (CST)",
+    "premium-elements-list": "Liste des éléments de rémunération à assurer",
+}
+SUBSCRIPTION_STATES = {
+    "unconfirmed": "Adresse électronique à confirmer",
+    "submitted": "À examiner",
+    "accepted": "Acceptée",
+    "refused": "Refusée",
+}
+#: the files of a request (the form's fields) and what they are
+SUBSCRIPTION_FILES = {
+    "deliberation": "Délibération",
+    "cst_opinion": "Avis du comité social territorial (CST)",
+    "premium_elements": "Liste des éléments de rémunération à assurer",
+}
+PREREQUISITE_SOURCES = {
+    "request": "demande de souscription en ligne",
+    "post": "reçue par courrier",
+    "demo": "pièce de démonstration",
+}
+EVENTS.update(
+    {
+        "subscription_submitted": "Demande de souscription déposée",
+        "subscription_confirmed": "Demande de souscription confirmée par le contact",
+        "subscription_accepted": "Demande de souscription acceptée",
+        "subscription_refused": "Demande de souscription refusée",
+        "prerequisite_recorded": "Pièce préalable enregistrée",
+        "prerequisites_overridden": "Kit émis sans toutes les pièces préalables (motif enregistré)",
+    }
+)
+
+
+def prerequisite(kind: str | None) -> str:
+    return PREREQUISITES.get(kind or "", "Pièce préalable")
+
+
+def prerequisite_lower(kind: str | None) -> str:
+    """Within a sentence: « délibération », « avis du comité social territorial (CST) »."""
+    text = prerequisite(kind)
+    return text[:1].lower() + text[1:]
+
+
+def subscription_state(status: str | None) -> str:
+    return SUBSCRIPTION_STATES.get(status or "", "État inconnu")

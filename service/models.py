@@ -10,6 +10,7 @@ from service.esign.models import Signatory, SigningRequest  # signing in the bro
 from service.kits.models import Kit, KitCounter, KitDocument
 from service.reference.models import Cdg, Convention, Employer
 from service.returns.models import KitReturn
+from service.subscriptions.models import Prerequisite, SubscriptionRequest
 
 __all__ = [
     "ActivationLink",
@@ -29,8 +30,10 @@ __all__ = [
     "KitDocument",
     "KitReturn",
     "Membership",
+    "Prerequisite",
     "Signatory",
     "SigningRequest",
+    "SubscriptionRequest",
     "User",
     "WebSession",
     "WorkerHeartbeat",

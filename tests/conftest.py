@@ -210,7 +210,21 @@ def employer(
 ) -> dict[str, Any]:
     r = client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
     assert r.status_code == 201, r.json
+    record_prerequisites(client.application, r.json["siret"])
     return r.json
+
+
+def record_prerequisites(app: Flask, *sirets: str) -> None:
+    """Record every prerequisite of these employers (placeholder PDFs, labelled as demo), as
+    staff would for papers received by post: their kits may then be issued."""
+    from service.backends import document_store
+    from service.reference.domain import get_employer
+    from service.subscriptions.domain import record_placeholders
+
+    with app.app_context():
+        for siret in sirets:
+            record_placeholders(get_employer(siret), actor="staff:tests", store=document_store())
+        db.session.commit()
 
 
 @pytest.fixture(scope="session")

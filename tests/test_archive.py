@@ -24,7 +24,7 @@ from service.archive.models import ArchiveRecord
 from service.backends import archive_store, document_store
 from service.engine.models import Job
 from service.extensions import db
-from tests.conftest import auth, create_token, make_app, make_bucket, run_jobs
+from tests.conftest import auth, create_token, make_app, make_bucket, record_prerequisites, run_jobs
 from tests.pki import Pki, sign_pdf
 from tests.test_reference_api import assert_error
 from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
@@ -355,11 +355,14 @@ def test_documents_on_s3_and_a_storage_outage_during_upload(
         client.post("/api/v1/cdgs", json=CDG81, headers=staff)
         convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
         client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+        record_prerequisites(client.application, SIRET)
         kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
         pdf = client.get(kit["documents"][0]["pdf_url"], headers=staff).data
         assert hashlib.sha256(pdf).hexdigest() == kit["documents"][0]["sha256"]
         stored = s3(endpoint).list_objects_v2(Bucket=documents)["Contents"]
-        assert len(stored) == 6 + 2 + 2  # PDFs, DOCX, bundle and ZIP
+        papers = [o for o in stored if "/prerequisites/" in o["Key"]]
+        assert len(papers) == 4  # the employer's prerequisites, on S3 too
+        assert len(stored) - len(papers) == 6 + 2 + 2  # PDFs, DOCX, bundle and ZIP
         employer = auth(portal(client, kit["access_code"]).json["token"])
         signed = sign_pdf(pdf, pki.trusted)
         server.stop()
@@ -415,6 +418,7 @@ def test_migration_moves_waiting_archive_jobs_into_the_engine_and_back(
     client.post("/api/v1/cdgs", json=CDG81, headers=staff)
     convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
     client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    record_prerequisites(client.application, SIRET)
     kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
     employer = auth(portal(client, kit["access_code"]).json["token"])
     for kind in PIECES:

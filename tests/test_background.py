@@ -20,7 +20,14 @@ from service.audit.models import AuditEvent
 from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import Kit
-from tests.conftest import ARTIFACTS, auth, create_token, employer_payload, run_jobs
+from tests.conftest import (
+    ARTIFACTS,
+    auth,
+    create_token,
+    employer_payload,
+    record_prerequisites,
+    run_jobs,
+)
 from tests.pki import Pki
 from tests.smtp import Inbox, smtp_server
 from tests.test_archive import signed_kit
@@ -127,6 +134,7 @@ def test_beat_reminds_once_within_after_days(
         ),
         headers=staff,
     )
+    record_prerequisites(client.application, OTHER)
     old = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff).json
     _backdate(app, 20)  # REMIND_AFTER_DAYS is 14: this kit waits for its signed pieces
     client.post(f"/api/v1/employers/{OTHER}/kits", headers=staff)  # issued today: no reminder

@@ -20,7 +20,13 @@ from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import Kit
 from service.reference.rules import siret_from_siren
-from tests.conftest import ARTIFACTS, CONVENTION, employer_payload, run_jobs
+from tests.conftest import (
+    ARTIFACTS,
+    CONVENTION,
+    employer_payload,
+    record_prerequisites,
+    run_jobs,
+)
 from tests.workers import redis_config, stop, wait_for, worker
 
 ISSUE = "psc.campaigns.issue_kit"
@@ -60,6 +66,7 @@ def add_employers(
         r = client.post("/api/v1/employers", json=payload, headers=staff)
         assert r.status_code == 201, r.json
         sirets.append(siret)
+    record_prerequisites(client.application, *sirets)
     return sirets
 
 

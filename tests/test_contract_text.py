@@ -25,7 +25,7 @@ from service.audit.models import AuditEvent
 from service.extensions import db
 from service.kits.domain import first_of_month_from, paris_today
 from service.kits.render import SPECS, ConventionData, KitInput, RenderedKit, render_kit
-from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload, run_jobs
+from tests.conftest import CDG81, CONVENTION, ROOT, employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import pdf_text
 from tests.test_render import MODULATED, kit_input
 
@@ -340,6 +340,7 @@ def test_issue_refuses_a_wrong_start_of_cover(
 ) -> None:
     payload = employer_payload(convention["id"], deliberation_on="2025-03-15")
     assert client.post("/api/v1/employers", json=payload, headers=staff).status_code == 201
+    record_prerequisites(client.application, payload["siret"])
     for body, code in (
         ({"cover_starts_on": "2026-02-15"}, "cover_not_first_of_month"),
         ({"cover_starts_on": "2031-01-01"}, "cover_outside_convention"),
@@ -373,6 +374,7 @@ def test_start_of_cover_is_one_date_in_documents_mail_api_and_audit(
     )
     r = client.post("/api/v1/employers", json=payload, headers=staff)
     assert r.status_code == 201 and r.json["signatory_gender"] == "F"
+    record_prerequisites(client.application, payload["siret"])
 
     # by default: the first of a month, not before today (Paris time)
     kit = _issue(client, staff).json
@@ -431,6 +433,7 @@ def test_campaign_reports_an_employer_left_without_a_start_of_cover(
         r.json["id"], cst_opinion_on="2019-03-01", deliberation_on="2019-04-01"
     )
     assert client.post("/api/v1/employers", json=payload, headers=staff).status_code == 201
+    record_prerequisites(app, payload["siret"])
     started = client.post("/api/v1/cdgs/81/campaigns", headers=staff)
     assert started.status_code == 202, started.json
     assert run_jobs(app) == (0, 1)  # bad data: failed at once, not retried

@@ -20,7 +20,14 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from service.extensions import db
-from tests.conftest import CDG81, CONVENTION, auth, create_token, run_jobs
+from tests.conftest import (
+    CDG81,
+    CONVENTION,
+    auth,
+    create_token,
+    record_prerequisites,
+    run_jobs,
+)
 from tests.pki import Pki, sign_pdf
 
 CHROMIUM = "/usr/bin/chromium"
@@ -164,6 +171,11 @@ def test_whole_journey_in_a_real_browser(
     page.fill("#amount", "15,00")
     page.click("button:has-text('Créer l')")
     page.wait_for_selector('h1:has-text("L\'Isle-sur-Tarn")')
+    assert "incomplètes" in page.inner_text("#pieces-title")
+    # its papers came by post (see tests/test_subscriptions_browser.py for the online request)
+    record_prerequisites(app, "21810004800014")
+    page.reload()
+    assert "incomplètes" not in page.inner_text("#pieces-title")
     page.click("button:has-text('Émettre le kit')")
     code = page.inner_text("#access-code").strip()
     assert re.fullmatch(r"([A-Z0-9]{4}-){3}[A-Z0-9]{4}", code)

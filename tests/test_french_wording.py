@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from service.backends import settings
 from service.labels import piece_result, piece_state
 from service.wording import after_colon, agree, counted, long_when
-from tests.conftest import employer_payload, run_jobs
+from tests.conftest import employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import pdf_text
 from tests.pki import Pki, sign_pdf
 from tests.test_pages import csrf, sign_in
@@ -111,6 +111,7 @@ def test_documents_and_email_name_an_agglomeration_in_full(
     )
     r = client.post("/api/v1/employers", json=payload, headers=staff)
     assert r.status_code == 201, r.json
+    record_prerequisites(client.application, OTHER)
     kit = issue(client, staff, OTHER)
     pdf = client.get(
         f"/api/v1/kits/{kit['id']}/documents/beneficiary-designation.pdf", headers=staff

@@ -17,7 +17,7 @@ from service import labels
 from service.extensions import db
 from service.kits.domain import CODE_ALPHABET
 from service.kits.models import Kit
-from tests.conftest import auth, create_token, employer_payload
+from tests.conftest import auth, create_token, employer_payload, record_prerequisites
 from tests.pdftools import pdf_text
 from tests.test_reference_api import assert_error
 
@@ -151,6 +151,7 @@ def test_cli_issues_a_whole_cdg_with_a_progress_bar(
             headers=staff,
         )
         assert r.status_code == 201
+    record_prerequisites(app, *sirets)
     issue(client, staff, sirets[0])  # already has one: skipped by the batch
     runner = app.test_cli_runner()
     result = runner.invoke(args=["kits", "issue", "--cdg", "81", "--workers", "2"])

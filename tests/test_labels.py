@@ -24,7 +24,7 @@ from service.kits.proof import gather_facts
 from service.kits.render import SPECS, RenderedDocument, _zip
 from service.reference.models import Employer
 from service.timeutil import local, utcnow
-from tests.conftest import auth, create_token, employer_payload
+from tests.conftest import auth, create_token, employer_payload, record_prerequisites
 from tests.test_pages import csrf, sign_in
 from tests.test_returns import PIECES, SIRET, blank_pdf, portal, upload
 
@@ -210,6 +210,7 @@ def test_tracking_csv_writes_french_kinds_and_paris_days(
 ) -> None:
     payload = employer_payload(convention["id"], kind="ca", name="=Castres")
     assert client.post("/api/v1/employers", json=payload, headers=staff).status_code == 201
+    record_prerequisites(client.application, payload["siret"])
     kit = issue(client, staff)
     with app.app_context():
         row = db.session.get(Kit, kit["id"])

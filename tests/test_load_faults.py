@@ -42,6 +42,7 @@ from tests.conftest import (
     employer_payload,
     make_app,
     make_bucket,
+    record_prerequisites,
     run_jobs,
 )
 from tests.pki import Pki, sign_pdf
@@ -298,6 +299,7 @@ def test_countersign_answers_quickly_while_the_archive_hangs_then_retry_archives
     assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
     convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
     client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    record_prerequisites(hung_archive_app, SIRET)
     kit = signed_kit(client, staff, pki)
 
     started = time.monotonic()

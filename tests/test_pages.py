@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.extensions import db
-from tests.conftest import CONVENTION, employer_payload, run_jobs
+from tests.conftest import CONVENTION, employer_payload, record_prerequisites, run_jobs
 
 
 def csrf(client: FlaskClient, path: str) -> str:
@@ -81,6 +81,7 @@ def test_campaign_page_shows_progress_failures_and_retries_them(
             headers=staff,
         )
         assert r.status_code == 201, r.json
+        record_prerequisites(app, siret)
     sign_in(app, client, "agent@assureur.fr")
     r = client.post(
         "/lots", data={"cdg": "81", "csrf_token": csrf(client, "/"), "confirmation": "oui"}

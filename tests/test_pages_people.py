@@ -24,7 +24,7 @@ from service import formatting, labels
 from service.extensions import db
 from service.kits.render import DOCUMENT_KINDS
 from service.reference.schemas import EMPLOYER_KINDS
-from tests.conftest import auth, employer_payload, run_jobs
+from tests.conftest import auth, employer_payload, record_prerequisites, run_jobs
 from tests.pki import Pki, sign_pdf
 from tests.test_e2e import browser, live  # noqa: F401  (fixtures)
 from tests.test_pages import csrf, sign_in
@@ -219,6 +219,7 @@ def test_pages_emails_and_csv_show_no_code_to_any_role(
         json=employer_payload(employer["convention_id"], siret=OTHER, name="Aguts"),
         headers=staff,
     )
+    record_prerequisites(client.application, OTHER)
     other = issue(client, staff, OTHER)
     r = client.post(
         f"/api/v1/kits/{other['id']}/cancel", json={"reason": "Erreur de SIRET"}, headers=staff
@@ -407,6 +408,7 @@ def test_reissue_countersign_and_campaign_need_a_confirmation(
     # an employer without a kit: the campaign has something to issue (else no box to tick)
     other = employer_payload(employer["convention_id"], siret=OTHER, name="Aguts")
     assert client.post("/api/v1/employers", json=other, headers=staff).status_code == 201
+    record_prerequisites(client.application, OTHER)
     r = client.post("/lots", data={"cdg": "81", "csrf_token": token})
     assert r.status_code == 302
     assert "Cochez la case" in client.get(r.headers["Location"]).get_data(as_text=True)

@@ -24,7 +24,7 @@ from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import Kit
 from service.kits.proof import ArchivedFacts, archived_proof, time_label
-from tests.conftest import auth, create_token, employer_payload, run_jobs
+from tests.conftest import auth, create_token, employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import every_font_embedded, fold
 from tests.pki import Pki, sign_pdf
 from tests.test_pages import csrf, sign_in
@@ -123,6 +123,7 @@ def test_proof_downloads_for_each_role_and_404_outside_scope(
     kit = issue(client, staff)
     other = employer_payload(employer["convention_id"], siret="21810001400016", name="Aguts")
     assert client.post("/api/v1/employers", json=other, headers=staff).status_code == 201
+    record_prerequisites(client.application, other["siret"])
     other_kit = issue(client, staff, siret=other["siret"])
     own_employer = auth(portal(client, kit["access_code"]).json["token"])
     other_employer = auth(

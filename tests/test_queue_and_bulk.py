@@ -24,7 +24,14 @@ from service.extensions import db
 from service.kits.models import Kit
 from service.reference.models import Employer
 from service.timeutil import utcnow
-from tests.conftest import CONVENTION, auth, create_token, employer_payload, run_jobs
+from tests.conftest import (
+    CONVENTION,
+    auth,
+    create_token,
+    employer_payload,
+    record_prerequisites,
+    run_jobs,
+)
 from tests.pdftools import pdf_text
 from tests.pki import Pki
 from tests.test_archive import signed_kit
@@ -56,6 +63,7 @@ def add_employers(
             headers=staff,
         )
         assert r.status_code == 201, r.json
+        record_prerequisites(client.application, siret)
         kits[siret] = issue(client, staff, siret)
     return kits
 
@@ -473,6 +481,7 @@ def test_campaign_letters_in_one_print_ready_pdf_in_employer_order(
         headers=staff,
     )
     assert r.status_code == 201, r.json
+    record_prerequisites(app, "21820121400010")
     stranger = issue(client, staff, "21820121400010")
     campaign_id = campaign_with_kits(app, [*kits.values(), stranger])
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from service.extensions import db
 from service.kits.models import Kit
 from tests import attacks
-from tests.conftest import auth, employer_payload, run_jobs
+from tests.conftest import auth, employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import every_font_embedded
 from tests.pki import Pki, sign_pdf
 from tests.test_reference_api import assert_error
@@ -101,6 +101,7 @@ def test_portal_session_scopes_the_employer(
         headers=staff,
     )
     assert r.status_code == 201
+    record_prerequisites(client.application, "21810001400016")
     other = client.post("/api/v1/employers/21810001400016/kits", headers=staff).json
     for url in (
         f"/api/v1/kits/{other['id']}",
@@ -471,6 +472,8 @@ def test_audit_chain_detects_edits_insertions_and_deletions(
     ]
     assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(events))
     with app.app_context():
+        # the chain's first event (the employer's papers recorded, before its kit)
+        first_actor = db.session.scalar(text("SELECT actor FROM audit_event WHERE id = 1"))
         if db.engine.dialect.name == "postgresql":
             # the service's role cannot rewrite history: the trigger refuses row changes
             for statement in (
@@ -488,7 +491,7 @@ def test_audit_chain_detects_edits_insertions_and_deletions(
     assert result.exit_code == 1 and "modifié" in result.output
     with app.app_context():
         db.session.execute(
-            text("UPDATE audit_event SET actor = :a WHERE id = 1"), {"a": events[0]["actor"]}
+            text("UPDATE audit_event SET actor = :a WHERE id = 1"), {"a": first_actor}
         )
         db.session.commit()
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0

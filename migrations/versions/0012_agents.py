@@ -156,5 +156,7 @@ def downgrade():
     op.drop_index("uq_membership_person_open", table_name="membership")
     op.drop_table("membership")
     op.drop_table("agent_account")
-    with op.batch_alter_table("convention") as batch:
+    # a plain ALTER TABLE … DROP COLUMN: recreating `convention` would trip the foreign keys of
+    # the employers that reference it (SQLite ≥ 3.35 drops a column in place)
+    with op.batch_alter_table("convention", recreate="never") as batch:
         batch.drop_column("regime")

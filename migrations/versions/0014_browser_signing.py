@@ -1,7 +1,7 @@
 """Signing in the browser: the collectivité's signatory and one-time signing requests
 
 Revision ID: 0014_browser_signing
-Revises: 0012_agents
+Revises: 0013_subscriptions
 Create Date: 2026-11-22
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_browser_signing"
-down_revision = "0012_agents"
+down_revision = "0013_subscriptions"
 branch_labels = None
 depends_on = None
 

@@ -33,6 +33,11 @@ def campaign_json(campaign: Campaign) -> dict[str, Any]:
         "failures": [
             {"siret": f.siret, "name": f.name, "error": f.error} for f in domain.failures(campaign)
         ],
+        # hE: left aside, waiting for their prerequisites (not failures)
+        "waiting_for_prerequisites": [
+            {"siret": e.siret, "name": e.name}
+            for e in domain.waiting_for_prerequisites(campaign.cdg_code)
+        ],
     }
 
 

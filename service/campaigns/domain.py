@@ -18,6 +18,7 @@ from service.extensions import db
 from service.kits.domain import employers_without_kit, local_today, reserve_references
 from service.reference.domain import get_cdg
 from service.reference.models import Employer
+from service.subscriptions.domain import employers_missing_prerequisites
 from service.timeutil import utcnow
 
 #: the Celery task issuing one employer's kit of a campaign
@@ -86,9 +87,20 @@ def start_campaign(cdg_code: str, *, actor: str, send: bool = True) -> Campaign:
                 "attendez sa fin avant d'en lancer une autre.",
                 code="campaign_running",
             )
-    employers = employers_without_kit(cdg.code)
+    without_kit = employers_without_kit(cdg.code)
+    # hE: employers still missing a prerequisite wait for their papers (listed apart, not failed)
+    missing = employers_missing_prerequisites(e.id for e in without_kit)
+    employers = [e for e in without_kit if e.id not in missing]
     if not employers:
         db.session.rollback()
+        if missing:
+            raise Conflict(
+                f"Aucun employeur du CDG {cdg.code} n'est prêt : {len(missing)} "
+                f"{'attendent' if len(missing) > 1 else 'attend'} encore des pièces préalables "
+                "(demande de souscription, délibération, avis du CST, liste des éléments de "
+                "rémunération).",
+                code="nothing_to_issue",
+            )
         raise Conflict(
             f"Tous les employeurs du CDG {cdg.code} ont déjà un kit : aucune campagne à lancer.",
             code="nothing_to_issue",
@@ -304,3 +316,14 @@ def recent(limit: int = 3) -> list[CampaignView]:
             )
         )
     return views
+
+
+# -- hE: employers waiting for their prerequisites ---------------------------------------------
+
+
+def waiting_for_prerequisites(cdg_code: str) -> list[Employer]:
+    """The CDG's employers without a kit that a campaign leaves aside: a prerequisite is
+    missing (« en attente de pièces »; never counted as failures). Read now, by name."""
+    without_kit = employers_without_kit(cdg_code)
+    missing = employers_missing_prerequisites(e.id for e in without_kit)
+    return [e for e in without_kit if e.id in missing]

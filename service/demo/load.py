@@ -15,11 +15,13 @@ from sqlalchemy import select
 from service import labels
 from service.accounts.auth import create_user
 from service.accounts.models import User
+from service.backends import document_store
 from service.extensions import db
 from service.formatting import capitalize_first
 from service.reference import domain
 from service.reference.models import Cdg, Convention, Employer
 from service.reference.rules import siret_from_siren
+from service.subscriptions.domain import record_placeholders
 
 FIXTURE = Path(__file__).resolve().parent / "tarn.json"
 CDG = {
@@ -138,7 +140,7 @@ def load_demo(*, everything: bool = False, instance_path: Path | None = None) ->
             }
         else:
             contribution = {"mode": "flat", "amount": f"{12 + (index % 4) * 3}.00"}
-        domain.create_employer(
+        employer = domain.create_employer(
             **row,
             cdg=cdg.code,
             convention_id=convention.id,
@@ -146,6 +148,13 @@ def load_demo(*, everything: bool = False, instance_path: Path | None = None) ->
             deliberation_on=cst + timedelta(days=28),
             contribution=contribution,
             joins_on=date(2025, 1, 1),
+        )
+        # hE: its papers, as received by post (placeholder PDFs labelled as demo)
+        record_placeholders(
+            employer,
+            actor="system",
+            store=document_store(),
+            received_on=cst + timedelta(days=35),
         )
         created += 1
     credentials = []

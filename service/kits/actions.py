@@ -12,6 +12,7 @@ from service.kits import notify
 from service.kits.domain import IssuedKit, cancel_kit, issue_kit
 from service.kits.models import Kit
 from service.reference.models import Employer
+from service.subscriptions.domain import record_override, require_prerequisites
 
 
 def _options(actor: str) -> dict[str, object]:
@@ -31,12 +32,24 @@ def issue_one(
     cover_starts_on: date | None = None,
     override_reason: str | None = None,
 ) -> IssuedKit:
+    """409 `prerequisites_missing` while a prerequisite is missing, unless staff give
+    `override_reason` (then audited with the missing list, and printed in the proof)."""
+    missing = require_prerequisites(employer, override_reason=override_reason)  # hE
     issued = issue_kit(
         employer,
         cover_starts_on=cover_starts_on,
         override_reason=override_reason,
         **_options(actor),  # type: ignore[arg-type]
     )
+    if missing:  # hE
+        record_override(
+            kit_id=issued.kit.id,
+            siret=employer.siret,
+            reference_text=issued.kit.reference,
+            missing=missing,
+            reason=override_reason or "",
+            actor=actor,
+        )
     notify.kit_issued(issued.kit)
     db.session.commit()
     return issued

@@ -107,6 +107,7 @@ def kit_json(kit: Kit, *, access_code: str | None = None) -> dict[str, Any]:
     body=KitIssueIn,
     responses={
         201: "Kit émis (le code d'accès n'apparaît qu'ici)",
+        409: "Pièces préalables manquantes (prerequisites_missing, avec la liste)",
         422: "Début de garantie refusé (premier du mois, délibération, convention, passé)",
     },
 )

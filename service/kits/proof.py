@@ -147,6 +147,8 @@ class ProofFacts:
     frozen: bool
     #: the evidence of the pieces signed in the browser (hF)
     browser_signatures: tuple[BrowserSigningFacts, ...] = ()
+    #: hE: the kit was issued without all its prerequisites: what was missing and why (French)
+    prerequisites_override: str = ""
 
 
 # -- signing in the browser (hF) ------------------------------------------------------------
@@ -278,7 +280,25 @@ def _event_what(event: AuditEvent) -> str:
         label += f" par le kit {details['superseded_by']}"
     if event.event == "return_reviewed" and details.get("reason"):
         label += f" (motif : {details['reason']})"
+    if event.event == "prerequisites_overridden":  # hE
+        label += f" : {_override_text(details)}"
     return label
+
+
+# -- hE: prerequisites overridden ---------------------------------------------------------------
+
+
+def _override_text(details: dict[str, Any]) -> str:
+    missing = ", ".join(labels.prerequisite_lower(k) for k in details.get("missing") or ())
+    return f"pièces manquantes : {missing or '—'} ; motif : {details.get('reason') or '—'}"
+
+
+def _prerequisites_override(events: Sequence[AuditEvent]) -> str:
+    found = [e for e in events if e.event == "prerequisites_overridden"]
+    return _override_text(found[-1].details or {}) if found else ""
+
+
+# -- end hE ------------------------------------------------------------------------------------
 
 
 def _countersigner(data: bytes) -> Certificate | None:
@@ -466,6 +486,7 @@ def gather_facts(
         kit_events=len(events),
         frozen=False,
         browser_signatures=browser_signing_facts(events, zone),
+        prerequisites_override=_prerequisites_override(events),  # hE
     )
 
 

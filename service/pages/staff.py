@@ -385,7 +385,16 @@ def employer_issue(siret: str) -> Any:
             "error",
         )
         return redirect(url_for("pages.employer_page", siret=siret, erreur="reissue"))
-    issued = issue_one(employer, actor=current_principal().actor)
+    try:
+        issued = issue_one(
+            employer,
+            actor=current_principal().actor,
+            override_reason=request.form.get("override_reason", "").strip()[:500] or None,  # hE
+        )
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("pages.employer_page", siret=siret, erreur="issue") + "#pieces")
     code = group_code(issued.access_code)
     return render_template("issued.html", employer=employer, kit=issued.kit, code=code)
 
@@ -711,6 +720,7 @@ def batch_page(run_id: int) -> Any:
         counts=counts,
         failures=campaigns.failures(run),
         workers=len(live_workers()) if counts.pending else None,
+        waiting=campaigns.waiting_for_prerequisites(run.cdg_code),  # hE
     )
 
 

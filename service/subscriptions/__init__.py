@@ -1,0 +1,1 @@
+"""Before the kit: the subscription request (DSC) and the employer's prerequisites."""
