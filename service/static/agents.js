@@ -14,7 +14,7 @@
     return Number.isFinite(value) ? value : 0;
   };
   const french = (value) =>
-    value.toLocaleString("fr-FR", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + " %";
+    value.toLocaleString("fr-FR", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) + "\u00a0%";
 
   const update = () => {
     const cents = Array.from(rows.querySelectorAll("[data-share]"))
