@@ -423,10 +423,10 @@ def test_agent_sees_only_themself_and_reaches_no_other_space(
     me = client.get("/api/v1/agents/me", headers=jean).json
     assert [m["id"] for m in me["memberships"]] == [theirs]
     for path in ("/api/v1/agents/me/certificate.pdf", "/api/v1/agents/me/beneficiaries"):
-        assert_error(client.get(f"{path}?membership={mine}", headers=jean), 404, "membership_not_found")
-    assert_error(
-        _put(client, jean, _named("100"), membership=mine), 404, "membership_not_found"
-    )
+        assert_error(
+            client.get(f"{path}?membership={mine}", headers=jean), 404, "membership_not_found"
+        )
+    assert_error(_put(client, jean, _named("100"), membership=mine), 404, "membership_not_found")
     own = client.get(f"/api/v1/agents/me/certificate.pdf?membership={mine}", headers=marie)
     assert own.status_code == 200
     # the pages likewise
@@ -474,7 +474,9 @@ def test_agent_pages_french_without_codes(
         "/adherent/activation", data={**form, "password": PASSWORD, "confirmation": "autre chose"}
     )
     assert r.status_code == 422 and "diffèrent" in r.get_data(as_text=True)
-    r = client.post("/adherent/activation", data={**form, "password": PASSWORD, "confirmation": PASSWORD})
+    r = client.post(
+        "/adherent/activation", data={**form, "password": PASSWORD, "confirmation": PASSWORD}
+    )
     assert r.status_code == 302 and r.headers["Location"].endswith("/adherent")
     home = visible_text(client.get("/adherent").get_data(as_text=True), cells=True)
     for expected in ("ADH-81-000001", "39,00 €", "24,00 €", "1er mars 2025", "lettre recommandée"):
@@ -522,7 +524,10 @@ def test_agent_pages_french_without_codes(
 
 
 def test_agent_journey_in_chromium_at_phone_width(
-    app: Flask, employer: dict[str, Any], live: str, browser: Any  # noqa: F811
+    app: Flask,
+    employer: dict[str, Any],
+    live: str,  # noqa: F811
+    browser: Any,  # noqa: F811
 ) -> None:
     add_membership(app, SIRET)
     link = mailed_link(app)
