@@ -21,6 +21,7 @@ from typing import Any
 
 import pikepdf
 import pytest
+import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -38,6 +39,7 @@ from tests.test_e2e import Session, browser, live  # noqa: F401  (fixtures)
 from tests.test_pages import csrf
 from tests.test_pages_people import codes_in, visible_text
 from tests.test_reference_api import assert_error
+from tests.test_schemathesis import _operation_test
 
 SIRET = "21810004800014"
 OTHER_SIRET = "21810001400016"
@@ -589,3 +591,26 @@ def test_agent_journey_in_chromium_at_phone_width(
     with app.app_context():
         row = db.session.scalar(select(BeneficiaryDesignation))
         assert row is not None and [b["share"] for b in row.beneficiaries] == ["60.00", "40.00"]
+
+
+# -- the API's description, with an agent's token ----------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_agent_api_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    app: Flask, client: FlaskClient, employer: dict[str, Any]
+) -> None:
+    add_membership(app, SIRET)
+    assert activate(client, token_of(mailed_link(app))).status_code == 201
+    headers = agent_token(client)
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    failures: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not operation.path.startswith("/api/v1/agents"):
+            continue
+        operations += 1
+        _operation_test(operation, headers, failures)()
+    assert operations >= 6
+    assert not failures, "\n".join(dict.fromkeys(failures))
