@@ -281,6 +281,8 @@ def test_certificate_read_back_with_french_amounts_and_pdfa_markers(
     r = client.get("/api/v1/agents/me/certificate.pdf", headers=agent_token(client))
     assert r.status_code == 200 and r.mimetype == "application/pdf"
     assert "ADH-81-000001" in r.headers["Content-Disposition"]
+    CHROMIUM_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (CHROMIUM_ARTIFACTS / "certificat-adhesion.pdf").write_bytes(r.data)
     text = pdftotext(r.data)
     for expected in (
         "Certificat d'adhésion",
