@@ -13,6 +13,8 @@ import io
 import re
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from decimal import Decimal
 from email import policy
@@ -26,7 +28,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from service.agents.models import ActivationLink, BeneficiaryDesignation, Membership
+from service.agents.models import (
+    ActivationLink,
+    AgentAccount,
+    BeneficiaryDesignation,
+    Membership,
+)
 from service.agents.notify import membership_confirmed
 from service.audit.models import AuditEvent
 from service.config import settings
@@ -133,6 +140,18 @@ def agent_token(client: FlaskClient, address: str = "marie.durand@example.fr") -
     return auth(r.json["token"])
 
 
+def page_sign_in(client: FlaskClient, address: str = "marie.durand@example.fr") -> None:
+    r = client.post(
+        "/adherent/connexion",
+        data={
+            "email": address,
+            "password": PASSWORD,
+            "csrf_token": csrf(client, "/adherent/connexion"),
+        },
+    )
+    assert r.status_code == 302 and r.headers["Location"].endswith("/adherent"), r.status_code
+
+
 def pdftotext(data: bytes) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.pdf"
@@ -184,6 +203,29 @@ def test_activation_link_single_use_then_replay_refused(
     with app.app_context():
         events = db.session.scalars(select(AuditEvent.event)).all()
         assert "agent_account_created" in events and "agent_session" in events
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_activation_same_link_used_twice_at_once_creates_one_account(
+    app: Flask, client: FlaskClient, employer: dict[str, Any]
+) -> None:
+    add_membership(app, SIRET)
+    token = token_of(mailed_link(app))
+    barrier = threading.Barrier(2)
+
+    def use(password: str) -> int:
+        barrier.wait()
+        return activate(app.test_client(), token, password).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = sorted(pool.map(use, [PASSWORD, "un autre mot de passe assez long"]))
+    assert codes[0] in (200, 201) and codes[1] == 409, codes
+    with app.app_context():
+        assert len(db.session.scalars(select(AgentAccount)).all()) == 1
+        events = db.session.scalars(
+            select(AuditEvent.event).where(AuditEvent.event.like("agent_%"))
+        ).all()
+        assert events == ["agent_account_created"]
 
 
 def test_activation_expired_or_unknown_link_refused(
@@ -398,6 +440,16 @@ def test_beneficiaries_refused_without_death_cover(
     r = _put(client, agent_token(client), _named("100"))
     assert_error(r, 409, "no_death_cover")
     assert "option décès" in r.json["error"]["message"]
+    # the page says why, and offers no form
+    page_sign_in(client)
+    with app.app_context():
+        membership = db.session.scalar(select(Membership.id))
+    page = client.get(f"/adherent/adhesions/{membership}/beneficiaires")
+    text = visible_text(page.get_data(as_text=True))
+    assert "ne comprend pas l'option décès" in text and 'id="designation"' not in page.get_data(
+        as_text=True
+    )
+    assert "Désigner mes bénéficiaires" not in client.get("/adherent").get_data(as_text=True)
 
 
 # -- scoping ---------------------------------------------------------------------------------
@@ -435,14 +487,7 @@ def test_agent_sees_only_themself_and_reaches_no_other_space(
     assert own.status_code == 200
     # the pages likewise
     page_client = app.test_client()
-    page_client.post(
-        "/adherent/connexion",
-        data={
-            "email": "jean.martin@example.fr",
-            "password": PASSWORD,
-            "csrf_token": csrf(page_client, "/adherent/connexion"),
-        },
-    )
+    page_sign_in(page_client, "jean.martin@example.fr")
     assert page_client.get(f"/adherent/adhesions/{theirs}/certificat.pdf").status_code == 200
     assert page_client.get(f"/adherent/adhesions/{mine}/certificat.pdf").status_code == 404
     assert page_client.get(f"/adherent/adhesions/{mine}/beneficiaires").status_code == 404
@@ -540,6 +585,7 @@ def test_agent_journey_in_chromium_at_phone_width(
     page = s.page
 
     s.go(link)
+    s.check_a11y("activation")
     page.fill("#password", PASSWORD)
     page.fill("#confirmation", PASSWORD)
     s.shot("1-activation")
@@ -549,6 +595,7 @@ def test_agent_journey_in_chromium_at_phone_width(
     no_sideways = "document.documentElement.scrollWidth <= window.innerWidth"
     assert page.evaluate(no_sideways)
     s.shot("2-adhesions")
+    s.check_a11y("adhesions")
 
     # sign out, then back in
     page.click("text=Se déconnecter")

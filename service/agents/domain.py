@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from service import formatting, labels
@@ -180,10 +180,24 @@ def activate(*, token: str, password: str, address: str | None) -> Activation:
             "Un compte vient d'être créé pour cette adresse : réessayez avec son mot de passe.",
             code="account_exists",
         ) from exc
+    # the link is spent by whoever flips `used_at` first: a concurrent use of the same link
+    # (two clicks, two devices) finds it used, on SQLite as on PostgreSQL
+    spent = db.session.execute(
+        update(ActivationLink)
+        .where(ActivationLink.id == link.id, ActivationLink.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:
+        db.session.rollback()
+        raise Conflict(
+            "Ce lien d'activation a déjà servi : connectez-vous avec votre adresse et votre "
+            "mot de passe.",
+            code="activation_link_used",
+        )
     membership.account_id = account.id
     if membership.state == "invited":
         membership.state = "active"
-    link.used_at = now
     record(
         "agent_account_created" if created else "agent_membership_attached",
         actor=f"agent:{email}",
