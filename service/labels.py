@@ -465,6 +465,7 @@ EVENTS.update(
     {
         "agent_account_created": "Compte d'agent créé (lien d'activation utilisé)",
         "agent_membership_attached": "Adhésion rattachée au compte d'un agent",
+        "agent_activation_refused": "Lien d'activation d'un agent refusé",
         "agent_session": "Connexion d'un agent",
         "beneficiaries_designated": "Désignation de bénéficiaires enregistrée",
     }

@@ -198,6 +198,11 @@ def test_activation_link_single_use_then_replay_refused(
     assert r.json["created"] is True and r.json["membership"]["state"] == "active"
     assert_error(activate(client, token), 409, "activation_link_used")
     assert_error(activate(client, token, "un autre mot de passe"), 409, "activation_link_used")
+    with app.app_context():
+        reasons = db.session.scalars(
+            select(AuditEvent.details).where(AuditEvent.event == "agent_activation_refused")
+        ).all()
+        assert [r["reason"] for r in reasons] == ["lien déjà utilisé"] * 2
     me = client.get("/api/v1/agents/me", headers=agent_token(client))
     assert [m["reference"] for m in me.json["memberships"]] == ["ADH-81-000001"]
     with app.app_context():
@@ -225,7 +230,8 @@ def test_activation_same_link_used_twice_at_once_creates_one_account(
         events = db.session.scalars(
             select(AuditEvent.event).where(AuditEvent.event.like("agent_%"))
         ).all()
-        assert events == ["agent_account_created"]
+        assert "agent_membership_attached" not in events
+        assert events.count("agent_account_created") == 1
 
 
 def test_activation_expired_or_unknown_link_refused(
@@ -244,6 +250,10 @@ def test_activation_expired_or_unknown_link_refused(
     assert page.status_code == 410 and "a expiré" in page.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(select(ActivationLink.used_at)) is None
+        refused = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "agent_activation_refused")
+        ).all()
+        assert [e.details["reason"] for e in refused] == ["lien expiré"]  # not the page view
 
 
 def test_activation_short_password_refused_and_link_kept(

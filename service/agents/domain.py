@@ -148,7 +148,19 @@ class Activation:
 def activate(*, token: str, password: str, address: str | None) -> Activation:
     """Use the link once: create the account for the link's address (or, when the address
     already has one, prove it with its password) and attach the membership to it."""
-    link = _valid_link(token, lock=True)
+    try:
+        link = _valid_link(token, lock=True)
+    except (Conflict, LinkExpired) as exc:  # a known link: its refusal joins the audit trail
+        spent = db.session.scalar(
+            select(ActivationLink).where(ActivationLink.token_hash == activation_token_hash(token))
+        )
+        if spent is not None:
+            _refused(
+                spent,
+                address,
+                "lien expiré" if isinstance(exc, LinkExpired) else "lien déjà utilisé",
+            )
+        raise
     email = link.email.strip().lower()
     membership = link.membership
     account = _account(email)
@@ -160,6 +172,7 @@ def activate(*, token: str, password: str, address: str | None) -> Activation:
         _check(rules)
         if not verify_password(account.password_hash, password):
             _fail(email, address, rules)
+            _refused(link, address, "mot de passe du compte existant incorrect")
             raise Unauthorized(
                 "Un compte existe déjà pour cette adresse : saisissez son mot de passe pour y "
                 "rattacher cette adhésion.",
@@ -206,6 +219,20 @@ def activate(*, token: str, password: str, address: str | None) -> Activation:
         details={"membership": membership.reference},
     )
     return Activation(account=account, membership=membership, created=created)
+
+
+def _refused(link: ActivationLink, address: str | None, reason: str) -> None:
+    """Record a refused use of a known link (in French: the trail's pages show the reason),
+    committed before the refusal is raised."""
+    db.session.rollback()
+    record(
+        "agent_activation_refused",
+        actor=f"agent:{link.email.strip().lower()}",
+        siret=link.membership.employer.siret,
+        address=address,
+        details={"membership": link.membership.reference, "reason": reason},
+    )
+    db.session.commit()
 
 
 # -- sign-in ---------------------------------------------------------------------------------
