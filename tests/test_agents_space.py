@@ -283,6 +283,22 @@ def test_activation_second_membership_needs_the_accounts_password(
         ("ADH-81-000001", "La commune d'Albi"),
         ("ADH-81-000002", "La commune d'Aguts"),
     ]
+    headers = agent_token(client)
+    assert_error(
+        client.get("/api/v1/agents/me/beneficiaries", headers=headers),
+        422,
+        "membership_required",
+        "membership",
+    )
+    assert_error(
+        client.get("/api/v1/agents/me/certificate.pdf?membership=abc", headers=headers),
+        422,
+        "invalid_membership",
+        "membership",
+    )
+    second_id = me["memberships"][1]["id"]
+    named = client.get(f"/api/v1/agents/me/beneficiaries?membership={second_id}", headers=headers)
+    assert named.json["reference"] == "ADH-81-000002" and named.json["death_cover"] is False
     first = me["memberships"][0]
     assert first["premium_breakdown"] == {
         "base": "1500.00",
