@@ -89,6 +89,20 @@ def agent_session() -> Any:
 
 
 @route(
+    "/agents/session",
+    ("DELETE",),
+    summary="Fermer la session d'agent (le jeton ne sert plus)",
+    roles=AGENT,
+    responses={204: "Session fermée"},
+)
+def agent_session_close() -> Any:
+    token = request.headers.get("Authorization", "")[7:].strip()
+    domain.close_agent_session(principal=principal(), token=token)
+    db.session.commit()
+    return "", 204
+
+
+@route(
     "/agents/me", summary="Les adhésions de l'agent et le détail de leur cotisation", roles=AGENT
 )
 def agent_me() -> Any:

@@ -17,7 +17,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from service import formatting, labels
-from service.accounts.auth import Principal, hash_password, issue_token, verify_password
+from service.accounts.auth import (
+    Principal,
+    hash_password,
+    hash_token,
+    issue_token,
+    verify_password,
+)
+from service.accounts.models import ApiToken
 from service.agents.models import (
     ActivationLink,
     AgentAccount,
@@ -280,6 +287,14 @@ def open_agent_session(*, email: str, password: str, address: str | None) -> tup
     token = issue_token(role="agent", agent_account_id=account.id, expires_at=expires)
     record("agent_session", actor=f"agent:{account.email}", address=address)
     return token, expires
+
+
+def close_agent_session(*, principal: Principal, token: str) -> None:
+    """`DELETE /agents/session`: the agent's bearer token stops working at once."""
+    account_id = _require_agent(principal)
+    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is not None and row.agent_account_id == account_id:
+        row.revoked = True
 
 
 # -- the agent's memberships ------------------------------------------------------------------
