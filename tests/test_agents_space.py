@@ -396,6 +396,17 @@ def test_certificate_without_individual_contract_has_no_warning(
     text = pdftotext(r.data)
     assert "Perte de retraite" in text and "41,25 €" in text  # 1 500 × 2,75 %
     assert "lettre recommandée" not in text and "ne peut plus participer" not in text
+    assert "Active" in text and "Fin de l'adhésion" not in text
+    # a departure changes the facts: a new certificate, never the cached one
+    with app.app_context():
+        membership = db.session.scalar(select(Membership))
+        assert membership is not None
+        membership.state, membership.left_on = "left", date(2026, 6, 30)
+        db.session.commit()
+    after = pdftotext(
+        client.get("/api/v1/agents/me/certificate.pdf", headers=agent_token(client)).data
+    )
+    assert "Fin de l'adhésion 30 juin 2026" in after and "Terminée (départ)" in after
 
 
 # -- beneficiaries ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class CertificateFacts:
     status: str
     category: str
     joins_on: str
+    left_on: str
     state: str
     base_rate: str
     options: tuple[str, ...]
@@ -105,6 +106,7 @@ def certificate_facts(membership: Membership, *, zone: str = DEFAULT_TIMEZONE) -
         status=formatting.capitalize_first(labels.agent_status(membership.status)),
         category=membership.category,
         joins_on=formatting.long_date(membership.joins_on),
+        left_on=formatting.long_date(membership.left_on) if membership.left_on else "",
         state=labels.membership_state(membership.state),
         base_rate=formatting.percent(convention.base_rate),
         options=options,
