@@ -274,7 +274,10 @@ def test_activation_second_membership_needs_the_accounts_password(
     add_membership(app, SIRET)
     assert activate(client, token_of(mailed_link(app))).status_code == 201
     add_membership(app, OTHER_SIRET, number=2, options=())
-    second = token_of(mailed_link(app))
+    second_link = mailed_link(app)
+    second = token_of(second_link)
+    page = client.get(second_link).get_data(as_text=True)
+    assert "Un compte existe déjà" in page and 'id="confirmation"' not in page
     assert_error(activate(client, second, "pas le bon mot de passe"), 401, "invalid_credentials")
     r = activate(client, second)
     assert r.status_code == 200 and r.json["created"] is False
