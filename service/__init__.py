@@ -113,6 +113,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import models  # noqa: F401  (registers every table)
     from service import reminders as _reminders  # noqa: F401
     from service.agents import api as _agents_api  # noqa: F401  (issue 11, hB)
+    from service.agents import space_api as _agents_space_api  # noqa: F401  (issue 11: the agent's side)
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
     from service.archive import bundle_api as _archive_bundle_api  # noqa: F401
@@ -127,6 +128,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service.kits import api as _kits_api  # noqa: F401
     from service.kits import employer_api as _employer_api  # noqa: F401
     from service.mail import tasks as _mail_tasks  # noqa: F401
+    from service.pages import adherent as _adherent_pages  # noqa: F401  (issue 11: /adherent)
     from service.pages import agents as _agents_pages  # noqa: F401  (issue 11, hB)
     from service.pages import cdg as _cdg_pages  # noqa: F401
     from service.pages import portal as _portal_pages  # noqa: F401

@@ -494,24 +494,8 @@ BROWSER_SIGNATURE_MODES = {"drawn": "signature dessinée", "typed": "nom saisi"}
 
 # -- agents' registration (issue 11, hB) ---------------------------------------------------------
 
-#: a membership's states (`agents.models.MEMBERSHIP_STATES`)
-MEMBERSHIP_STATES = {
-    "invited": "En attente d'activation",
-    "active": "En cours",
-    "left": "Terminée (départ)",
-}
-#: an agent's employment status
-AGENT_STATUSES = {"titulaire": "Titulaire", "stagiaire": "Stagiaire", "contractuel": "Contractuel"}
 #: an agent's category
 AGENT_CATEGORIES = {"A": "Catégorie A", "B": "Catégorie B", "C": "Catégorie C"}
-
-
-def membership_state(state: str | None) -> str:
-    return MEMBERSHIP_STATES.get(state or "", "État inconnu")
-
-
-def agent_status(status: str | None) -> str:
-    return AGENT_STATUSES.get(status or "", "Statut inconnu")
 
 
 def agent_category(category: str | None) -> str:
@@ -599,3 +583,76 @@ def prerequisite_lower(kind: str | None) -> str:
 
 def subscription_state(status: str | None) -> str:
     return SUBSCRIPTION_STATES.get(status or "", "État inconnu")
+
+
+# -- agents' space (issue 11, the agent's side) ----------------------------------------------
+
+#: a membership's states (service.agents.models.MEMBERSHIP_STATES)
+MEMBERSHIP_STATES = {
+    "invited": "En attente d'activation du compte",
+    "active": "Active",
+    "left": "Terminée (départ)",
+}
+
+#: an agent's status (service.agents.models.AGENT_STATUSES)
+AGENT_STATUSES = {
+    "titulaire": "fonctionnaire titulaire",
+    "stagiaire": "fonctionnaire stagiaire",
+    "contractuel": "contractuel de droit public",
+}
+
+#: who a named beneficiary is to the agent
+RELATIONSHIPS = {
+    "conjoint": "Conjoint ou conjointe",
+    "partenaire_pacs": "Partenaire de PACS",
+    "concubin": "Concubin ou concubine",
+    "enfant": "Enfant",
+    "parent": "Père ou mère",
+    "frere_soeur": "Frère ou sœur",
+    "petit_enfant": "Petit-enfant",
+    "autre": "Autre personne",
+}
+
+#: the clauses of a beneficiary designation
+CLAUSES = {
+    "standard": "Clause type",
+    "specific": "Clause particulière (bénéficiaires nommés)",
+}
+
+#: the standard clause, as the certificate and the form print it
+STANDARD_CLAUSE = (
+    "Mon conjoint non séparé de corps ni divorcé, ou mon partenaire lié par un PACS, ou mon "
+    "concubin ; à défaut, mes enfants nés ou à naître, vivants ou représentés, par parts "
+    "égales ; à défaut, mes héritiers, par parts égales."
+)
+
+EVENTS.update(
+    {
+        "agent_account_created": "Compte d'agent créé (lien d'activation utilisé)",
+        "agent_membership_attached": "Adhésion rattachée au compte d'un agent",
+        "agent_activation_refused": "Lien d'activation d'un agent refusé",
+        "agent_session": "Connexion d'un agent",
+        "beneficiaries_designated": "Désignation de bénéficiaires enregistrée",
+    }
+)
+
+
+def membership_state(code: str | None) -> str:
+    return MEMBERSHIP_STATES.get(code or "", "État inconnu")
+
+
+def agent_status(code: str | None) -> str:
+    return AGENT_STATUSES.get(code or "", "statut non précisé")
+
+
+def relationship(code: str | None) -> str:
+    return RELATIONSHIPS.get(code or "", "Autre personne")
+
+
+def clause(code: str | None) -> str:
+    return CLAUSES.get(code or "", "Clause inconnue")
+
+
+def option(code: str | None) -> str:
+    """An option whose convention no longer names it: never its code."""
+    return "Option de la convention"

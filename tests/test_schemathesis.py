@@ -47,6 +47,17 @@ RULE_CODES = {
     "ambiguous_base",  # gross or its elements, not both
     "missing_base",
 }
+# issue 11, the agent's side: a designation's cross-field rules (the clause and its list, shares
+# adding up to 100, birth dates against today) and the password policy
+RULE_CODES |= {
+    "beneficiaries_missing",
+    "beneficiaries_not_expected",
+    "birth_date_in_future",
+    "invalid_birth_date",
+    "invalid_share",
+    "shares_not_100",
+    "weak_password",
+}
 #: slow on purpose (PDF rendering, signing): covered by their own tests
 SKIPPED = {
     ("POST", "/api/v1/employers/{siret}/kits"),

@@ -21,6 +21,8 @@ TOKEN_PREFIX = "psc_"
 #: the CDG codes a CDG account may name, read by table name: the reference data depend on the
 #: accounts (a principal), not the other way round
 _CDG = table("cdg", column("code"))
+#: an agent token's account, read by table name likewise (service.agents sits above accounts)
+_AGENT_ACCOUNT = table("agent_account", column("id"), column("email"))
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Principal:
     user_id: int | None = None
     cdg_code: str | None = None
     siret: str | None = None
+    #: an agent's account (role `agent`): the agent sees only the memberships it holds
+    agent_account_id: int | None = None
 
     @property
     def actor(self) -> str:
@@ -99,6 +103,7 @@ def issue_token(
     cdg_code: str | None = None,
     siret: str | None = None,
     expires_at: datetime | None = None,
+    agent_account_id: int | None = None,
 ) -> str:
     token = new_token()
     db.session.add(
@@ -109,6 +114,7 @@ def issue_token(
             cdg_code=cdg_code,
             siret=siret,
             expires_at=expires_at,
+            agent_account_id=agent_account_id,
         )
     )
     return token
@@ -122,6 +128,8 @@ def authenticate_bearer(token: str) -> Principal:
         raise Unauthorized("Jeton d'accès expiré.", code="token_expired")
     if row.user is not None and not row.user.active:
         raise Unauthorized("Compte désactivé.", code="account_disabled")
+    if row.role == "agent":
+        return agent_principal(row.agent_account_id)
     return Principal(
         role=row.role,
         email=row.user.email if row.user else None,
@@ -129,3 +137,15 @@ def authenticate_bearer(token: str) -> Principal:
         cdg_code=row.cdg_code,
         siret=row.siret,
     )
+
+
+def agent_principal(account_id: int | None) -> Principal:
+    """The principal of an agent's token or web session: its account and address."""
+    email = (
+        db.session.scalar(select(_AGENT_ACCOUNT.c.email).where(_AGENT_ACCOUNT.c.id == account_id))
+        if account_id is not None
+        else None
+    )
+    if email is None:
+        raise Unauthorized("Jeton d'accès invalide.", code="invalid_token")
+    return Principal(role="agent", email=email, agent_account_id=account_id)

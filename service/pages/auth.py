@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from flask import g, redirect, request, session, url_for
 from sqlalchemy import delete, select
 
-from service.accounts.auth import Principal, hash_token, verify_password
+from service.accounts.auth import Principal, agent_principal, hash_token, verify_password
 from service.accounts.models import User, WebSession
 from service.errors import Forbidden, Unauthorized
 from service.extensions import db
@@ -30,6 +30,7 @@ from service.timeutil import utcnow
 log = logging.getLogger(__name__)
 STAFF_SESSION = timedelta(hours=8)
 EMPLOYER_SESSION = timedelta(hours=2)
+AGENT_SESSION = timedelta(hours=2)
 
 # failed password sign-ins; each rule's windows step up (backoff) and lift by themselves
 LOGIN_ADDRESS = Rule.of("login-address", "20/15 minutes; 100/day")
@@ -76,12 +77,18 @@ def sign_in_employer(siret: str, kit_id: int) -> None:
     session["kit_id"] = kit_id
 
 
+def sign_in_agent(account_id: int) -> None:
+    """An agent's browser (the `/adherent` space), once its password was checked."""
+    _open_session(lifetime=AGENT_SESSION, agent_account_id=account_id)
+
+
 def _open_session(
     *,
     lifetime: timedelta,
     user_id: int | None = None,
     siret: str | None = None,
     kit_id: int | None = None,
+    agent_account_id: int | None = None,
 ) -> None:
     now = utcnow()
     _end_session()  # a new id at every sign-in (no fixation)
@@ -93,6 +100,7 @@ def _open_session(
             user_id=user_id,
             siret=siret,
             kit_id=kit_id,
+            agent_account_id=agent_account_id,
             created_at=now,
             expires_at=now + lifetime,
         )
@@ -136,6 +144,8 @@ def current_principal() -> Principal | None:
                 )
         elif row.siret is not None:
             who = Principal(role="employer", siret=row.siret)
+        elif row.agent_account_id is not None:
+            who = agent_principal(row.agent_account_id)
     g.principal = who
     return who
 
@@ -167,6 +177,10 @@ def _reserved_to(roles: tuple[str, ...]) -> str:
     return "Votre compte ne permet pas d'ouvrir cette page."
 
 
+#: spaces whose pages send anyone else to their own sign-in page
+SELF_SERVICE = {("employer",): "pages.portal_login", ("agent",): "pages.agent_login"}
+
+
 def page_roles(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Require a signed-in user with one of `roles`: the signed-out go to their sign-in page, a
     signed-in user of another role gets a 403 page saying who the page is for (the portal's
@@ -176,10 +190,10 @@ def page_roles(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             who = current_principal()
-            if who is not None and who.role not in roles and roles != ("employer",):
+            if who is not None and who.role not in roles and roles not in SELF_SERVICE:
                 raise Forbidden(_reserved_to(roles), code="forbidden")
             if who is None or who.role not in roles:
-                target = "pages.portal_login" if roles == ("employer",) else "pages.login"
+                target = SELF_SERVICE.get(roles, "pages.login")
                 return redirect(url_for(target, suivant=request.path))
             return view(*args, **kwargs)
 
