@@ -28,7 +28,7 @@ from service.extensions import db
 from service.kits import lifecycle
 from service.kits.models import Kit
 from service.reference.models import Convention
-from tests.conftest import auth, employer_payload
+from tests.conftest import auth, employer_payload, record_prerequisites
 from tests.test_e2e import ARGS, CHROMIUM, Session
 from tests.test_reference_api import assert_error
 from tests.test_returns import SIRET, issued_pdf, portal
@@ -70,6 +70,7 @@ def agent(**overrides: Any) -> dict[str, Any]:
 
 
 def issue_kit(client: FlaskClient, staff: dict[str, str], siret: str = SIRET) -> dict[str, Any]:
+    record_prerequisites(client.application, siret)
     r = client.post(f"/api/v1/employers/{siret}/kits", headers=staff)
     assert r.status_code == 201, r.json
     return r.json

@@ -40,7 +40,7 @@ from service.config import settings
 from service.extensions import db
 from service.reference.models import Employer
 from service.timeutil import utcnow
-from tests.conftest import auth, employer_payload, run_jobs
+from tests.conftest import auth, employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import every_font_embedded
 from tests.test_e2e import Session, browser, live  # noqa: F401  (fixtures)
 from tests.test_pages import csrf
@@ -609,6 +609,7 @@ def test_agent_pages_french_without_codes(
 
     # the notice of the employer's kit
     assert client.get(f"/adherent/adhesions/{membership}/notice.pdf").status_code == 404
+    record_prerequisites(client.application, SIRET)
     assert client.post(f"/api/v1/employers/{SIRET}/kits", json={}, headers=staff).status_code == 201
     notice = client.get(f"/adherent/adhesions/{membership}/notice.pdf")
     assert notice.status_code == 200 and "Notice d'information" in pdftotext(notice.data)

@@ -32,7 +32,7 @@ from service.extensions import db
 from service.timeutil import utcnow
 from signing.browser import Signatory, create_dev_ca, issue_leaf, load_ca
 from signing.errors import KeyUnavailable
-from tests.conftest import auth, employer_payload, make_app, run_jobs
+from tests.conftest import auth, employer_payload, make_app, record_prerequisites, run_jobs
 from tests.pdftools import pdf_text
 from tests.test_reference_api import assert_error
 from tests.test_returns import PIECES, SIRET, employer_auth, issued_pdf, kit, portal
@@ -332,6 +332,7 @@ def test_browser_signing_of_another_employers_kit_is_404(
     other = employer_payload(convention["id"], siret="21810001400016", name="Aguts")
     r = client.post("/api/v1/employers", json=other, headers=staff)
     assert r.status_code == 201, r.json
+    record_prerequisites(client.application, "21810001400016")
     other_kit = client.post("/api/v1/employers/21810001400016/kits", headers=staff).json
     r = portal(client, other_kit["access_code"], siret="21810001400016")
     assert r.status_code == 200, r.json

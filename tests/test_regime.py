@@ -17,7 +17,7 @@ from service.demo.load import CONVENTION as DEMO
 from service.errors import InvalidInput
 from service.kits.render import RenderedKit, render_kit
 from service.reference.rules import check_half, parse_contribution
-from tests.conftest import CDG81, CONVENTION, employer_payload
+from tests.conftest import CDG81, CONVENTION, employer_payload, record_prerequisites
 from tests.pdftools import fold
 from tests.test_pages import sign_in
 from tests.test_reference_api import assert_error
@@ -218,6 +218,7 @@ def test_issued_kit_of_a_mandatory_convention_says_membership_is_compulsory(
     convention = client.post("/api/v1/conventions", json=MANDATORY, headers=staff).json
     payload = employer_payload(convention["id"])
     assert client.post("/api/v1/employers", json=payload, headers=staff).status_code == 201
+    record_prerequisites(client.application, "21810004800014")
     kit = client.post("/api/v1/employers/21810004800014/kits", json={}, headers=staff)
     assert kit.status_code == 201, kit.json
     pdf = client.get(
