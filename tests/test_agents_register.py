@@ -421,7 +421,7 @@ def test_export_is_french_csv_without_codes(
     rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
     header, row = rows[0], dict(zip(rows[0], rows[1], strict=True))
     assert header[:3] == ["Référence", "Nom", "Prénom"]
-    assert row["Statut"] == "Contractuel" and row["Catégorie"] == "Catégorie C"
+    assert row["Statut"] == "Contractuel de droit public" and row["Catégorie"] == "Catégorie C"
     assert row["Options"] == "Décès" and row["État"] == "En attente d'activation du compte"
     assert row["Cotisation mensuelle"] == "39,00\u00a0€"  # 1 500 € × 2,60 %
     assert row["Date de naissance"] == "12 avril 1985"

@@ -29,7 +29,7 @@ from service.audit.domain import record
 from service.engine.models import Job
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError
 from service.extensions import db
-from service.formatting import long_date, money
+from service.formatting import capitalize_first, long_date, money
 from service.kits.domain import current_kit, local_today
 from service.kits.lifecycle import pieces_signed
 from service.kits.models import Kit, KitCounter
@@ -593,7 +593,7 @@ def export_rows(employer: Employer) -> list[list[str]]:
             m.first_name,
             long_date(m.birth_date),
             m.email,
-            labels.agent_status(m.status),
+            capitalize_first(labels.agent_status(m.status)),
             labels.agent_category(m.category),
             ", ".join(options.get(code, "option") for code in m.options) or "aucune",
             money(m.base_amount),
