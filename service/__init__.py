@@ -112,6 +112,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import health as _health  # noqa: F401
     from service import models  # noqa: F401  (registers every table)
     from service import reminders as _reminders  # noqa: F401
+    from service.agents import payroll_api as _payroll_api  # noqa: F401  (hG: payroll, follow-up)
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401
     from service.archive import bundle_api as _archive_bundle_api  # noqa: F401
