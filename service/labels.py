@@ -418,3 +418,13 @@ def job_error(text: str | None) -> str:
     )
     meaning = meaning[0].upper() + meaning[1:]
     return f"{meaning} (détail : {detail})" if detail else meaning
+
+
+# -- hG: the CDG's follow-up of agents' memberships ------------------------------------------------
+
+#: a membership's state, as a column of counts (« Actifs : 12 »)
+MEMBERSHIP_STATE_COUNTS = {
+    "active": "Actifs",
+    "invited": "Invités (compte non créé)",
+    "left": "Partis",
+}
