@@ -3,12 +3,15 @@ progress per month, scoping between CDGs, and no personal data (API and page).""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from service.accounts.auth import create_user
+from service.extensions import db
 from tests.conftest import auth, create_token
 from tests.test_agents_payroll import (  # noqa: F401  (fixtures)
     GAILLAC,
@@ -16,6 +19,9 @@ from tests.test_agents_payroll import (  # noqa: F401  (fixtures)
     gaillac,
     staffed,
 )
+from tests.test_e2e import Session
+from tests.test_e2e import browser as browser  # a fixture
+from tests.test_e2e import live as live  # a fixture
 from tests.test_pages import sign_in
 
 #: what the memberships of `staffed` carry that identifies a person
@@ -173,3 +179,30 @@ def test_cdg_agents_page_for_staff_links_to_each_employer(
     page = client.get("/cdg/adhesions?cdg=81&mois=2025-04").get_data(as_text=True)
     assert f"/employeurs/{GAILLAC}#agents" in page
     assert "Voir les agents" in page
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.usefixtures("staffed")
+def test_cdg_agents_page_in_a_phone_browser_is_accessible(
+    app: Flask, live: str, browser: Any, artifacts: Path
+) -> None:
+    with app.app_context():
+        create_user(
+            email="suivi@cdg81.fr", role="cdg", cdg_code="81", password="mot de passe cdg81"
+        )
+        db.session.commit()
+    shots = artifacts / "screenshots"
+    shots.mkdir(exist_ok=True)
+    phone = Session(browser, live, shots, width=390)
+    page = phone.page
+    phone.go("/cdg/adhesions")
+    page.fill("#email", "suivi@cdg81.fr")
+    page.fill("#password", "mot de passe cdg81")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/cdg/adhesions")
+    page.fill("#mois", "2025-04")
+    page.click("text=Afficher")
+    page.wait_for_url("**mois=2025-04")
+    assert "124,10" in page.inner_text("main")
+    phone.check_a11y("cdg-adhesions-agents")
+    phone.close()
