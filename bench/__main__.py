@@ -7,6 +7,8 @@ Campaign: `flask kits issue --cdg 81` timed as a whole (every Tarn commune and E
 two real Celery worker processes on Redis and PostgreSQL (bench/campaign.py).
 Returns: verifying and storing one signed return; countersigning one piece.
 Archive: objects archived per second to moto's S3 server; the CDG listing over 10 000 records.
+Confirmations: 10 000 agents' e-mails queued by one request (≤ 10 s), then sent by two real
+worker processes to a loopback SMTP server (bench/confirmations.py; `--only-confirmations`).
 Targets (2-core machine): median ≤ 0.3 s per kit; the campaign in ≤ 60 s with two processes and
 a speed-up ≥ 1.7 from one to two; ≤ 150 ms median for a return and for a countersignature.
 """
@@ -34,7 +36,15 @@ def main() -> int:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--returns", type=int, default=20, help="rounds of return benchmarks")
     parser.add_argument("--archive", type=int, default=100, help="objects archived to moto")
+    # -- hG: confirmations for 10 000 agents (bench/confirmations.py) --
+    parser.add_argument("--confirmations", type=int, default=10_000, help="agents (0: skip)")
+    parser.add_argument(
+        "--only-confirmations", action="store_true", help="only the confirmations benchmark"
+    )
+    # -- end hG --
     args = parser.parse_args()
+    if args.only_confirmations:
+        return 0 if bench_confirmations_cli(args.confirmations) else 1
 
     from service import create_app
     from service.backends import document_store, settings
@@ -114,7 +124,36 @@ def main() -> int:
             print(f"objects stored: {stored}")
     if not args.skip_batch:
         batch_ok = bench_campaign_cli()
-    return 0 if median <= TARGET_MEDIAN_S and batch_ok and returns_ok and archive_ok else 1
+    confirmations_ok = not args.confirmations or bench_confirmations_cli(args.confirmations)
+    return (
+        0
+        if median <= TARGET_MEDIAN_S and batch_ok and returns_ok and archive_ok and confirmations_ok
+        else 1
+    )
+
+
+def bench_confirmations_cli(count: int) -> bool:
+    """hG: the confirmations benchmark on PostgreSQL (BENCH_DATABASE_URL or a throwaway
+    cluster) and Redis (BENCH_REDIS_URL)."""
+    import os
+
+    from bench.confirmations import bench_confirmations
+    from tests.pg import ThrowawayCluster
+
+    base = os.environ.get("BENCH_DATABASE_URL")
+    cluster = None
+    if not base:
+        cluster = ThrowawayCluster()
+        base = cluster.start()
+    try:
+        return bench_confirmations(
+            base_url=base,
+            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            count=count,
+        )
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 def bench_campaign_cli() -> bool:
