@@ -3,7 +3,7 @@ CDG's summary of agents' memberships, and the bulk re-send of confirmation e-mai
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,18 +27,16 @@ from service.schema_types import DATABASE_ID, documented
 
 EMPLOYER_OR_STAFF = ("admin", "staff", "employer")
 CDG_OR_STAFF = ("admin", "staff", "cdg")
-MONTH_QUERY = {
-    "description": "le mois, AAAA-MM",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
-}
+#: what `parse_month` accepts: AAAA-MM from 2000
+MONTH_SCHEMA = {"type": "string", "pattern": "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$"}
+MONTH_QUERY = {"description": "le mois, AAAA-MM", "required": True, "schema": MONTH_SCHEMA}
 
 
 class InvitationsIn(BaseModel):
     """Which memberships get their confirmation e-mail again: every eligible one by default."""
 
     model_config = ConfigDict(extra="forbid")
-    ids: list[int] | None = Field(
+    ids: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] | None = Field(
         default=None,
         max_length=100_000,
         json_schema_extra=documented(
@@ -109,7 +107,7 @@ def payroll_file_json(siret: str) -> Any:
     query={
         "month": {
             "description": "le mois des montants, AAAA-MM (ce mois-ci par défaut)",
-            "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+            "schema": MONTH_SCHEMA,
         }
     },
 )
