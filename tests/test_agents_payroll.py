@@ -26,8 +26,10 @@ from service.extensions import db
 from service.reference.models import Employer
 from tests.conftest import auth, create_token, employer_payload
 from tests.pdftools import fold, xmp
+from tests.test_pages import csrf
 
 GAILLAC = "21810001400016"
+ALBI = "21810004800014"
 BY_CATEGORY = {
     "mode": "by_category",
     "amounts": {"A": "10.00", "B": "15.00", "C": "25.00"},
@@ -398,3 +400,33 @@ def test_payroll_settings_pdf_is_pdfa_in_french_with_rates_and_amounts(
     (artifacts / "payroll-settings.pdf").write_bytes(r.data)
     meta = xmp(r.data)
     assert "<pdfaid:part>2</pdfaid:part>" in meta or 'pdfaid:part="2"' in meta
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_portal_gives_the_payroll_files_and_the_kit_reference_is_the_contracts(
+    app: Flask, client: FlaskClient, staff: dict[str, str], staffed: dict[str, int]
+) -> None:
+    kit = client.post(f"/api/v1/employers/{ALBI}/kits", headers=staff)
+    assert kit.status_code == 201, kit.json
+    settings = client.get(f"/api/v1/employers/{ALBI}/payroll-settings.json", headers=staff).json
+    assert settings["contract"]["reference"] == kit.json["reference"]
+    assert settings["contract"]["convention_reference"] == "CDG81-PREV-2025-2030"
+    r = client.post(
+        "/portail",
+        data={
+            "siret": ALBI,
+            "access_code": kit.json["access_code"],
+            "csrf_token": csrf(client, "/portail"),
+        },
+    )
+    assert r.status_code == 302
+    page = client.get("/portail/kit").get_data(as_text=True)
+    assert "La paie" in page and "/portail/paie/cotisations.csv" in page
+    rows = read_csv(client.get("/portail/paie/cotisations.csv?mois=2025-04").data)
+    assert [(row["Nom"], row["Cotisation"]) for row in rows] == [("Albigeois", "46,00")]
+    bad = client.get("/portail/paie/cotisations.csv?mois=avril")
+    assert bad.status_code == 302 and bad.headers["Location"].endswith("/portail/kit#paie")
+    assert "AAAA-MM" in client.get("/portail/kit").get_data(as_text=True)
+    pdf = client.get("/portail/paie/parametrage.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    assert kit.json["reference"] in pdftotext(pdf.data)
