@@ -317,6 +317,10 @@ def test_payroll_of_another_employer_is_not_found(
     )
 
 
+def blocks_of(settings: dict[str, Any]) -> dict[str, str]:
+    return {d["block"]: d["value"] for d in settings["dsn"]}
+
+
 def test_payroll_settings_json_names_what_the_dsn_needs(
     client: FlaskClient, staff: dict[str, str], gaillac: str
 ) -> None:
@@ -329,16 +333,17 @@ def test_payroll_settings_json_names_what_the_dsn_needs(
     assert s["insurer"]["name"] == "Allianz Vie" and s["manager"]["name"] == "Collecteam"
     assert [p["code"] for p in s["populations"]] == ["CAT-A", "CAT-B", "CAT-C"]
     assert [p["employer_contribution"] for p in s["populations"]] == ["10.00", "15.00", "25.00"]
-    assert [(o["code"], o["rate"]) for o in s["options"]] == [
-        ("SOCLE", "2.30"),
-        ("deces", "0.30"),
-        ("perte_retraite", "0.45"),
+    assert [(o["code"], o["dsn_code"], o["rate"]) for o in s["options"]] == [
+        (None, "SOCLE", "2.30"),
+        ("deces", "DECES", "0.30"),
+        ("perte_retraite", "PERTE-RETRAITE", "0.45"),
     ]
+    assert blocks_of(s)["S21.G00.70.004"] == "SOCLE / DECES / PERTE-RETRAITE"
     assert {b["code"] for b in s["base"]["included"]} == {"tbi", "nbi", "ri", "cti"}
     assert {b["code"] for b in s["base"]["excluded"]} == {"ir", "sft", "variable"}
     assert s["employer_contribution"]["capped_at_premium"] is True
     assert s["employer_contribution"]["prorated"] is False
-    blocks = {d["block"]: d["value"] for d in s["dsn"]}
+    blocks = blocks_of(s)
     assert blocks["S21.G00.15.001"] == "CDG81-PREV-2025-2030"
     assert blocks["S21.G00.70.005"] == "CAT-A / CAT-B / CAT-C"
     assert s["contract"]["starts_on"] == "2025-01-01"
@@ -396,7 +401,9 @@ def test_payroll_settings_pdf_is_pdfa_in_french_with_rates_and_amounts(
         "n'est jamais proratisée",
     ):
         assert expected in text, expected
-    assert "by_category" not in text and "None" not in text
+    assert "PERTE-RETRAITE" in text
+    for code in ("by_category", "None", "perte_retraite", "deces "):
+        assert code not in text, code
     (artifacts / "payroll-settings.pdf").write_bytes(r.data)
     meta = xmp(r.data)
     assert "<pdfaid:part>2</pdfaid:part>" in meta or 'pdfaid:part="2"' in meta

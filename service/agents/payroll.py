@@ -97,6 +97,11 @@ def population_code(employer: Employer, category: str) -> str:
     return POPULATION_ALL
 
 
+def dsn_option_code(code: str) -> str:
+    """An option's code in the DSN (S21.G00.70.004): `perte_retraite` → `PERTE-RETRAITE`."""
+    return code.upper().replace("_", "-")
+
+
 def _option_labels(convention: Convention) -> dict[str, str]:
     return {o["code"]: o["label"] for o in convention.options}
 
@@ -292,9 +297,19 @@ def payroll_settings(employer: Employer) -> dict[str, Any]:
         ]
         criteria = None
     options = [
-        {"code": BASE_OPTION, "label": "Garanties de base", "rate": f"{convention.base_rate:.2f}"}
+        {
+            "code": None,
+            "dsn_code": BASE_OPTION,
+            "label": "Garanties de base",
+            "rate": f"{convention.base_rate:.2f}",
+        }
     ] + [
-        {"code": o["code"], "label": o["label"], "rate": f"{Decimal(o['rate']):.2f}"}
+        {
+            "code": o["code"],
+            "dsn_code": dsn_option_code(o["code"]),
+            "label": o["label"],
+            "rate": f"{Decimal(o['rate']):.2f}",
+        }
         for o in convention.options
     ]
     return {
@@ -346,7 +361,7 @@ def payroll_settings(employer: Employer) -> dict[str, Any]:
             {
                 "block": "S21.G00.70.004",
                 "label": "Code option retenue par l'agent",
-                "value": " / ".join(o["code"] for o in options),
+                "value": " / ".join(o["dsn_code"] for o in options),
             },
             {
                 "block": "S21.G00.70.005",
