@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from service.agents.models import MEMBERSHIP_STATES, Membership
 from service.agents.payroll import PAYROLL_STATES, month_end
@@ -63,7 +64,10 @@ def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:
     convention started (up to `month`, this month by default)."""
     month = month or this_month()
     employers = db.session.scalars(
-        select(Employer).where(Employer.cdg_id == cdg.id).order_by(Employer.name, Employer.siret)
+        select(Employer)
+        .where(Employer.cdg_id == cdg.id)
+        .options(selectinload(Employer.convention))
+        .order_by(Employer.name, Employer.siret)
     ).all()
     rows = [
         _Row(*r)
