@@ -71,11 +71,17 @@ def test_agents_summary_counts_and_amounts_match_hand_computed_ones(
     assert (gaillac_["cdg_fee_rate"], gaillac_["cdg_fee"]) == ("1.10", "1.37")
     # Albi: one agent, 46,00 → 0,506
     assert (albi["premiums"], albi["cdg_fee"]) == ("46.00", "0.51")
+    # the year so far: January and February 170,10 (Roux still there), March and April 124,10
+    # = 588,40, 1,10 % = 6,4724; Albi 4 × 46,00 = 184,00 → 2,024
+    assert (gaillac_["premiums_year"], gaillac_["cdg_fee_year"]) == ("588.40", "6.47")
+    assert (albi["premiums_year"], albi["cdg_fee_year"]) == ("184.00", "2.02")
     assert s["totals"] == {
         "agents": {"invited": 1, "active": 3, "left": 2},
         "premiums": "170.10",
         "employer_contributions": "70.70",
         "cdg_fee": "1.88",
+        "premiums_year": "772.40",
+        "cdg_fee_year": "8.49",
     }
 
 

@@ -60,7 +60,8 @@ def this_month() -> date:
 
 def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:
     """Per employer of the CDG: agents by state, options taken, the month's premiums,
-    contributions and the CDG's fee, and the count of memberships due each month since the
+    contributions and the CDG's fee, the year's premiums and fee so far (January, or the
+    convention's start, to `month`), and the count of memberships due each month since the
     convention started (up to `month`, this month by default)."""
     month = month or this_month()
     employers = db.session.scalars(
@@ -92,7 +93,9 @@ def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:
 
     items = []
     totals = Counter[str]()
-    money_totals = {"premiums": ZERO, "employer_contributions": ZERO, "cdg_fee": ZERO}
+    money_totals = dict.fromkeys(
+        ("premiums", "employer_contributions", "cdg_fee", "premiums_year", "cdg_fee_year"), ZERO
+    )
     for employer in employers:
         convention = employer.convention
         mine = by_employer.get(employer.id, [])
@@ -103,6 +106,12 @@ def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:
         premiums = sum((Decimal(r.premium) for r in due), ZERO)
         contributions = sum((Decimal(r.employer_contribution) for r in due), ZERO)
         fee = cents(premiums * Decimal(convention.cdg_fee_rate) / Decimal(100))
+        # the year so far: the CDG charges its fee on the premiums of the year
+        year_months = _months(max(convention.starts_on, month.replace(month=1)), month)
+        premiums_year = sum(
+            (Decimal(r.premium) for m in year_months for r in mine if _due(r, m)), ZERO
+        )
+        fee_year = cents(premiums_year * Decimal(convention.cdg_fee_rate) / Decimal(100))
         start = max(convention.starts_on, date(month.year - 10, 1, 1))
         progress = [
             {"month": f"{m:%Y-%m}", "memberships": sum(1 for r in mine if _due(r, m))}
@@ -123,6 +132,8 @@ def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:
                 "employee_shares": f"{premiums - contributions:.2f}",
                 "cdg_fee_rate": f"{Decimal(convention.cdg_fee_rate):.2f}",
                 "cdg_fee": f"{fee:.2f}",
+                "premiums_year": f"{premiums_year:.2f}",
+                "cdg_fee_year": f"{fee_year:.2f}",
                 "progress": progress,
             }
         )
@@ -131,6 +142,8 @@ def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:
         money_totals["premiums"] += premiums
         money_totals["employer_contributions"] += contributions
         money_totals["cdg_fee"] += fee
+        money_totals["premiums_year"] += premiums_year
+        money_totals["cdg_fee_year"] += fee_year
     return {
         "cdg": cdg.code,
         "month": f"{month:%Y-%m}",
