@@ -428,3 +428,10 @@ MEMBERSHIP_STATE_COUNTS = {
     "invited": "Invités (compte non créé)",
     "left": "Partis",
 }
+#: the payroll files named in download events (`file_label`)
+DOCUMENTS.update(
+    {
+        "payroll-settings": "Paramétrage de la paie",
+        "payroll.csv": "Fichier mensuel des cotisations des agents (CSV)",
+    }
+)

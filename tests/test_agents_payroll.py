@@ -8,6 +8,7 @@ registration of agents is another part of issue 11.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import subprocess
 import tempfile
@@ -20,8 +21,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from service import labels
 from service.accounts.auth import issue_token
 from service.agents.models import Membership
+from service.audit.models import AuditEvent
 from service.extensions import db
 from service.reference.models import Employer
 from tests.conftest import auth, create_token, employer_payload
@@ -437,3 +440,24 @@ def test_portal_gives_the_payroll_files_and_the_kit_reference_is_the_contracts(
     pdf = client.get("/portail/paie/parametrage.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
     assert kit.json["reference"] in pdftotext(pdf.data)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_payroll_downloads_are_recorded_with_who_the_file_and_its_hash(
+    app: Flask, client: FlaskClient, staffed: dict[str, int]
+) -> None:
+    headers = employer_token(app, GAILLAC)
+    r = client.get(f"/api/v1/employers/{GAILLAC}/payroll.csv?month=2025-04", headers=headers)
+    pdf = client.get(f"/api/v1/employers/{GAILLAC}/payroll-settings.pdf", headers=headers)
+    client.get(f"/api/v1/employers/{GAILLAC}/payroll.csv?month=2025-13", headers=headers)
+    with app.app_context():
+        events = db.session.scalars(
+            db.select(AuditEvent).where(AuditEvent.event == "downloaded").order_by(AuditEvent.id)
+        ).all()
+        assert [(e.details, e.siret, e.actor) for e in events] == [
+            ({"file": "payroll.csv", "month": "2025-04"}, GAILLAC, f"employer:{GAILLAC}"),
+            ({"file": "payroll-settings.pdf"}, GAILLAC, f"employer:{GAILLAC}"),
+        ]  # the refused month downloaded nothing
+        assert events[0].sha256_after == hashlib.sha256(r.data).hexdigest()
+        assert events[1].sha256_after == hashlib.sha256(pdf.data).hexdigest()
+    assert labels.file_label("payroll.csv") == "Fichier mensuel des cotisations des agents (CSV)"

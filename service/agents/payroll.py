@@ -15,6 +15,7 @@ the month due in full (never prorated, like the employer contribution).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from calendar import monthrange
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from weasyprint import HTML
 
 from service import formatting
 from service.agents.models import Membership
+from service.audit.domain import record
 from service.csvfile import csv_text
 from service.errors import InvalidInput
 from service.extensions import db
@@ -37,6 +39,9 @@ from service.reference.models import Convention, Employer
 from service.reference.simulation import EXCLUDED, INCLUDED
 from service.timeutil import local, utcnow
 
+#: the files named in download events (French titles in service.labels.DOCUMENTS)
+SETTINGS_FILE = "payroll-settings.pdf"
+PAYROLL_FILE = "payroll.csv"
 #: memberships a month's file may hold (a `left` one while its departure is in or after the month)
 PAYROLL_STATES = ("invited", "active", "left")
 #: population codes (S21.G00.70.005) the settings give the payroll
@@ -411,3 +416,32 @@ def render_settings_pdf(employer: Employer, settings: dict[str, Any]) -> bytes:
         stylesheets=[templates.stylesheet], font_config=templates.fonts
     )
     return document.write_pdf(pdf_variant="pdf/a-2b")
+
+
+# -- downloads --------------------------------------------------------------------------------
+
+
+def record_payroll_download(
+    employer: Employer,
+    *,
+    file: str,
+    data: bytes,
+    actor: str,
+    address: str | None,
+    month: date | None = None,
+) -> None:
+    """Every download is an event (who, from where, the file and its SHA-256), on the employer's
+    current kit's trail when it has one. The caller commits before serving the file."""
+    kit = current_kit(employer)
+    details: dict[str, Any] = {"file": file}
+    if month is not None:
+        details["month"] = f"{month:%Y-%m}"
+    record(
+        "downloaded",
+        actor=actor,
+        kit_id=kit.id if kit is not None else None,
+        siret=employer.siret,
+        address=address,
+        sha256_after=hashlib.sha256(data).hexdigest(),
+        details=details,
+    )

@@ -3,6 +3,7 @@ CDG's summary of agents' memberships, and the bulk re-send of confirmation e-mai
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from flask import Response, jsonify, request
@@ -10,11 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.agents.invitations import resend_invitations
 from service.agents.payroll import (
+    PAYROLL_FILE,
+    SETTINGS_FILE,
     parse_month,
     payroll_csv,
     payroll_json,
     payroll_month,
     payroll_settings,
+    record_payroll_download,
     render_settings_pdf,
 )
 from service.agents.summary import agents_summary
@@ -45,6 +49,18 @@ class InvitationsIn(BaseModel):
     )
 
 
+def _downloaded(employer: Employer, file: str, data: bytes, *, month: date | None = None) -> None:
+    record_payroll_download(
+        employer,
+        file=file,
+        data=data,
+        actor=principal().actor,
+        address=request.remote_addr,
+        month=month,
+    )
+    db.session.commit()
+
+
 def _employer(siret: str) -> Employer:
     """The employer the caller may see: its own for an employer, any for staff (else 404)."""
     return get_employer(siret, principal=principal())
@@ -67,6 +83,7 @@ def payroll_settings_json(siret: str) -> Any:
 def payroll_settings_pdf(siret: str) -> Response:
     employer = _employer(siret)
     pdf = render_settings_pdf(employer, payroll_settings(employer))
+    _downloaded(employer, SETTINGS_FILE, pdf)
     response = Response(pdf, mimetype="application/pdf")
     response.headers["Content-Disposition"] = (
         f'attachment; filename="parametrage-paie-{employer.siret}.pdf"'
@@ -83,10 +100,9 @@ def payroll_settings_pdf(siret: str) -> Response:
 def payroll_file(siret: str) -> Response:
     employer = _employer(siret)
     month = parse_month(request.args.get("month"))
-    return csv_attachment(
-        payroll_csv(payroll_month(employer, month)),
-        f"cotisations-{employer.siret}-{month:%Y-%m}.csv",
-    )
+    body = payroll_csv(payroll_month(employer, month))
+    _downloaded(employer, PAYROLL_FILE, body.encode("utf-8"), month=month)
+    return csv_attachment(body, f"cotisations-{employer.siret}-{month:%Y-%m}.csv")
 
 
 @route(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Response, flash, redirect, render_template, request, session, url_for
@@ -18,6 +19,7 @@ from service.kits.models import Kit
 from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
 from service.pages.blueprint import bp
 from service.reference.domain import get_employer
+from service.reference.models import Employer
 from service.returns import domain as returns
 from service.returns.actions import receive_upload
 from service.returns.models import KitReturn
@@ -164,6 +166,7 @@ def portal_upload(kind: str) -> Any:
 def portal_payroll_settings() -> Response:
     employer = get_employer(current_principal().siret or "", principal=current_principal())
     pdf = payroll.render_settings_pdf(employer, payroll.payroll_settings(employer))
+    _payroll_downloaded(employer, payroll.SETTINGS_FILE, pdf)
     response = Response(pdf, mimetype="application/pdf")
     response.headers["Content-Disposition"] = (
         f'attachment; filename="parametrage-paie-{employer.siret}.pdf"'
@@ -180,7 +183,20 @@ def portal_payroll_csv() -> Any:
     except ServiceError as exc:
         flash(exc.message, "error")
         return redirect(url_for("pages.portal_kit") + "#paie")
-    return csv_attachment(
-        payroll.payroll_csv(payroll.payroll_month(employer, month)),
-        f"cotisations-{employer.siret}-{month:%Y-%m}.csv",
+    body = payroll.payroll_csv(payroll.payroll_month(employer, month))
+    _payroll_downloaded(employer, payroll.PAYROLL_FILE, body.encode("utf-8"), month=month)
+    return csv_attachment(body, f"cotisations-{employer.siret}-{month:%Y-%m}.csv")
+
+
+def _payroll_downloaded(
+    employer: Employer, file: str, data: bytes, *, month: date | None = None
+) -> None:
+    payroll.record_payroll_download(
+        employer,
+        file=file,
+        data=data,
+        actor=current_principal().actor,
+        address=request.remote_addr,
+        month=month,
     )
+    db.session.commit()
