@@ -22,7 +22,8 @@ from sqlalchemy import func, insert, select
 from bench.campaign import _database, _drop
 
 TARGET_QUEUE_S = 10.0
-SEND_TIMEOUT_S = 1800.0
+#: the bench gives up waiting after this (and says how many arrived)
+SEND_TIMEOUT_S = 900.0
 
 
 def bench_confirmations(*, base_url: str, redis_url: str, count: int = 10_000) -> bool:
@@ -37,7 +38,7 @@ def bench_confirmations(*, base_url: str, redis_url: str, count: int = 10_000) -
     from service.mail.queue import SEND_TASK
     from service.reference.models import Employer
     from tests.smtp import smtp_server
-    from tests.workers import wait_for, worker
+    from tests.workers import worker
 
     url, name = _database(base_url)
     try:
@@ -103,13 +104,11 @@ def bench_confirmations(*, base_url: str, redis_url: str, count: int = 10_000) -
                 queued_s = time.perf_counter() - start
                 assert r.status_code == 202 and r.json["queued"] == count, r.json
                 sent_start = time.perf_counter()
-                wait_for(
-                    lambda: len(inbox.messages) >= count,
-                    timeout=SEND_TIMEOUT_S,
-                    every=0.5,
-                    what=f"{count} e-mails received",
-                )
+                deadline = sent_start + SEND_TIMEOUT_S
+                while len(inbox.messages) < count and time.perf_counter() < deadline:
+                    time.sleep(0.5)
                 sent_s = time.perf_counter() - sent_start
+                total_s = time.perf_counter() - start
             with app.app_context():
                 done = db.session.scalar(
                     select(func.count(Job.id)).where(Job.task == SEND_TASK, Job.status == "done")
@@ -125,7 +124,8 @@ def bench_confirmations(*, base_url: str, redis_url: str, count: int = 10_000) -
     )
     print(
         f"               sent by 2 worker processes to the loopback SMTP server in "
-        f"{sent_s:.1f} s after the request ({count / sent_s:.0f} e-mails/s); "
+        f"{sent_s:.1f} s after the request, {total_s:.1f} s from its start "
+        f"({len(recipients) / sent_s:.0f} e-mails/s); "
         f"{len(recipients)} distinct recipients, {done} jobs done"
     )
     return ok
