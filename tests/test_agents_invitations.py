@@ -7,13 +7,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from service.agents.invitations import FANOUT_TASK
 from service.agents.models import ActivationLink, Membership
@@ -22,6 +23,7 @@ from service.engine import outbox
 from service.engine.models import Job
 from service.extensions import db
 from service.mail.queue import SEND_TASK
+from service.reference.models import Employer
 from service.timeutil import utcnow
 from tests.conftest import ARTIFACTS, auth, create_token, employer_payload, run_jobs
 from tests.smtp import Inbox, smtp_server
@@ -247,3 +249,69 @@ def test_invitations_are_sent_by_real_workers_and_none_is_lost_with_the_broker_m
     recipients = sorted(m["To"] for m in inbox.messages)
     assert recipients == sorted(f"agent{n}.0014@exemple.fr" for n in range(40))  # once each
     assert {j.status for j in jobs(app, FANOUT_TASK)} == {"done"}
+
+
+def bulk_invited(app: Flask, siret: str, count: int) -> list[int]:
+    """`count` invited memberships, inserted in one statement (no link yet)."""
+    with app.app_context():
+        employer = db.session.scalar(select(Employer).where(Employer.siret == siret))
+        ids = list(
+            db.session.scalars(
+                insert(Membership).returning(Membership.id),
+                [
+                    {
+                        "reference": f"ADH-81-9{n:05d}",
+                        "employer_id": employer.id,
+                        "convention_id": employer.convention_id,
+                        "last_name": f"Masse{n}",
+                        "first_name": "Dominique",
+                        "birth_date": date(1975, 3, 3),
+                        "person_key": f"masse{n}|dominique|1975-03-03",
+                        "email": f"masse{n}@exemple.fr",
+                        "status": "titulaire",
+                        "category": "C",
+                        "base": {"tbi": "1800.00"},
+                        "options": [],
+                        "joins_on": date(2025, 1, 1),
+                        "base_amount": Decimal("1800.00"),
+                        "premium": Decimal("41.40"),
+                        "employer_contribution": Decimal("15.00"),
+                        "employee_share": Decimal("26.40"),
+                        "state": "invited",
+                        "created_by": "test",
+                    }
+                    for n in range(count)
+                ],
+            )
+        )
+        db.session.commit()
+        return ids
+
+
+def test_invitations_in_bulk_span_several_chunks_without_losing_one(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
+    ids = bulk_invited(app, ALBI, 1_201)  # three fan-out chunks of 500, two id chunks of 1 000
+    r = client.post(
+        f"/api/v1/employers/{ALBI}/agents/invitations", json={"ids": ids}, headers=staff
+    )
+    assert r.status_code == 202 and r.json == {"queued": 1_201, "skipped": []}
+    mails = jobs(app, SEND_TASK)
+    assert len(mails) == 1_201
+    assert len({j.payload["to"] for j in mails}) == 1_201
+    fanouts = jobs(app, FANOUT_TASK)
+    assert [len(j.payload["jobs"]) for j in fanouts] == [500, 500, 201]
+    assert sorted(i for j in fanouts for i in j.payload["jobs"]) == sorted(j.id for j in mails)
+    with app.app_context():
+        assert db.session.scalar(select(func.count(ActivationLink.id))) == 1_201
+        db.session.remove()
+    # again, for everyone: each gets a second link, the first one expired
+    r = client.post(f"/api/v1/employers/{ALBI}/agents/invitations", headers=staff)
+    assert r.json["queued"] == 1_201
+    with app.app_context():
+        now = utcnow()
+        live = db.session.scalar(
+            select(func.count(ActivationLink.id)).where(ActivationLink.expires_at > now)
+        )
+        assert live == 1_201
+        assert db.session.scalar(select(func.count(ActivationLink.id))) == 2_402
