@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, insert, select
 
-from service.agents.invitations import FANOUT_TASK
+from service.agents.invitations import FANOUT_TASK, SUBJECT, confirmation_body
 from service.agents.models import ActivationLink, Membership
 from service.agents.notify import activation_token_hash, membership_confirmed
 from service.engine import outbox
@@ -25,6 +25,7 @@ from service.extensions import db
 from service.mail.queue import SEND_TASK
 from service.reference.models import Employer
 from service.timeutil import utcnow
+from service.wording import employer_designation
 from tests.conftest import ARTIFACTS, auth, create_token, employer_payload, run_jobs
 from tests.smtp import Inbox, smtp_server
 from tests.test_agents_payroll import add_membership, employer_token
@@ -315,3 +316,26 @@ def test_invitations_in_bulk_span_several_chunks_without_losing_one(
         )
         assert live == 1_201
         assert db.session.scalar(select(func.count(ActivationLink.id))) == 2_402
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_invitations_write_the_same_email_as_the_first_confirmation(
+    app: Flask, employer: dict[str, Any]
+) -> None:
+    """The bulk path writes its e-mails itself (no ORM object per agent): the same subject and
+    text as `notify.membership_confirmed`, whose wording may change."""
+    membership_id = agent(app, ALBI, 7)
+    (first,) = jobs(app, SEND_TASK)
+    token = TOKEN.search(first.payload["body"]).group(1)
+    with app.app_context():
+        m = db.session.get(Membership, membership_id)
+        employer_row = db.session.get(Employer, m.employer_id)
+        body = confirmation_body(
+            first_name=m.first_name,
+            last_name=m.last_name,
+            reference=m.reference,
+            who=employer_designation(employer_row).the,
+            token=token,
+        )
+    assert first.payload["subject"] == SUBJECT
+    assert first.payload["body"] == body
