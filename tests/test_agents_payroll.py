@@ -461,3 +461,17 @@ def test_payroll_downloads_are_recorded_with_who_the_file_and_its_hash(
         assert events[0].sha256_after == hashlib.sha256(r.data).hexdigest()
         assert events[1].sha256_after == hashlib.sha256(pdf.data).hexdigest()
     assert labels.file_label("payroll.csv") == "Fichier mensuel des cotisations des agents (CSV)"
+
+
+def test_payroll_json_rows_carry_option_codes_and_amounts(
+    client: FlaskClient, staff: dict[str, str], staffed: dict[str, int]
+) -> None:
+    r = client.get(f"/api/v1/employers/{GAILLAC}/payroll.json?month=2025-06", headers=staff)
+    bernard, durand, _ = r.json["rows"]
+    assert durand["options"] == ["deces"] and durand["rate"] == "2.60"
+    assert (bernard["joins_on"], bernard["base"], bernard["premium"]) == (
+        "2025-06-01",
+        "1950.55",
+        "44.86",
+    )
+    assert (bernard["population"], bernard["employee_share"]) == ("CAT-B", "29.86")

@@ -128,7 +128,8 @@ class PayrollRow:
     premium: Decimal
     employer_contribution: Decimal
     employee_share: Decimal
-    options: tuple[str, ...]  # labels
+    options: tuple[str, ...]  # labels (the CSV)
+    option_codes: tuple[str, ...]  # the convention's codes (the JSON)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def payroll_month(employer: Employer, month: date) -> PayrollMonth:
             employer_contribution=Decimal(m.employer_contribution),
             employee_share=Decimal(m.employee_share),
             options=tuple(labels.get(code, code) for code in m.options or []),
+            option_codes=tuple(m.options or []),
         )
         for m in memberships
         # a membership marked `left` without a date cannot be placed: it is not due
@@ -239,7 +241,7 @@ def payroll_json(payroll: PayrollMonth) -> dict[str, Any]:
                 "premium": f"{r.premium:.2f}",
                 "employer_contribution": f"{r.employer_contribution:.2f}",
                 "employee_share": f"{r.employee_share:.2f}",
-                "options": list(r.options),
+                "options": list(r.option_codes),
             }
             for r in payroll.rows
         ],
