@@ -9,6 +9,8 @@ Returns: verifying and storing one signed return; countersigning one piece.
 Archive: objects archived per second to moto's S3 server; the CDG listing over 10 000 records.
 Agents: 1 000 agents imported by the real request (CSV) on PostgreSQL, ≤ 5 s
 (`--agents-import-only` runs just that; bench/agents_import.py).
+Confirmations: 10 000 agents' e-mails queued by one request (≤ 10 s), then sent by two real
+worker processes to a loopback SMTP server (bench/confirmations.py; `--only-confirmations`).
 Targets (2-core machine): median ≤ 0.3 s per kit; the campaign in ≤ 60 s with two processes and
 a speed-up ≥ 1.7 from one to two; ≤ 150 ms median for a return and for a countersignature.
 Certificate: a membership certificate downloaded by its agent, ≤ 50 ms median once warm
@@ -44,9 +46,17 @@ def main() -> int:
     parser.add_argument(
         "--certificate", type=int, default=50, help="membership certificates downloaded"
     )
+    # -- hG: confirmations for 10 000 agents (bench/confirmations.py) --
+    parser.add_argument("--confirmations", type=int, default=10_000, help="agents (0: skip)")
+    parser.add_argument(
+        "--only-confirmations", action="store_true", help="only the confirmations benchmark"
+    )
+    # -- end hG --
     args = parser.parse_args()
     if args.agents_import_only:
         return 0 if bench_agents_import_cli() else 1
+    if args.only_confirmations:
+        return 0 if bench_confirmations_cli(args.confirmations) else 1
 
     from service import create_app
     from service.backends import document_store, settings
@@ -137,6 +147,7 @@ def main() -> int:
     if not args.skip_batch:
         batch_ok = bench_campaign_cli()
     agents_ok = args.skip_agents_import or bench_agents_import_cli()
+    confirmations_ok = not args.confirmations or bench_confirmations_cli(args.confirmations)
     ok = (
         median <= TARGET_MEDIAN_S
         and batch_ok
@@ -144,6 +155,7 @@ def main() -> int:
         and archive_ok
         and agents_ok
         and certificate_ok
+        and confirmations_ok
     )
     return 0 if ok else 1
 
@@ -154,6 +166,30 @@ def bench_agents_import_cli() -> bool:
     from bench.agents_import import bench_agents_import
 
     return bench_agents_import(rows=1000)
+
+
+def bench_confirmations_cli(count: int) -> bool:
+    """hG: the confirmations benchmark on PostgreSQL (BENCH_DATABASE_URL or a throwaway
+    cluster) and Redis (BENCH_REDIS_URL)."""
+    import os
+
+    from bench.confirmations import bench_confirmations
+    from tests.pg import ThrowawayCluster
+
+    base = os.environ.get("BENCH_DATABASE_URL")
+    cluster = None
+    if not base:
+        cluster = ThrowawayCluster()
+        base = cluster.start()
+    try:
+        return bench_confirmations(
+            base_url=base,
+            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            count=count,
+        )
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 def bench_campaign_cli() -> bool:

@@ -113,6 +113,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from service import models  # noqa: F401  (registers every table)
     from service import reminders as _reminders  # noqa: F401
     from service.agents import api as _agents_api  # noqa: F401  (issue 11, hB)
+    from service.agents import payroll_api as _payroll_api  # noqa: F401  (hG: payroll, follow-up)
     from service.agents import space_api as _agents_space_api  # noqa: F401  (issue 11: the agent's side)
     from service.api import bp as api_bp
     from service.archive import api as _archive_api  # noqa: F401

@@ -656,3 +656,20 @@ def clause(code: str | None) -> str:
 def option(code: str | None) -> str:
     """An option whose convention no longer names it: never its code."""
     return "Option de la convention"
+
+
+# -- hG: the CDG's follow-up of agents' memberships ------------------------------------------------
+
+#: a membership's state, as a column of counts (« Actifs : 12 »)
+MEMBERSHIP_STATE_COUNTS = {
+    "active": "Actifs",
+    "invited": "Invités (compte non créé)",
+    "left": "Partis",
+}
+#: the payroll files named in download events (`file_label`)
+DOCUMENTS.update(
+    {
+        "payroll-settings": "Paramétrage de la paie",
+        "payroll.csv": "Fichier mensuel des cotisations des agents (CSV)",
+    }
+)

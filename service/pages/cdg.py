@@ -10,15 +10,20 @@ from typing import Any
 from flask import Response, redirect, render_template, request
 from sqlalchemy import select
 
+from service import labels
+from service.agents.payroll import month_label, parse_month
+from service.agents.summary import agents_summary
 from service.archive import domain as archive
 from service.archive.downloads import archived_copy, record_archive_download
 from service.archive.models import ArchiveRecord
 from service.downloads import csv_attachment
+from service.errors import InvalidInput
 from service.extensions import db
 from service.kits.domain import employers_with_current_kit
 from service.kits.models import Kit
 from service.pages.auth import current_principal, page_roles
 from service.pages.blueprint import bp
+from service.reference.domain import get_cdg
 from service.reference.models import Cdg, Employer
 
 SERIES = (
@@ -101,3 +106,51 @@ def cdg_archive(record_id: int) -> Response:
     rec = archive.get_record(record_id, principal=current_principal())
     record_archive_download(rec, actor=current_principal().actor)
     return archived_copy(rec)
+
+
+# -- hG: the agents' memberships (« Adhésions des agents ») ----------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentsChart:
+    months: list[str]
+    values: list[int]
+    top: int
+
+
+def _agents_chart(summary: dict[str, Any]) -> AgentsChart:
+    """Memberships due each month, every employer of the CDG together (the last 24 months)."""
+    totals: Counter[str] = Counter()
+    for item in summary["employers"]:
+        for point in item["progress"]:
+            totals[point["month"]] += point["memberships"]
+    months = sorted(totals)[-24:]
+    values = [totals[m] for m in months]
+    return AgentsChart(months, values, max([1, *values]))
+
+
+@bp.get("/cdg/adhesions")
+@page_roles("cdg", "admin", "staff")
+def cdg_agents() -> Any:
+    code = _cdg_code()
+    cdg = get_cdg(code, principal=current_principal())
+    error = None
+    month = None
+    raw = request.args.get("mois")
+    if raw:
+        try:
+            month = parse_month(raw)
+        except InvalidInput as exc:
+            error = exc.message
+    summary = agents_summary(cdg, month=month)
+    return render_template(
+        "cdg_agents.html",
+        cdg=cdg,
+        summary=summary,
+        month=date.fromisoformat(summary["month"] + "-01"),
+        month_label=month_label(date.fromisoformat(summary["month"] + "-01")),
+        chart=_agents_chart(summary),
+        states=labels.MEMBERSHIP_STATE_COUNTS,
+        error=error,
+        staff=current_principal().role in ("admin", "staff"),
+    )

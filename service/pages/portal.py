@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Response, flash, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
 from service import labels
+from service.agents import payroll
 from service.backends import settings
-from service.downloads import record_kit_download, stream_object
+from service.downloads import csv_attachment, record_kit_download, stream_object
 from service.errors import ServiceError, TooManyRequests, Unavailable
 from service.extensions import db
 from service.kits import domain as kits
 from service.kits.models import Kit
 from service.pages.auth import current_principal, page_roles, sign_in_employer, sign_out
 from service.pages.blueprint import bp
+from service.reference.domain import get_employer
+from service.reference.models import Employer
 from service.returns import domain as returns
 from service.returns.actions import receive_upload
 from service.returns.models import KitReturn
@@ -152,3 +156,47 @@ def portal_upload(kind: str) -> Any:
         else:
             flash("Pièce reçue : elle sera vérifiée par nos équipes.")
     return redirect(url_for("pages.portal_kit"))
+
+
+# -- hG: the payroll files in the portal ---------------------------------------------------------
+
+
+@bp.get("/portail/paie/parametrage.pdf")
+@page_roles("employer")
+def portal_payroll_settings() -> Response:
+    employer = get_employer(current_principal().siret or "", principal=current_principal())
+    pdf = payroll.render_settings_pdf(employer, payroll.payroll_settings(employer))
+    _payroll_downloaded(employer, payroll.SETTINGS_FILE, pdf)
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="parametrage-paie-{employer.siret}.pdf"'
+    )
+    return response
+
+
+@bp.get("/portail/paie/cotisations.csv")
+@page_roles("employer")
+def portal_payroll_csv() -> Any:
+    employer = get_employer(current_principal().siret or "", principal=current_principal())
+    try:
+        month = payroll.parse_month(request.args.get("mois"))
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("pages.portal_kit") + "#paie")
+    body = payroll.payroll_csv(payroll.payroll_month(employer, month))
+    _payroll_downloaded(employer, payroll.PAYROLL_FILE, body.encode("utf-8"), month=month)
+    return csv_attachment(body, f"cotisations-{employer.siret}-{month:%Y-%m}.csv")
+
+
+def _payroll_downloaded(
+    employer: Employer, file: str, data: bytes, *, month: date | None = None
+) -> None:
+    payroll.record_payroll_download(
+        employer,
+        file=file,
+        data=data,
+        actor=current_principal().actor,
+        address=request.remote_addr,
+        month=month,
+    )
+    db.session.commit()
