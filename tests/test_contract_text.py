@@ -180,10 +180,14 @@ def _expected_rows() -> list[str]:
 def test_examples_give_every_category_at_the_three_seed_salaries(modulated: RenderedKit) -> None:
     rows = _expected_rows()
     assert len(rows) == 9 and "Agents de catégorie B 1 700,00 € 39,10 € 12,00 € 27,10 €" in rows
-    for kind in ("special-conditions", "information-notice"):
-        text = " ".join(pdf_text(_doc(modulated, kind).pdf))
-        for row in rows:
-            assert row in text, (kind, row)
+    special = " ".join(pdf_text(_doc(modulated, "special-conditions").pdf))
+    examples = special[special.index("Participation de l'employeur : exemples") :]
+    for row in rows:
+        assert row in examples, row
+    # the notice is the convention's: it sends the agent to the special conditions
+    notice = " ".join(pdf_text(_doc(modulated, "information-notice").pdf))
+    assert not any(row in notice for row in rows)
+    assert "les conditions particulières de l'adhésion de votre employeur" in notice
     document = Document(io.BytesIO(_doc(modulated, "special-conditions").docx))
     docx_rows = {
         " ".join(c.text for c in row.cells).replace("\u00a0", " ")
@@ -205,7 +209,9 @@ def test_contracts_follow_the_employer_and_identify_the_insurer(modulated: Rende
         assert "(e)" not in text and "agent(s)" not in text
     notice = " ".join(pdf_text(_doc(modulated, "information-notice").pdf))
     assert "pour le compte d'Allianz Vie" in notice and "au plus tôt le 1er avril 2025" in notice
-    assert "Votre employeur, la commune de L'Isle-sur-Tarn" in notice
+    assert "À remettre à chaque agent de la commune de L'Isle-sur-Tarn" in notice
+    special = " ".join(pdf_text(_doc(modulated, "special-conditions").pdf))
+    assert "Participation de l'employeur : exemples" in special
     letter = " ".join(pdf_text(_doc(modulated, "access-letter").pdf))
     assert "À l'attention du maire" in letter
     assert "La commune de L'Isle-sur-Tarn a décidé d'adhérer" in letter

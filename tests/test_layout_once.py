@@ -1,16 +1,19 @@
-"""The enrolment form and the beneficiary designation, laid out once per convention: every kit
-still prints its own employer, SIRET, contribution and reference on them, read back by poppler
-and pypdf; a line that would not fit makes the kit lay them out itself."""
+"""The notice d'information, the enrolment form and the beneficiary designation, laid out once
+per convention: every kit still prints its own employer, SIRET, contribution and reference on
+them, read back by poppler and pypdf; a line that would not fit makes the kit lay them out
+itself."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from decimal import Decimal
 
 import pikepdf
 
+from service.kits.published import PublishedInput, render_published
 from service.kits.render import (
     LAID_OUT_ONCE,
     SPECS,
@@ -145,3 +148,73 @@ def test_kits_rendered_in_threads_equal_kits_rendered_one_by_one() -> None:
     for one, other in zip(alone, together, strict=True):
         assert [d.pdf for d in one.documents] == [d.pdf for d in other.documents]
         assert one.bundle == other.bundle
+
+
+# -- the notice d'information: the convention's text, laid out once (hA2) -------------------
+
+
+def _body(pages: list[str], footer: str) -> str:
+    """The notice's text from its first heading to its last sentence, pages joined: each page's
+    text up to its page number (what follows it is the kit's drawn lines), footers left out."""
+    kept = []
+    for number, text in enumerate(pages, start=1):
+        mark = f"page {number}/{len(pages)}"
+        kept.append(text[: text.index(mark)].replace(footer, ""))
+    joined = " ".join(" ".join(kept).replace("•", " ").split())
+    start = joined.index("1. Votre contrat en bref")
+    end = joined.index("suit l'exécution de la convention.") + len("suit l'exécution")
+    return joined[start:end]
+
+
+def test_notice_is_laid_out_once_and_names_the_employer_only_in_its_strips() -> None:
+    assert "information-notice" in LAID_OUT_ONCE
+    render_kit(kit_input("Albi"))
+    before = _stats()
+    data = kit_input("Castres", reference="PSC-81-2025-000124")
+    data = dataclasses.replace(data, cover_starts_on=date(2025, 4, 1))
+    kit = render_kit(data)
+    assert _stats()["reused"] == before["reused"] + 1 and _stats()["made"] == before["made"]
+    pages = pdf_text(_pdf(kit, "information-notice"))
+    assert len(pages) == 2
+    text = " ".join(pages)
+    assert "À remettre à chaque agent de la commune de Castres – à conserver" in text
+    assert "kit PSC-81-2025-000124 émis le 4 mars 2025" in text
+    assert "la garantie prend effet au plus tôt le 1er avril 2025." in text
+    assert "Albi" not in text and "000123" not in text
+    # the body names no employer: « votre employeur », « la collectivité qui vous emploie »
+    body = _body(pages, "Réf. PSC-81-2025-000124 · Notice d'information")
+    assert "Castres" not in body and "la collectivité qui vous emploie" in body
+    # every page carries its own footer once, the start of cover is drawn on the page of §5's end
+    for page in pages:
+        assert page.count("Réf. PSC-81-2025-000124 · Notice d'information") == 1
+    assert "au plus tôt le 1er avril 2025" in pages[1] and "Réclamations" in pages[1]
+
+
+def test_notice_kit_lines_land_in_blank_places() -> None:
+    """The drawn lines overlap no word the layout wrote (a line on the wrong page would)."""
+    found = words(_pdf(render_kit(kit_input("Castres")), "information-notice"))
+    for n, one in enumerate(found):
+        for other in found[n + 1 :]:
+            if one.page != other.page:
+                continue
+            overlap_x = min(one.x_max, other.x_max) - max(one.x_min, other.x_min)
+            overlap_y = min(one.y_max, other.y_max) - max(one.y_min, other.y_min)
+            assert overlap_x <= 0.5 or overlap_y <= 0.5, (one, other)
+
+
+def test_kit_notice_and_published_notice_are_one_text() -> None:
+    data = kit_input("Castres")
+    kit = render_kit(data)
+    kit_body = _body(
+        pdf_text(_pdf(kit, "information-notice")),
+        "Réf. PSC-81-2025-000123 · Notice d'information",
+    )
+    files = render_published(PublishedInput(data.cdg, data.convention, date(2025, 3, 4)))
+    notice = next(f.content for f in files if f.kind == "information-notice")
+    published = pdf_text(notice)
+    published_body = _body(published, "Convention CDG81-PREV-2025-2030 · Notice d'information")
+    assert kit_body == published_body
+    assert "pour 6 ans, du 1er janvier 2025 au 31 décembre 2030" in kit_body
+    assert "la cotisation au taux socle est de 34,50 € par mois" in kit_body
+    assert "À remettre à chaque agent des collectivités adhérentes" in " ".join(published)
+    assert "au plus tôt" not in " ".join(published)  # the start of cover is the kit's

@@ -32,9 +32,9 @@ from service.kits.render import (
     ConventionData,
     _group_labels,
     _insurer_identity,
+    notice_example,
     template_set,
 )
-from service.reference.simulation import simulate
 from service.reference.templates import TEMPLATES_ROOT
 
 #: (kind, format, French title), in the order of the process
@@ -124,12 +124,6 @@ def fingerprint(data: PublishedInput) -> str:
 
 def _context(data: PublishedInput) -> dict[str, Any]:
     convention = data.convention
-    example = simulate(
-        base_rate=convention.base_rate,
-        available_options=(),
-        elements={"gross": "1500.00"},
-        contribution="0",
-    )
     return {
         "cdg": data.cdg,
         "convention": convention,
@@ -137,7 +131,7 @@ def _context(data: PublishedInput) -> dict[str, Any]:
         "published_on": data.published_on,
         "duration_years": convention.ends_on.year - convention.starts_on.year + 1,
         "insurer_identity": _insurer_identity(convention),
-        "example": example,
+        "example": notice_example(convention.base_rate),
     }
 
 

@@ -12,15 +12,16 @@ written plain and `finish_kit` deflates its streams once (WeasyPrint deflates at
 level) and packs the objects in object streams; the layout is freed by reference counting as
 soon as the kit is written (`_free_layout`).
 
-Laid out once per convention: the documents of `LAID_OUT_ONCE` (the enrolment form and the
-beneficiary designation) say nothing of the employer or the kit outside a few lines, their
-`strip`s (banner subtitle and kit line, the employer's line and contribution, the footer's
-reference). A pass of their own lays them out with those places left blank; its layout is kept
-(per process, keyed by the hash of that pass's HTML, so any other difference, of convention,
+Laid out once per convention: the documents of `LAID_OUT_ONCE` (the notice d'information, the
+convention's text shared with the CDG's published notice, the enrolment form and the beneficiary
+designation) say nothing of the employer or the kit outside a few lines, their `strip`s (banner
+subtitle and kit line, the notice's start of cover, the employer's line and contribution, the
+footer's reference). A pass of their own lays them out with those places left blank; its layout is
+kept (per process, keyed by the hash of that pass's HTML, so any other difference, of convention,
 template or wording, is another layout) and its pages join the kit's own pass before the PDF is
-written; the kit's lines are then drawn in their places (`pdfforms.TextLine`), in the fields'
-full font, as pagination artifacts. A line that would not fit its place (or not in that font)
-makes the kit lay the documents out itself, as before: nothing is lost or cut.
+written; the kit's lines are then drawn in their places (`pdfforms.TextLine`), in the fields' full
+font, as pagination artifacts. A line that would not fit its place (or not in that font) makes the
+kit lay the documents out itself, as before: nothing is lost or cut.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from service.kits.pdfforms import (
     font_metrics,
     text_width,
 )
-from service.reference.simulation import Option, simulate
+from service.reference.simulation import Option, Simulation, simulate
 from service.reference.templates import TEMPLATES_ROOT
 from service.timeutil import DEFAULT_TIMEZONE
 
@@ -100,7 +101,7 @@ DOCUMENTS: tuple[DocumentSpec, ...] = (
 DOCUMENT_KINDS = tuple(d.kind for d in DOCUMENTS)
 SPECS = {d.kind: d for d in DOCUMENTS}
 #: documents whose per-kit text is only in `strip`s: laid out once per convention (see above)
-LAID_OUT_ONCE = ("enrolment-form", "beneficiary-designation")
+LAID_OUT_ONCE = ("information-notice", "enrolment-form", "beneficiary-designation")
 #: layouts kept per template set (one per convention and wording; a few kilobytes of boxes each)
 LAYOUTS_KEPT = 16
 PX = 0.75  # CSS pixel → PDF point
@@ -280,6 +281,7 @@ class TemplateSet:
             "contribution_lines": contribution_lines,
             "contribution_summary": _contribution_summary(contribution),
             "examples": _examples(data.convention.base_rate, contribution_lines),
+            "example": notice_example(data.convention.base_rate),
             "duration_years": data.convention.ends_on.year - data.convention.starts_on.year + 1,
             "access_code": formatting.group_code(data.access_code),
             "who": formatting.designation(
@@ -445,6 +447,14 @@ def _examples(base_rate: Decimal, lines: list[tuple[str, Decimal]]) -> list[Exam
                 )
             )
     return examples
+
+
+def notice_example(base_rate: Decimal) -> Simulation:
+    """The notice's example (the convention's, no employer's): the premium at the base rate on
+    a monthly base of 1 500,00 €."""
+    return simulate(
+        base_rate=base_rate, available_options=(), elements={"gross": "1500.00"}, contribution="0"
+    )
 
 
 def _insurer_identity(convention: ConventionData) -> str:
@@ -656,11 +666,12 @@ def _line_height(style: Any) -> float:
 
 
 def _kind_of(document: Any, number: int) -> tuple[str, int]:
-    """The kind of the document page `number` belongs to, and the page's index within it."""
+    """The kind of the document page `number` belongs to, and the page's index within it (a
+    document's section keeps its `doc-` anchor on each of its pages: its first page counts)."""
     start, kind = 0, ""
     for index, page in enumerate(document.pages[: number + 1]):
         for anchor in page.anchors:
-            if anchor.startswith("doc-") and anchor[4:] in SPECS:
+            if anchor.startswith("doc-") and anchor[4:] in SPECS and anchor[4:] != kind:
                 start, kind = index, anchor[4:]
     return kind, number - start
 
