@@ -448,8 +448,9 @@ def import_memberships(
     ]
     try:
         with db.session.begin_nested():
-            # one batched INSERT (executemany), then the rows read back in one SELECT
-            db.session.execute(insert(Membership), rows_values)
+            # one batched INSERT (executemany) on the table, not through the ORM's bulk path
+            # (which inspects every row), then the rows read back in one SELECT
+            db.session.execute(insert(Membership.__table__), rows_values)
     except IntegrityError as exc:
         raise Conflict(
             "Un de ces agents a été inscrit entre-temps : recommencez l'import.",
