@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
 
+from service import labels
 from service.engine import outbox
 from service.engine.models import Job
 from service.extensions import db
@@ -64,6 +65,7 @@ def test_enqueue_many_writes_the_jobs_and_hands_the_broker_one_message_per_chunk
     assert [j.payload["jobs"] for j in fanouts] == [ids[:500], ids[500:1000], ids[1000:]]
     assert all(j.enqueued_at is not None and j.max_attempts == 5 for j in fanouts)
     assert broker_messages(app) == 3  # not 1 201
+    assert labels.job_kind(outbox.FANOUT_TASK) == "Envoi groupé de tâches"  # staff's tasks page
 
 
 def test_enqueue_many_of_one_job_sends_it_without_a_fanout(app: Flask) -> None:
