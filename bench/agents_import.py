@@ -68,9 +68,12 @@ def bench_import(
 
     from service import create_app
     from service.accounts.auth import create_user
+    from service.backends import document_store
     from service.extensions import db
     from service.kits import lifecycle
     from service.kits.models import Kit
+    from service.reference.domain import get_employer
+    from service.subscriptions.domain import record_placeholders
 
     name = f"psc_bench_agents_{uuid.uuid4().hex[:8]}"
     admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
@@ -123,6 +126,10 @@ def bench_import(
                 "contribution": {"mode": "flat", "amount": "15.00"},
             }
             assert client.post("/api/v1/employers", json=employer, headers=staff).status_code == 201
+            with app.app_context():  # the papers received by post: the kit may be issued
+                employer_row = get_employer(siret)
+                record_placeholders(employer_row, actor="staff:bench", store=document_store())
+                db.session.commit()
             kit = client.post(f"/api/v1/employers/{siret}/kits", headers=staff).json
             with app.app_context():
                 lifecycle.mark_employer_signed(db.session.get(Kit, kit["id"]))

@@ -168,6 +168,9 @@ JOB_KIND_PREFIXES = {
     "psc.agents.": "Tâche sur les adhésions",
 }
 
+# -- hH: the engine's fan-out job (a worker hands a chunk of queued jobs, e-mails…, to the broker)
+JOB_KINDS.update({"psc.engine.fanout": "Envoi groupé de tâches"})
+
 JOB_STATES = {"pending": "En attente", "done": "Terminée", "failed": "En échec"}
 
 CAMPAIGN_STATES = {"running": "En cours", "finished": "Terminée"}

@@ -16,16 +16,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, insert, select
 
-from service.agents.invitations import FANOUT_TASK, SUBJECT, confirmation_body
 from service.agents.models import ActivationLink, Membership
 from service.agents.notify import activation_token_hash, membership_confirmed
 from service.engine import outbox
 from service.engine.models import Job
+from service.engine.outbox import FANOUT_TASK
 from service.extensions import db
+from service.formatting import long_date, money
 from service.mail.queue import SEND_TASK
 from service.reference.models import Employer
-from service.timeutil import utcnow
-from service.wording import employer_designation
+from service.timeutil import local, utcnow
 from tests.conftest import ARTIFACTS, auth, create_token, employer_payload, run_jobs
 from tests.smtp import Inbox, smtp_server
 from tests.test_agents_payroll import add_membership, employer_token
@@ -318,24 +318,33 @@ def test_invitations_in_bulk_span_several_chunks_without_losing_one(
         assert db.session.scalar(select(func.count(ActivationLink.id))) == 2_402
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_invitations_write_the_same_email_as_the_first_confirmation(
-    app: Flask, employer: dict[str, Any]
+def test_invitations_resend_the_confirmation_email_itself_with_a_new_link(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
-    """The bulk path writes its e-mails itself (no ORM object per agent): the same subject and
-    text as `notify.membership_confirmed`, whose wording may change."""
-    membership_id = agent(app, ALBI, 7)
+    """One writer (`notify.confirm_memberships`): the re-sent e-mail is the first confirmation,
+    premium breakdown, start of cover and last valid day included; only the link is new."""
+    agent_id = agent(app, ALBI, 7)
     (first,) = jobs(app, SEND_TASK)
-    token = TOKEN.search(first.payload["body"]).group(1)
-    with app.app_context():
-        m = db.session.get(Membership, membership_id)
-        employer_row = db.session.get(Employer, m.employer_id)
-        body = confirmation_body(
-            first_name=m.first_name,
-            last_name=m.last_name,
-            reference=m.reference,
-            who=employer_designation(employer_row).the,
-            token=token,
-        )
-    assert first.payload["subject"] == SUBJECT
-    assert first.payload["body"] == body
+    r = client.post(f"/api/v1/employers/{ALBI}/agents/invitations", headers=staff)
+    assert r.json == {"queued": 1, "skipped": []}
+    first_mail, again = jobs(app, SEND_TASK)
+    assert first_mail.id == first.id
+    old_token = TOKEN.search(first.payload["body"]).group(1)
+    new_token = TOKEN.search(again.payload["body"]).group(1)
+    assert new_token != old_token
+    assert again.payload["to"] == first.payload["to"] == "agent7.0014@exemple.fr"
+    assert again.payload["subject"] == first.payload["subject"]
+    assert again.payload["subject"] == (
+        "Votre adhésion à la prévoyance de la commune d'Albi (ADH-81-001400007)"
+    )
+    assert again.payload["body"] == first.payload["body"].replace(old_token, new_token)
+    body = again.payload["body"]
+    assert (
+        f"Votre cotisation mensuelle : {money(Decimal('46'))}, dont {money(Decimal('15'))} pris "
+        f"en charge par votre employeur ; reste à votre charge : {money(Decimal('31'))}."
+    ) in body
+    assert "Votre garantie commence le 1er janvier 2025." in body
+    (link,) = [x for x in links(app, agent_id) if x.expires_at > utcnow()]
+    last_day = long_date(local(link.expires_at, "Europe/Paris").date())
+    assert f"reste valable jusqu'au {last_day} inclus." in body
+    assert link.token_hash == activation_token_hash(new_token)

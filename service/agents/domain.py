@@ -19,14 +19,12 @@ from service.agents import rules
 from service.agents.models import (
     BASE_COMPONENTS,
     MEMBERSHIP_STATES,
-    ActivationLink,
     Membership,
 )
-from service.agents.notify import membership_confirmed
+from service.agents.notify import confirm_memberships, membership_confirmed
 from service.agents.schemas import LeaveIn, MembershipIn
 from service.api import field_errors
 from service.audit.domain import record
-from service.engine.models import Job
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError
 from service.extensions import db
 from service.formatting import capitalize_first, long_date, money
@@ -450,8 +448,9 @@ def import_memberships(
     ]
     try:
         with db.session.begin_nested():
-            # one batched INSERT (executemany), then the rows read back in one SELECT
-            db.session.execute(insert(Membership), rows_values)
+            # one batched INSERT (executemany) on the table, not through the ORM's bulk path
+            # (which inspects every row), then the rows read back in one SELECT
+            db.session.execute(insert(Membership.__table__), rows_values)
     except IntegrityError as exc:
         raise Conflict(
             "Un de ces agents a été inscrit entre-temps : recommencez l'import.",
@@ -464,13 +463,7 @@ def import_memberships(
         for m in db.session.scalars(select(Membership).where(between).order_by(Membership.id))
         if m.id in wanted
     ]
-    links = [membership_confirmed(membership) for membership in memberships]
-    for link, new_id in zip(links, _new_ids(ActivationLink, len(links)), strict=True):
-        link.id = new_id
-    jobs = [obj for obj in db.session.new if isinstance(obj, Job) and obj.id is None]
-    for job, new_id in zip(jobs, _new_ids(Job, len(jobs)), strict=True):
-        job.id = new_id
-    db.session.flush()
+    confirm_memberships(employer, memberships)
     record(
         "memberships_imported",
         actor=principal.actor,

@@ -7,15 +7,16 @@ knows what a job does.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from celery import Task, shared_task
 from flask import current_app
-from sqlalchemy import event, inspect, select, update
+from sqlalchemy import event, insert, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from service.config import settings
@@ -62,6 +63,79 @@ def enqueue(
     if send:
         db.session.info.setdefault(_PENDING_KEY, []).append((job, task))
     return job
+
+
+# -- many jobs at once ---------------------------------------------------------------------------
+
+#: the task that hands a chunk of jobs to the broker
+FANOUT_TASK = "psc.engine.fanout"
+#: jobs per fan-out job (one broker message from the caller for each)
+FANOUT_CHUNK = 500
+
+_JOBS_PG = text(
+    "INSERT INTO job (task, payload, status, attempts, max_attempts, created_at, "
+    "next_attempt_at) "
+    "SELECT :task, CAST(p AS json), 'pending', 0, :max_attempts, :now, :now "
+    "FROM unnest(CAST(:payloads AS text[])) WITH ORDINALITY AS t(p, n) ORDER BY n "
+    "RETURNING id"
+)
+
+
+def enqueue_many(
+    task: str, payloads: Sequence[dict[str, Any]], *, max_attempts: int = 8
+) -> list[int]:
+    """Add many jobs of one task to the current transaction with one bulk insert (no ORM
+    object), and return their ids in the payloads' order.
+
+    After the commit the broker gets one message for a single job, else one per `FANOUT_CHUNK`
+    jobs: a fan-out job whose task (a worker) sends the jobs' messages. Nothing is lost when a
+    message is: a fan-out job left pending is sent again by the sweep, and so is any job never
+    handed to the broker (both are ordinary pending jobs).
+    """
+    if not payloads:
+        return []
+    now = utcnow()
+    if db.session.get_bind().dialect.name == "postgresql":
+        # one statement whatever the count: the payloads as an array unnested by PostgreSQL
+        ids = list(
+            db.session.scalars(
+                _JOBS_PG,
+                {
+                    "task": task,
+                    "payloads": [json.dumps(p, ensure_ascii=False) for p in payloads],
+                    "max_attempts": max_attempts,
+                    "now": now,
+                },
+            )
+        )
+    else:
+        ids = list(
+            db.session.scalars(
+                insert(Job).returning(Job.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "task": task,
+                        "payload": payload,
+                        "status": "pending",
+                        "attempts": 0,
+                        "max_attempts": max_attempts,
+                        "created_at": now,
+                        "next_attempt_at": now,
+                    }
+                    for payload in payloads
+                ],
+            )
+        )
+    if len(ids) == 1:
+        db.session.info.setdefault(_PENDING_KEY, []).append((ids[0], task))
+    else:
+        for start in range(0, len(ids), FANOUT_CHUNK):
+            enqueue(
+                FANOUT_TASK,
+                {"jobs": ids[start : start + FANOUT_CHUNK]},
+                max_attempts=max_attempts,
+            )
+    return ids
 
 
 @event.listens_for(Session, "after_commit")
@@ -322,3 +396,31 @@ def retry(job_id: int) -> Job:
         job.enqueued_at = None
         db.session.info.setdefault(_PENDING_KEY, []).append((job, job.task))
     return job
+
+
+@job_task(FANOUT_TASK)
+def send_fanout(job: Job) -> None:
+    """Hand the chunk's jobs still waiting for the broker to it, and note when, in the fan-out
+    job's transaction. A broker down raises: the fan-out is retried with backoff (a message sent
+    twice finds its job done the second time)."""
+    ids = [int(i) for i in job.payload.get("jobs", [])]
+    waiting = list(
+        db.session.execute(
+            select(Job.id, Job.task).where(
+                Job.id.in_(ids), Job.status == "pending", Job.enqueued_at.is_(None)
+            )
+        ).all()
+    )
+    if not waiting:
+        return
+    # noted first, in this transaction: a broker down rolls it back with the error
+    db.session.execute(
+        update(Job)
+        .where(Job.id.in_([job_id for job_id, _ in waiting]))
+        .values(enqueued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    celery = current_app.extensions["celery"]
+    with celery.producer_or_acquire() as producer:
+        for job_id, task in waiting:
+            celery.send_task(task, args=[job_id], producer=producer)
