@@ -27,7 +27,7 @@ from service.engine.models import Job
 from service.extensions import db
 from service.kits import lifecycle
 from service.kits.models import Kit
-from service.reference.models import Convention
+from service.reference.models import Convention, Employer
 from tests.conftest import auth, employer_payload, record_prerequisites
 from tests.test_e2e import ARGS, CHROMIUM, Session
 from tests.test_reference_api import assert_error
@@ -343,6 +343,26 @@ def test_mandatory_regime_needs_half_the_minimum_premium(
         previous_collective_contract=True,
     )
     assert_error(late, 422, "agent_return_too_recent", "returned_on")
+
+
+def test_mandatory_regime_accepts_a_contribution_under_7_euros_covering_half(
+    app: Flask, client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, employer = signed
+    with app.app_context():
+        for c in db.session.scalars(select(Convention)):
+            c.regime = "mandatory"
+        row = db.session.scalar(select(Employer).where(Employer.siret == SIRET))
+        row.contribution = {"mode": "flat", "amount": "5.00"}
+        db.session.commit()
+    # 400 € → 9,20 € of minimum guarantees: 5 € covers more than half (4,60 €)
+    r = register(client, employer, base={"tbi": "400"})
+    assert r.status_code == 201, r.json
+    assert (r.json["premium"], r.json["employer_contribution"]) == ("9.20", "5.00")
+    # 1 000 € → 23,00 €: 5 € is under half (11,50 €)
+    low = register(client, employer, last_name="Petit", base={"tbi": "1000"})
+    assert_error(low, 422, "contribution_below_half")
+    assert "11,50" in low.json["error"]["message"]
 
 
 # -- the list, departures, scoping, export -----------------------------------------------------

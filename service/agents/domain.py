@@ -35,7 +35,7 @@ from service.kits.lifecycle import pieces_signed
 from service.kits.models import Kit, KitCounter
 from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Employer
-from service.reference.rules import cents, parse_amount, parse_contribution
+from service.reference.rules import cents, check_half, parse_amount, parse_contribution
 from service.reference.simulation import Option, normalize_amount, simulate
 from service.timeutil import utcnow
 
@@ -122,7 +122,7 @@ def joined_kit(employer: Employer) -> Kit:
 
 
 def _contribution_for(employer: Employer, category: str) -> Decimal:
-    scheme = parse_contribution(employer.contribution)
+    scheme = parse_contribution(employer.contribution, regime=employer.convention.regime)
     if scheme.mode == "flat":
         return scheme.amount  # type: ignore[return-value]
     if category not in scheme.amounts:
@@ -186,6 +186,7 @@ def _quote(*, employer: Employer, data: MembershipIn) -> Quote:
         elements=_elements(data),
         contribution=str(contribution),
         option_codes=data.options,
+        regime=convention.regime,
     )
     if sim.base <= 0:
         raise InvalidInput(
@@ -194,8 +195,9 @@ def _quote(*, employer: Employer, data: MembershipIn) -> Quote:
             field="base.tbi",
         )
     minimum_premium = cents(sim.base * base_rate / Decimal(100))
-    if convention.regime == "mandatory":
-        rules.check_half_contribution(contribution=contribution, minimum_premium=minimum_premium)
+    check_half(
+        regime=convention.regime, premium=minimum_premium, contribution=contribution, field="base"
+    )
     notes = list(sim.notes)
     if data.has_individual_contract:
         notes.append(INDIVIDUAL_CONTRACT_WARNING)

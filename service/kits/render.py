@@ -280,7 +280,9 @@ class TemplateSet:
             "contribution": contribution,
             "contribution_lines": contribution_lines,
             "contribution_summary": _contribution_summary(contribution),
-            "examples": _examples(data.convention.base_rate, contribution_lines),
+            "examples": _examples(
+                data.convention.base_rate, contribution_lines, regime=data.convention.regime
+            ),
             "example": notice_example(data.convention.base_rate),
             "duration_years": data.convention.ends_on.year - data.convention.starts_on.year + 1,
             "access_code": formatting.group_code(data.access_code),
@@ -425,7 +427,9 @@ class Example:
     employee_share: Decimal
 
 
-def _examples(base_rate: Decimal, lines: list[tuple[str, Decimal]]) -> list[Example]:
+def _examples(
+    base_rate: Decimal, lines: list[tuple[str, Decimal]], *, regime: str = "facultative"
+) -> list[Example]:
     """Each contribution line at each seed salary: premium = rate × base, the contribution
     capped at the premium, share = premium − contribution (the simulator's rules)."""
     examples = []
@@ -436,6 +440,7 @@ def _examples(base_rate: Decimal, lines: list[tuple[str, Decimal]]) -> list[Exam
                 available_options=(),
                 elements={"gross": gross},
                 contribution=str(amount),
+                regime=regime,
             )
             examples.append(
                 Example(
