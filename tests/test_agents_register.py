@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from service.reference.models import Convention, Employer
 from tests.conftest import auth, employer_payload, record_prerequisites
 from tests.test_e2e import ARGS, CHROMIUM, Session
 from tests.test_reference_api import assert_error
+from tests.test_agents_space import activate
 from tests.test_returns import SIRET, issued_pdf, portal
 
 OTHER_SIRET = "21810065900018"  # Castres
@@ -383,7 +385,13 @@ def test_list_search_leave_and_register_again(
         leave, json={"left_on": "2025-01-01", "reason": "Mutation"}, headers=employer
     )
     assert_error(early, 422, "left_before_joining", "left_on")
-    left_on = (JOINS + timedelta(days=40)).isoformat()
+    # a departure far ahead is not recorded yet (the state would say « left » at once)
+    far = (JOINS + timedelta(days=40)).isoformat()
+    too_far = client.post(leave, json={"left_on": far, "reason": "Mutation"}, headers=employer)
+    assert_error(too_far, 422, "left_on_too_far", "left_on")
+    assert client.get(f"/api/v1/agents/{first['id']}", headers=employer).json["state"] != "left"
+    # leaving when the cover would start (not yet covered) stays possible
+    left_on = JOINS.isoformat()
     r = client.post(leave, json={"left_on": left_on, "reason": "Mutation"}, headers=employer)
     assert r.status_code == 200 and r.json["state"] == "left" and r.json["left_on"] == left_on
     assert_error(
@@ -397,6 +405,37 @@ def test_list_search_leave_and_register_again(
     assert_error(client.get(url + "?state=parti", headers=employer), 422, "invalid_state")
     # the departure frees the person: they may join again
     assert register(client, employer).status_code == 201
+
+
+def test_leave_refuses_a_date_after_next_month_and_revokes_unused_links(
+    app: Flask, client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, employer = signed
+    first = register(client, employer).json
+    with app.app_context():
+        # already covered for a year: only the end of next month bounds the departure
+        row = db.session.get(Membership, first["id"])
+        row.joins_on = date(2025, 1, 1)
+        db.session.commit()
+    (mail,) = agent_mails(app)
+    token = re.search(r"jeton=([\w-]+)", mail.payload["body"]).group(1)  # type: ignore[union-attr]
+    leave = f"/api/v1/agents/{first['id']}/leave"
+    end_of_next_month = first_of_month(2) - timedelta(days=1)
+    far = client.post(
+        leave,
+        json={"left_on": first_of_month(2).isoformat(), "reason": "Mutation"},
+        headers=employer,
+    )
+    assert_error(far, 422, "left_on_too_far", "left_on")
+    assert str(end_of_next_month.year) in far.json["error"]["message"]
+    r = client.post(
+        leave,
+        json={"left_on": end_of_next_month.isoformat(), "reason": "Mutation"},
+        headers=employer,
+    )
+    assert r.status_code == 200 and r.json["state"] == "left", r.json
+    # the e-mailed link no longer opens an account
+    assert_error(activate(client, token), 410, "activation_link_expired")
 
 
 def test_employers_see_only_their_own_agents(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -550,6 +550,32 @@ def leave_membership(*, membership: Membership, data: LeaveIn, principal: Princi
             code="left_before_joining",
             field="left_on",
         )
+    today = local_today()
+    first_of_next = date(today.year + (today.month == 12), today.month % 12 + 1, 1)
+    first_after = date(
+        first_of_next.year + (first_of_next.month == 12), first_of_next.month % 12 + 1, 1
+    )
+    # a departure is recorded when it is near: the end of next month at the latest (or the
+    # start of cover, for an agent who leaves before being covered)
+    latest = max(first_after - timedelta(days=1), membership.joins_on)
+    if data.left_on > latest:
+        raise InvalidInput(
+            f"La date de départ est trop lointaine : elle ne peut pas dépasser le "
+            f"{long_date(latest)} ; enregistrez ce départ plus tard.",
+            code="left_on_too_far",
+            field="left_on",
+        )
+    # the activation links not yet used stop working: a departed agent opens no account
+    db.session.execute(
+        update(ActivationLink)
+        .where(
+            ActivationLink.membership_id == membership.id,
+            ActivationLink.used_at.is_(None),
+            ActivationLink.expires_at > utcnow(),
+        )
+        .values(expires_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     membership.state = LEFT
     membership.left_on = data.left_on
     membership.leave_reason = data.reason
