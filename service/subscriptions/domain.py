@@ -261,6 +261,7 @@ def submit_request(
             f"{settings().public_url}/cdg/{cdg.code}/souscription/confirmation?jeton={token}\n\n"
             f"Ce lien ne sert qu'une fois et expire dans {LINK_HOURS} heures. Si vous n'êtes "
             "pas à l'origine de cette demande, ignorez ce message : elle ne sera pas transmise.\n",
+            secret=token,
         )
         db.session.commit()
     except BaseException:
