@@ -10,11 +10,13 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pikepdf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -30,9 +32,9 @@ from service.kits import lifecycle
 from service.kits.models import Kit
 from service.reference.models import Convention, Employer
 from tests.conftest import auth, employer_payload, record_prerequisites
+from tests.test_agents_space import activate
 from tests.test_e2e import ARGS, CHROMIUM, Session
 from tests.test_reference_api import assert_error
-from tests.test_agents_space import activate
 from tests.test_returns import SIRET, issued_pdf, portal
 
 OTHER_SIRET = "21810065900018"  # Castres
@@ -559,6 +561,58 @@ def test_filled_enrolment_form_registers_the_agent(
         content_type="multipart/form-data",
     )
     assert_error(other, 422, "not_an_enrolment_form", "file")
+
+
+def _crafted_form(kids_of: Any) -> bytes:
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    kids_of(pdf)
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def _loop(pdf: pikepdf.Pdf) -> None:
+    """A field that is its own kid, with non-dictionaries among its kids and the fields."""
+    field = pdf.make_indirect(pikepdf.Dictionary(T=pikepdf.String("bai_nom")))
+    field.Kids = pikepdf.Array([field, 42, pikepdf.Name("/Oops"), pikepdf.String("x")])
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array([field, 7]))
+
+
+def _lattice(pdf: pikepdf.Pdf) -> None:
+    """60 levels, each node twice the kid of the one above: 2⁶⁰ paths, 60 nodes."""
+    node = pdf.make_indirect(pikepdf.Dictionary(T=pikepdf.String("bas")))
+    for level in range(60):
+        node = pdf.make_indirect(
+            pikepdf.Dictionary(T=pikepdf.String(f"n{level}"), Kids=pikepdf.Array([node, node]))
+        )
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array([node]))
+
+
+def _crowd(pdf: pikepdf.Pdf) -> None:
+    fields = [pdf.make_indirect(pikepdf.Dictionary(T=pikepdf.String(f"c{n}"))) for n in range(3000)]
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array(fields))
+
+
+def test_crafted_enrolment_form_is_refused_without_hanging(
+    client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, employer = signed
+    url = f"/api/v1/employers/{SIRET}/agents/from-form"
+
+    def send(data: bytes) -> Any:
+        return client.post(
+            url,
+            data={"file": (io.BytesIO(data), "bai.pdf"), "joins_on": JOINS.isoformat()},
+            headers=employer,
+            content_type="multipart/form-data",
+        )
+
+    started = time.monotonic()
+    assert_error(send(_crafted_form(_loop)), 422, "invalid_form_field", "file")
+    assert_error(send(_crafted_form(_lattice)), 422, "not_an_enrolment_form", "file")
+    assert_error(send(_crafted_form(_crowd)), 422, "unreadable_file", "file")
+    assert time.monotonic() - started < 30
 
 
 # -- the portal's form in Chromium -------------------------------------------------------------
