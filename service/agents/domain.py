@@ -514,8 +514,8 @@ def list_memberships(
     if state:
         if state not in MEMBERSHIP_STATES:
             raise InvalidInput(
-                "État inconnu : en attente d'activation (invited), en cours (active) ou "
-                "terminée (left).",
+                "État inconnu : choisissez une adhésion en attente d'activation, en cours ou "
+                "terminée.",
                 code="invalid_state",
                 field="state",
             )

@@ -41,7 +41,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from jinja2 import FileSystemLoader, StrictUndefined
@@ -462,9 +462,19 @@ def notice_example(base_rate: Decimal) -> Simulation:
     )
 
 
-def _insurer_identity(convention: ConventionData) -> str:
+class InsurerFacts(Protocol):
+    """What names the insurer: a `ConventionData` or a stored `Convention`."""
+
+    insurer_legal_form: str | None
+    insurer_capital: Decimal | None
+    insurer_register: str | None
+    insurer_address: str | None
+
+
+def _insurer_identity(convention: InsurerFacts) -> str:
     """« société anonyme au capital de 681 879 255 €, 340 234 962 RCS Nanterre, dont le siège
-    social est … », from the convention's data; empty when none is recorded."""
+    social est … », from the convention's data; empty when none is recorded (also the payroll
+    settings' identification)."""
     parts = []
     if convention.insurer_legal_form:
         form = convention.insurer_legal_form
