@@ -221,7 +221,8 @@ def submit_request(
     employer_fields = data.model_dump(mode="json", exclude={"contact_name", "contact_email"})
     employer_fields["siret"] = siret
     employer_fields["contribution"] = parse_contribution(
-        data.contribution, regime=db.session.get(Convention, data.convention_id).regime
+        data.contribution,
+        regime=db.session.get(Convention, data.convention_id).regime,  # type: ignore[union-attr]
     ).to_json()
     try:
         request_row = SubscriptionRequest(
