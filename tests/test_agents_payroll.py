@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from service import labels
 from service.accounts.auth import issue_token
 from service.agents.models import Membership
 from service.audit.models import AuditEvent
 from service.extensions import db
-from service.reference.models import Employer
+from service.reference.models import Convention, Employer
 from tests.conftest import auth, create_token, employer_payload
 from tests.pdftools import fold, xmp
 from tests.test_pages import csrf
@@ -361,6 +362,21 @@ def test_payroll_settings_flat_scheme_has_one_population(
     ]
 
 
+def test_payroll_settings_name_the_insurer_as_the_kit_does_with_its_capital(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
+    with app.app_context():
+        for convention in db.session.scalars(select(Convention)):
+            convention.insurer_legal_form = None
+            convention.insurer_capital = Decimal("681879255")
+            convention.insurer_register = "340 234 962 RCS Nanterre"
+        db.session.commit()
+    s = client.get("/api/v1/employers/21810004800014/payroll-settings.json", headers=staff).json
+    identification = s["insurer"]["identification"]
+    assert identification.startswith("capital de 681"), identification
+    assert "340 234 962 RCS Nanterre" in identification
+
+
 def pdftotext(data: bytes) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "settings.pdf"
@@ -402,6 +418,7 @@ def test_payroll_settings_pdf_is_pdfa_in_french_with_rates_and_amounts(
         "jamais un pourcentage",
         "plafonnée au montant de la cotisation",
         "n'est jamais proratisée",
+        "Contrat collectif à adhésion facultative",
     ):
         assert expected in text, expected
     assert "PERTE-RETRAITE" in text

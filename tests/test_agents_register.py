@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pikepdf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -22,13 +25,16 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from service.agents.models import ActivationLink, Membership
+from service.agents.notify import activation_token_hash
 from service.audit.models import AuditEvent
 from service.engine.models import Job
 from service.extensions import db
 from service.kits import lifecycle
 from service.kits.models import Kit
-from service.reference.models import Convention
+from service.mail.queue import mail_body
+from service.reference.models import Convention, Employer
 from tests.conftest import auth, employer_payload, record_prerequisites
+from tests.test_agents_space import activate
 from tests.test_e2e import ARGS, CHROMIUM, Session
 from tests.test_reference_api import assert_error
 from tests.test_returns import SIRET, issued_pdf, portal
@@ -149,8 +155,10 @@ def test_register_design_example_amounts_and_queues_the_email(
         assert "/adherent/activation?jeton=" in to_elise[0].payload["body"]
         link = db.session.scalar(select(ActivationLink).where(ActivationLink.membership_id == m.id))
         assert link is not None and link.used_at is None
-        token = to_elise[0].payload["body"].split("jeton=")[1].split()[0]
+        assert "jeton=⟦secret⟧" in to_elise[0].payload["body"]  # the token kept apart
+        token = mail_body(to_elise[0].payload).split("jeton=")[1].split()[0]
         assert token not in link.token_hash  # only the hash is kept
+        assert activation_token_hash(token) == link.token_hash
         events = db.session.scalars(
             select(AuditEvent).where(AuditEvent.event == "membership_registered")
         ).all()
@@ -345,6 +353,26 @@ def test_mandatory_regime_needs_half_the_minimum_premium(
     assert_error(late, 422, "agent_return_too_recent", "returned_on")
 
 
+def test_mandatory_regime_accepts_a_contribution_under_7_euros_covering_half(
+    app: Flask, client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, employer = signed
+    with app.app_context():
+        for c in db.session.scalars(select(Convention)):
+            c.regime = "mandatory"
+        row = db.session.scalar(select(Employer).where(Employer.siret == SIRET))
+        row.contribution = {"mode": "flat", "amount": "5.00"}
+        db.session.commit()
+    # 400 € → 9,20 € of minimum guarantees: 5 € covers more than half (4,60 €)
+    r = register(client, employer, base={"tbi": "400"})
+    assert r.status_code == 201, r.json
+    assert (r.json["premium"], r.json["employer_contribution"]) == ("9.20", "5.00")
+    # 1 000 € → 23,00 €: 5 € is under half (11,50 €)
+    low = register(client, employer, last_name="Petit", base={"tbi": "1000"})
+    assert_error(low, 422, "contribution_below_half")
+    assert "11,50" in low.json["error"]["message"]
+
+
 # -- the list, departures, scoping, export -----------------------------------------------------
 
 
@@ -363,7 +391,13 @@ def test_list_search_leave_and_register_again(
         leave, json={"left_on": "2025-01-01", "reason": "Mutation"}, headers=employer
     )
     assert_error(early, 422, "left_before_joining", "left_on")
-    left_on = (JOINS + timedelta(days=40)).isoformat()
+    # a departure far ahead is not recorded yet (the state would say « left » at once)
+    far = (JOINS + timedelta(days=40)).isoformat()
+    too_far = client.post(leave, json={"left_on": far, "reason": "Mutation"}, headers=employer)
+    assert_error(too_far, 422, "left_on_too_far", "left_on")
+    assert client.get(f"/api/v1/agents/{first['id']}", headers=employer).json["state"] != "left"
+    # leaving when the cover would start (not yet covered) stays possible
+    left_on = JOINS.isoformat()
     r = client.post(leave, json={"left_on": left_on, "reason": "Mutation"}, headers=employer)
     assert r.status_code == 200 and r.json["state"] == "left" and r.json["left_on"] == left_on
     assert_error(
@@ -377,6 +411,38 @@ def test_list_search_leave_and_register_again(
     assert_error(client.get(url + "?state=parti", headers=employer), 422, "invalid_state")
     # the departure frees the person: they may join again
     assert register(client, employer).status_code == 201
+
+
+def test_leave_refuses_a_date_after_next_month_and_revokes_unused_links(
+    app: Flask, client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, employer = signed
+    first = register(client, employer).json
+    with app.app_context():
+        # already covered for a year: only the end of next month bounds the departure
+        row = db.session.get(Membership, first["id"])
+        row.joins_on = date(2025, 1, 1)
+        db.session.commit()
+    (mail,) = agent_mails(app)
+    # the token as the e-mail carries it (kept apart from the stored body when passed as secret)
+    token = re.search(r"jeton=([\w-]+)", mail_body(mail.payload)).group(1)  # type: ignore[union-attr]
+    leave = f"/api/v1/agents/{first['id']}/leave"
+    end_of_next_month = first_of_month(2) - timedelta(days=1)
+    far = client.post(
+        leave,
+        json={"left_on": first_of_month(2).isoformat(), "reason": "Mutation"},
+        headers=employer,
+    )
+    assert_error(far, 422, "left_on_too_far", "left_on")
+    assert str(end_of_next_month.year) in far.json["error"]["message"]
+    r = client.post(
+        leave,
+        json={"left_on": end_of_next_month.isoformat(), "reason": "Mutation"},
+        headers=employer,
+    )
+    assert r.status_code == 200 and r.json["state"] == "left", r.json
+    # the e-mailed link no longer opens an account
+    assert_error(activate(client, token), 410, "activation_link_expired")
 
 
 def test_employers_see_only_their_own_agents(
@@ -500,6 +566,58 @@ def test_filled_enrolment_form_registers_the_agent(
         content_type="multipart/form-data",
     )
     assert_error(other, 422, "not_an_enrolment_form", "file")
+
+
+def _crafted_form(kids_of: Any) -> bytes:
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    kids_of(pdf)
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def _loop(pdf: pikepdf.Pdf) -> None:
+    """A field that is its own kid, with non-dictionaries among its kids and the fields."""
+    field = pdf.make_indirect(pikepdf.Dictionary(T=pikepdf.String("bai_nom")))
+    field.Kids = pikepdf.Array([field, 42, pikepdf.Name("/Oops"), pikepdf.String("x")])
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array([field, 7]))
+
+
+def _lattice(pdf: pikepdf.Pdf) -> None:
+    """60 levels, each node twice the kid of the one above: 2⁶⁰ paths, 60 nodes."""
+    node = pdf.make_indirect(pikepdf.Dictionary(T=pikepdf.String("bas")))
+    for level in range(60):
+        node = pdf.make_indirect(
+            pikepdf.Dictionary(T=pikepdf.String(f"n{level}"), Kids=pikepdf.Array([node, node]))
+        )
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array([node]))
+
+
+def _crowd(pdf: pikepdf.Pdf) -> None:
+    fields = [pdf.make_indirect(pikepdf.Dictionary(T=pikepdf.String(f"c{n}"))) for n in range(3000)]
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array(fields))
+
+
+def test_crafted_enrolment_form_is_refused_without_hanging(
+    client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    _, employer = signed
+    url = f"/api/v1/employers/{SIRET}/agents/from-form"
+
+    def send(data: bytes) -> Any:
+        return client.post(
+            url,
+            data={"file": (io.BytesIO(data), "bai.pdf"), "joins_on": JOINS.isoformat()},
+            headers=employer,
+            content_type="multipart/form-data",
+        )
+
+    started = time.monotonic()
+    assert_error(send(_crafted_form(_loop)), 422, "invalid_form_field", "file")
+    assert_error(send(_crafted_form(_lattice)), 422, "not_an_enrolment_form", "file")
+    assert_error(send(_crafted_form(_crowd)), 422, "unreadable_file", "file")
+    assert time.monotonic() - started < 30
 
 
 # -- the portal's form in Chromium -------------------------------------------------------------

@@ -38,7 +38,7 @@ from service.agents.notify import membership_confirmed
 from service.audit.models import AuditEvent
 from service.config import settings
 from service.extensions import db
-from service.reference.models import Employer
+from service.reference.models import Convention, Employer
 from service.timeutil import utcnow
 from tests.conftest import auth, employer_payload, record_prerequisites, run_jobs
 from tests.pdftools import every_font_embedded
@@ -388,6 +388,15 @@ def test_certificate_read_back_with_french_amounts_and_pdfa_markers(
     assert every_font_embedded(r.data) == []
     again = client.get("/api/v1/agents/me/certificate.pdf", headers=agent_token(client))
     assert again.data == r.data  # the same facts, the same bytes (served from the cache)
+    assert "contrat collectif à adhésion facultative" in text and "obligatoire" not in text
+    # the regime is in the facts (and the cache key): a mandatory convention says so at once
+    with app.app_context():
+        for convention in db.session.scalars(select(Convention)):
+            convention.regime = "mandatory"
+        db.session.commit()
+    mandatory = client.get("/api/v1/agents/me/certificate.pdf", headers=agent_token(client))
+    text = pdftotext(mandatory.data)
+    assert "contrat collectif à adhésion obligatoire" in text and "facultative" not in text
 
 
 def test_certificate_without_individual_contract_has_no_warning(

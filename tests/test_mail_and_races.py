@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from service.engine.models import Job
 from service.extensions import db
 from service.kits.models import Kit
+from service.mail.queue import queue_mail
 from service.timeutil import utcnow
 from tests.conftest import auth, run_jobs
 from tests.pki import Pki, sign_pdf
@@ -94,6 +96,39 @@ def test_mail_failure_leaves_the_job_to_retry(
         assert job.next_attempt_at > utcnow()
     events = client.get(f"/api/v1/kits/{r.json['id']}/events", headers=staff).json["items"]
     assert "email_sent" not in [e["event"] for e in events]
+
+
+def test_mail_secret_kept_for_a_retry_then_blanked_once_sent(
+    app: Flask, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    inbox.messages.clear()
+    secret = "Tk-9f3a7c2e1b"
+    settings = app.extensions["psc.settings"]
+    app.extensions["psc.settings"] = type(settings)(
+        **{**settings.__dict__, "mail_url": "smtp://127.0.0.1:9"}
+    )
+    with app.app_context():
+        body = f"Bonjour,\n\nVotre lien : http://portail.test.local/x?jeton={secret}\n"
+        queued = queue_mail("a@example.fr", "Confirmez", body, secret=secret)
+        db.session.commit()
+        job_id = queued.id
+    # SMTP down: the job waits for its retry, the secret kept (outside the stored body)
+    assert run_jobs(app) == (0, 1)
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.status == "pending" and job.payload["secret"] == secret
+        assert secret not in job.payload["body"]
+        job.next_attempt_at = utcnow()
+        db.session.commit()
+    app.extensions["psc.settings"] = settings
+    assert run_jobs(app) == (1, 0)
+    (message,) = inbox.messages
+    assert f"jeton={secret}" in message.get_payload(decode=True).decode()
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.status == "done"
+        assert secret not in json.dumps(job.payload) and job.payload["secret"] == ""
 
 
 @pytest.mark.parametrize("backend", ["postgres"])

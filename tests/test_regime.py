@@ -247,3 +247,31 @@ def test_staff_employer_page_names_the_regime_in_words(
 
 def test_demo_convention_is_explicitly_facultative() -> None:
     assert DEMO["regime"] == "facultative"
+
+
+def test_simulation_of_a_mandatory_convention_reports_a_contribution_under_half(
+    client: FlaskClient, staff: dict[str, str]
+) -> None:
+    assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
+    convention = client.post("/api/v1/conventions", json=MANDATORY, headers=staff).json
+    url = f"/api/v1/conventions/{convention['id']}/simulation"
+    # 1 000 € → 23,00 € of minimum guarantees: 5 € is under half (11,50 €), told, not refused
+    low = client.get(url, query_string={"gross": "1000", "contribution": "5"}, headers=staff)
+    assert low.status_code == 200, low.json
+    assert low.json["contribution_paid"] == "5.00"
+    assert any("50 %" in n and "11,50" in n for n in low.json["notes"]), low.json["notes"]
+    # 400 € → 9,20 €: 5 € covers half, nothing to say
+    ok = client.get(url, query_string={"gross": "400", "contribution": "5"}, headers=staff)
+    assert ok.status_code == 200 and not any("50 %" in n for n in ok.json["notes"])
+    # the facultative regime keeps its 7,00 € floor
+    facultative = client.post(
+        "/api/v1/conventions",
+        json={**CONVENTION, "reference": "CDG81-PREV-FAC-2029"},
+        headers=staff,
+    ).json
+    r = client.get(
+        f"/api/v1/conventions/{facultative['id']}/simulation",
+        query_string={"gross": "1000", "contribution": "5"},
+        headers=staff,
+    )
+    assert_error(r, 422, "contribution_below_minimum", "contribution")

@@ -59,6 +59,8 @@ class CertificateFacts:
     employee_share: str
     individual_contract: bool
     template_set: str
+    #: « contrat collectif à adhésion facultative » or « … obligatoire » (the convention's regime)
+    regime: str = ""
 
 
 def _cdg_phrase(name: str) -> str:
@@ -116,6 +118,7 @@ def certificate_facts(membership: Membership, *, zone: str = DEFAULT_TIMEZONE) -
         employee_share=formatting.money(membership.employee_share),
         individual_contract=bool(membership.has_individual_contract),
         template_set=convention.template_set,
+        regime=labels.regime_wording(convention.regime)["name"],
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from service.agents import rules
 from service.agents.models import (
     BASE_COMPONENTS,
     MEMBERSHIP_STATES,
+    ActivationLink,
     Membership,
 )
 from service.agents.notify import confirm_memberships, membership_confirmed
@@ -33,7 +34,7 @@ from service.kits.lifecycle import pieces_signed
 from service.kits.models import Kit, KitCounter
 from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Employer
-from service.reference.rules import cents, parse_amount, parse_contribution
+from service.reference.rules import cents, check_half, parse_amount, parse_contribution
 from service.reference.simulation import Option, normalize_amount, simulate
 from service.timeutil import utcnow
 
@@ -120,7 +121,7 @@ def joined_kit(employer: Employer) -> Kit:
 
 
 def _contribution_for(employer: Employer, category: str) -> Decimal:
-    scheme = parse_contribution(employer.contribution)
+    scheme = parse_contribution(employer.contribution, regime=employer.convention.regime)
     if scheme.mode == "flat":
         return scheme.amount  # type: ignore[return-value]
     if category not in scheme.amounts:
@@ -184,6 +185,7 @@ def _quote(*, employer: Employer, data: MembershipIn) -> Quote:
         elements=_elements(data),
         contribution=str(contribution),
         option_codes=data.options,
+        regime=convention.regime,
     )
     if sim.base <= 0:
         raise InvalidInput(
@@ -192,8 +194,9 @@ def _quote(*, employer: Employer, data: MembershipIn) -> Quote:
             field="base.tbi",
         )
     minimum_premium = cents(sim.base * base_rate / Decimal(100))
-    if convention.regime == "mandatory":
-        rules.check_half_contribution(contribution=contribution, minimum_premium=minimum_premium)
+    check_half(
+        regime=convention.regime, premium=minimum_premium, contribution=contribution, field="base"
+    )
     notes = list(sim.notes)
     if data.has_individual_contract:
         notes.append(INDIVIDUAL_CONTRACT_WARNING)
@@ -505,8 +508,8 @@ def list_memberships(
     if state:
         if state not in MEMBERSHIP_STATES:
             raise InvalidInput(
-                "État inconnu : en attente d'activation (invited), en cours (active) ou "
-                "terminée (left).",
+                "État inconnu : choisissez une adhésion en attente d'activation, en cours ou "
+                "terminée.",
                 code="invalid_state",
                 field="state",
             )
@@ -541,6 +544,32 @@ def leave_membership(*, membership: Membership, data: LeaveIn, principal: Princi
             code="left_before_joining",
             field="left_on",
         )
+    today = local_today()
+    first_of_next = date(today.year + (today.month == 12), today.month % 12 + 1, 1)
+    first_after = date(
+        first_of_next.year + (first_of_next.month == 12), first_of_next.month % 12 + 1, 1
+    )
+    # a departure is recorded when it is near: the end of next month at the latest (or the
+    # start of cover, for an agent who leaves before being covered)
+    latest = max(first_after - timedelta(days=1), membership.joins_on)
+    if data.left_on > latest:
+        raise InvalidInput(
+            f"La date de départ est trop lointaine : elle ne peut pas dépasser le "
+            f"{long_date(latest)} ; enregistrez ce départ plus tard.",
+            code="left_on_too_far",
+            field="left_on",
+        )
+    # the activation links not yet used stop working: a departed agent opens no account
+    db.session.execute(
+        update(ActivationLink)
+        .where(
+            ActivationLink.membership_id == membership.id,
+            ActivationLink.used_at.is_(None),
+            ActivationLink.expires_at > utcnow(),
+        )
+        .values(expires_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     membership.state = LEFT
     membership.left_on = data.left_on
     membership.leave_reason = data.reason

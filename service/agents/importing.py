@@ -237,6 +237,43 @@ def _field_value(field: Any) -> str:
     return str(value).strip()
 
 
+#: the most form fields walked in one PDF (the BAI has a few dozen)
+MAX_FORM_NODES = 2000
+
+
+def _array(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, pikepdf.Array) else []
+
+
+def _form_values(pdf: pikepdf.Pdf) -> dict[str, str]:
+    """The `bai_` fields' values, walking /Fields and /Kids: each indirect object once (a
+    crafted /Kids may point back to its parent), non-dictionaries skipped, at most
+    `MAX_FORM_NODES` nodes (else the file is refused)."""
+    form = pdf.Root.get("/AcroForm")
+    values: dict[str, str] = {}
+    if not isinstance(form, pikepdf.Dictionary):
+        return values
+    stack = _array(form.get("/Fields"))
+    seen: set[tuple[int, int]] = set()
+    walked = 0
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, pikepdf.Dictionary):
+            continue
+        if node.is_indirect:
+            if node.objgen in seen:
+                continue
+            seen.add(node.objgen)
+        walked += 1
+        if walked > MAX_FORM_NODES:
+            raise _refuse("Ce PDF a trop de champs de formulaire pour un bulletin d'adhésion.")
+        name = str(node.get("/T", ""))
+        if name.startswith("bai_"):
+            values[name] = _field_value(node)
+        stack.extend(_array(node.get("/Kids")))
+    return values
+
+
 def read_enrolment_form(
     data: bytes, *, convention: Convention, extra: dict[str, str]
 ) -> dict[str, Any]:
@@ -248,15 +285,10 @@ def read_enrolment_form(
     except (pikepdf.PdfError, ValueError) as exc:
         raise _refuse("Ce fichier n'est pas un PDF lisible.") from exc
     with pdf:
-        form = pdf.Root.get("/AcroForm")
-        values: dict[str, str] = {}
-        stack = list(form.get("/Fields", [])) if form is not None else []
-        while stack:
-            node = stack.pop()
-            name = str(node.get("/T", ""))
-            if name.startswith("bai_"):
-                values[name] = _field_value(node)
-            stack.extend(node.get("/Kids", []))
+        try:
+            values = _form_values(pdf)
+        except (pikepdf.PdfError, ValueError, TypeError, RecursionError) as exc:
+            raise _refuse("Ce fichier n'est pas un PDF lisible.") from exc
     if not any(name.startswith("bai_") for name in values):
         raise _refuse(
             "Ce PDF n'est pas le bulletin d'adhésion du kit (ses champs sont introuvables).",

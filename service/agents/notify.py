@@ -123,7 +123,7 @@ def confirm_memberships(employer: Employer, memberships: Sequence[Confirmed]) ->
     expires_at = now + timedelta(days=ACTIVATION_DAYS)
     conventions: dict[int, Convention] = {}
     hashes: list[str] = []
-    messages: list[tuple[str, str, str]] = []
+    messages: list[tuple[str, str, str, str | None]] = []
     for m in memberships:
         convention = conventions.get(m.convention_id)
         if convention is None:
@@ -132,7 +132,7 @@ def confirm_memberships(employer: Employer, memberships: Sequence[Confirmed]) ->
         token = secrets.token_urlsafe(32)
         hashes.append(activation_token_hash(token))
         body = confirmation_body(employer, convention, m, token=token, expires_at=expires_at)
-        messages.append((m.email, confirmation_subject(employer, m), body))
+        messages.append((m.email, confirmation_subject(employer, m), body, token))
     _insert_links(
         [m.id for m in memberships],
         [m.email for m in memberships],

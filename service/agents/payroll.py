@@ -27,17 +27,16 @@ from jinja2 import TemplateNotFound
 from sqlalchemy import or_, select
 from weasyprint import HTML
 
-from service import formatting
+from service import formatting, labels
 from service.agents.models import Membership
 from service.audit.domain import record
 from service.csvfile import csv_text
 from service.errors import InvalidInput
 from service.extensions import db
-from service.kits.domain import current_kit
-from service.kits.render import template_set
+from service.kits.domain import current_kit, first_of_month_from, local_today
+from service.kits.render import _insurer_identity, template_set
 from service.reference.models import Convention, Employer
 from service.reference.simulation import EXCLUDED, INCLUDED
-from service.timeutil import local, utcnow
 
 #: the files named in download events (French titles in service.labels.DOCUMENTS)
 SETTINGS_FILE = "payroll-settings.pdf"
@@ -251,26 +250,6 @@ def payroll_json(payroll: PayrollMonth) -> dict[str, Any]:
 # -- the payroll settings ------------------------------------------------------------------------
 
 
-def _first_of_month_on_or_after(day: date) -> date:
-    if day.day == 1:
-        return day
-    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
-
-
-def _insurer_identity(convention: Convention) -> str:
-    parts = []
-    if convention.insurer_legal_form:
-        form = convention.insurer_legal_form
-        if convention.insurer_capital is not None:
-            form += f" au capital de {formatting.capital(convention.insurer_capital)}"
-        parts.append(form)
-    if convention.insurer_register:
-        parts.append(f"immatriculée sous le n° {convention.insurer_register}")
-    if convention.insurer_address:
-        parts.append(f"siège social : {convention.insurer_address}")
-    return ", ".join(parts)
-
-
 def payroll_settings(employer: Employer) -> dict[str, Any]:
     """What the payroll needs to declare the contract (amounts and rates as decimal strings)."""
     convention = employer.convention
@@ -281,7 +260,7 @@ def payroll_settings(employer: Employer) -> dict[str, Any]:
     starts_on = (
         kit.cover_starts_on
         if kit is not None and kit.cover_starts_on
-        else _first_of_month_on_or_after(employer.joins_on)
+        else first_of_month_from(employer.joins_on)
     )
     scheme = employer.contribution
     if scheme.get("mode") == "by_category":
@@ -407,11 +386,9 @@ def render_settings_pdf(employer: Employer, settings: dict[str, Any]) -> bytes:
         employer=employer,
         starts_on=date.fromisoformat(settings["contract"]["starts_on"]),
         ends_on=employer.convention.ends_on,
-        made_on=local(utcnow()).date(),
+        made_on=local_today(),
         regime=formatting.capitalize_first(
-            "régime obligatoire"
-            if settings["contract"]["regime"] == "mandatory"
-            else "adhésion facultative"
+            labels.regime_wording(settings["contract"]["regime"])["name"]
         ),
     )
     document = HTML(string=html, base_url=str(templates.html_dir) + "/").render(

@@ -25,6 +25,7 @@ from service.agents.summary import agents_summary
 from service.api import json_body, parse, principal, route
 from service.downloads import csv_attachment
 from service.extensions import db
+from service.ratelimit import Rule, limiter
 from service.reference.domain import get_cdg, get_employer
 from service.reference.models import Employer
 from service.schema_types import DATABASE_ID, documented
@@ -34,6 +35,8 @@ CDG_OR_STAFF = ("admin", "staff", "cdg")
 #: what `parse_month` accepts: AAAA-MM from 2000
 MONTH_SCHEMA = {"type": "string", "pattern": "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$"}
 MONTH_QUERY = {"description": "le mois, AAAA-MM", "required": True, "schema": MONTH_SCHEMA}
+#: re-sending the confirmation e-mails, per employer: a few times an hour, never a mail bomb
+RESEND_INVITATIONS = Rule.of("agent-invitations", "3/hour; 10/day")
 
 
 class InvitationsIn(BaseModel):
@@ -139,11 +142,18 @@ def cdg_agents_summary(code: str) -> Any:
     summary="Renvoyer l'e-mail de confirmation aux agents qui n'ont pas créé leur compte",
     roles=EMPLOYER_OR_STAFF,
     body=InvitationsIn,
-    responses={202: "E-mails mis en file d'envoi"},
+    responses={202: "E-mails mis en file d'envoi", 429: "Trop de renvois : réessayer plus tard"},
 )
 def resend_agent_invitations(siret: str) -> Any:
     employer = _employer(siret)
     data = parse(InvitationsIn, json_body() if request.get_data() else {})
+    limiter().check(
+        RESEND_INVITATIONS,
+        employer.siret,
+        message="Les e-mails de confirmation ont déjà été renvoyés plusieurs fois récemment : "
+        "réessayez plus tard.",
+    )
     result = resend_invitations(employer, ids=data.ids)
     db.session.commit()
+    limiter().hit(RESEND_INVITATIONS, employer.siret)
     return jsonify({"queued": result.queued, "skipped": result.skipped}), 202

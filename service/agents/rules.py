@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date, timedelta
-from decimal import Decimal
 
 from service.errors import InvalidInput
 from service.formatting import long_date
-from service.reference.rules import cents
 
 #: continuous days back at work before an agent returning from sick leave may join (without a
 #: previous collective contract; always in a mandatory regime)
@@ -123,15 +121,4 @@ def check_joins_on(
             f"{long_date(cover_start)}.",
             code="joins_on_before_cover",
             field="joins_on",
-        )
-
-
-def check_half_contribution(*, contribution: Decimal, minimum_premium: Decimal) -> None:
-    """Mandatory regime: the employer pays at least half the premium of the minimum guarantees."""
-    if min(contribution, minimum_premium) < cents(minimum_premium / 2):
-        raise InvalidInput(
-            "Dans le régime obligatoire, la participation de l'employeur couvre au moins la "
-            "moitié de la cotisation des garanties minimales.",
-            code="contribution_below_half",
-            field="base",
         )

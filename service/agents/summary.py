@@ -19,9 +19,9 @@ from sqlalchemy.orm import selectinload
 from service.agents.models import MEMBERSHIP_STATES, Membership
 from service.agents.payroll import PAYROLL_STATES, month_end
 from service.extensions import db
+from service.kits.domain import local_today
 from service.reference.models import Cdg, Employer
 from service.reference.rules import cents
-from service.timeutil import local, utcnow
 
 ZERO = Decimal("0.00")
 
@@ -55,7 +55,7 @@ def _months(first: date, last: date) -> list[date]:
 
 
 def this_month() -> date:
-    return local(utcnow()).date().replace(day=1)
+    return local_today().replace(day=1)
 
 
 def agents_summary(cdg: Cdg, *, month: date | None = None) -> dict[str, Any]:

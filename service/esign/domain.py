@@ -200,6 +200,7 @@ def request_code(
         "Si vous n'êtes pas à l'origine de cette demande, ne communiquez ce code à personne "
         "et prévenez votre gestionnaire.\n",
         kit_id=kit.id,
+        secret=code,
     )
     db.session.flush()
     req.mail_job_id = job.id

@@ -41,7 +41,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from jinja2 import FileSystemLoader, StrictUndefined
@@ -280,7 +280,9 @@ class TemplateSet:
             "contribution": contribution,
             "contribution_lines": contribution_lines,
             "contribution_summary": _contribution_summary(contribution),
-            "examples": _examples(data.convention.base_rate, contribution_lines),
+            "examples": _examples(
+                data.convention.base_rate, contribution_lines, regime=data.convention.regime
+            ),
             "example": notice_example(data.convention.base_rate),
             "duration_years": data.convention.ends_on.year - data.convention.starts_on.year + 1,
             "access_code": formatting.group_code(data.access_code),
@@ -425,7 +427,9 @@ class Example:
     employee_share: Decimal
 
 
-def _examples(base_rate: Decimal, lines: list[tuple[str, Decimal]]) -> list[Example]:
+def _examples(
+    base_rate: Decimal, lines: list[tuple[str, Decimal]], *, regime: str = "facultative"
+) -> list[Example]:
     """Each contribution line at each seed salary: premium = rate × base, the contribution
     capped at the premium, share = premium − contribution (the simulator's rules)."""
     examples = []
@@ -436,6 +440,7 @@ def _examples(base_rate: Decimal, lines: list[tuple[str, Decimal]]) -> list[Exam
                 available_options=(),
                 elements={"gross": gross},
                 contribution=str(amount),
+                regime=regime,
             )
             examples.append(
                 Example(
@@ -457,9 +462,19 @@ def notice_example(base_rate: Decimal) -> Simulation:
     )
 
 
-def _insurer_identity(convention: ConventionData) -> str:
+class InsurerFacts(Protocol):
+    """What names the insurer: a `ConventionData` or a stored `Convention`."""
+
+    insurer_legal_form: str | None
+    insurer_capital: Decimal | None
+    insurer_register: str | None
+    insurer_address: str | None
+
+
+def _insurer_identity(convention: InsurerFacts) -> str:
     """« société anonyme au capital de 681 879 255 €, 340 234 962 RCS Nanterre, dont le siège
-    social est … », from the convention's data; empty when none is recorded."""
+    social est … », from the convention's data; empty when none is recorded (also the payroll
+    settings' identification)."""
     parts = []
     if convention.insurer_legal_form:
         form = convention.insurer_legal_form

@@ -299,7 +299,10 @@ def employer_form_errors(
         except ServiceError as exc:
             add(exc)
     try:
-        parse_contribution(payload["contribution"])
+        parse_contribution(
+            payload["contribution"],
+            regime=convention.regime if convention is not None else "facultative",
+        )
     except ServiceError as exc:
         add(exc)
     return (data if not errors else None), errors
@@ -574,6 +577,7 @@ def simulator() -> Any:
                 elements=args,
                 contribution=args.get("contribution"),
                 option_codes=args.getlist("options"),
+                regime=convention.regime,
             )
         except (ServiceError, ValueError) as exc:
             error = getattr(exc, "message", "Donnée invalide.")

@@ -22,6 +22,7 @@ from service import labels
 from service.errors import NotFound
 from service.extensions import db
 from service.formatting import file_stem
+from service.kits.domain import local_today
 from service.kits.published import (
     FORMATS,
     MEDIA_TYPES,
@@ -34,7 +35,6 @@ from service.kits.published import (
 from service.kits.render import CdgData, ConventionData
 from service.reference.domain import convention_options
 from service.reference.models import Cdg, Convention
-from service.timeutil import local, utcnow
 from storage import ObjectNotFound, ObjectStore
 from storage.base import sha256_hex
 
@@ -84,7 +84,7 @@ FORMAT_LABELS = {"pdf": "PDF", "xlsx": "tableur XLSX", "csv": "CSV", "docx": "Wo
 
 def today() -> date:
     """Today in the readers' time zone."""
-    return local(utcnow(), labels.zone_name()).date()
+    return local_today()
 
 
 def get_public_cdg(code: str) -> Cdg:

@@ -175,6 +175,7 @@ def simulation(convention_id: int) -> Any:
         elements=request.args,
         contribution=request.args.get("contribution"),
         option_codes=codes,
+        regime=convention.regime,
     )
     return jsonify(
         {

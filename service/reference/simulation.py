@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from service.errors import InvalidInput
-from service.reference.rules import MINIMUM_CONTRIBUTION, cents, parse_amount
+from service.reference.rules import MINIMUM_CONTRIBUTION, cents, check_half, parse_amount
 
 #: pay elements included in the premium base (assiette)
 INCLUDED = {
@@ -88,8 +88,13 @@ def simulate(
     elements: Mapping[str, str],
     contribution: str | None,
     option_codes: Iterable[str] = (),
+    regime: str = "facultative",
 ) -> Simulation:
-    """Compute one agent's monthly premium from pay elements given as strings."""
+    """Compute one agent's monthly premium from pay elements given as strings.
+
+    `regime` is the convention's: the facultative one refuses a contribution under 7,00 €; the
+    mandatory one has no such floor but wants half the premium of the minimum guarantees
+    (options excluded), told in a note when a contribution is given and falls short."""
     notes: list[str] = []
     if elements.get("gross") not in (None, ""):
         base = _amount(elements["gross"], field="gross")
@@ -132,7 +137,17 @@ def simulate(
         if contribution not in (None, "")
         else Decimal("0.00")
     )
-    if Decimal(0) < amount < MINIMUM_CONTRIBUTION and premium >= MINIMUM_CONTRIBUTION:
+    if regime == "mandatory":
+        if amount > 0:
+            try:
+                check_half(
+                    regime=regime,
+                    premium=cents(base * base_rate / Decimal(100)),
+                    contribution=amount,
+                )
+            except InvalidInput as exc:
+                notes.append(exc.message)
+    elif Decimal(0) < amount < MINIMUM_CONTRIBUTION and premium >= MINIMUM_CONTRIBUTION:
         raise InvalidInput(
             "La participation doit être d'au moins 7,00 € par mois et par agent.",
             code="contribution_below_minimum",

@@ -118,7 +118,7 @@ def _check_employer_fields(cdg: Cdg, data: SubscriptionIn) -> None:
             "Convention inconnue pour ce CDG.", code="unknown_convention", field="convention_id"
         )
     reference._check_kind(data.kind)
-    parse_contribution(data.contribution)
+    parse_contribution(data.contribution, regime=convention.regime)
     joins_on = data.joins_on or reference._default_joins_on(convention, data.deliberation_on)
     reference._check_employer_dates(convention, data.cst_opinion_on, data.deliberation_on, joins_on)
 
@@ -220,7 +220,10 @@ def submit_request(
     token = secrets.token_urlsafe(32)
     employer_fields = data.model_dump(mode="json", exclude={"contact_name", "contact_email"})
     employer_fields["siret"] = siret
-    employer_fields["contribution"] = parse_contribution(data.contribution).to_json()
+    employer_fields["contribution"] = parse_contribution(
+        data.contribution,
+        regime=db.session.get(Convention, data.convention_id).regime,  # type: ignore[union-attr]
+    ).to_json()
     try:
         request_row = SubscriptionRequest(
             cdg_id=cdg.id,
@@ -259,6 +262,7 @@ def submit_request(
             f"{settings().public_url}/cdg/{cdg.code}/souscription/confirmation?jeton={token}\n\n"
             f"Ce lien ne sert qu'une fois et expire dans {LINK_HOURS} heures. Si vous n'êtes "
             "pas à l'origine de cette demande, ignorez ce message : elle ne sera pas transmise.\n",
+            secret=token,
         )
         db.session.commit()
     except BaseException:
