@@ -34,6 +34,7 @@ from service.csvfile import csv_text
 from service.errors import InvalidInput
 from service.extensions import db
 from service.kits.domain import current_kit, first_of_month_from, local_today
+from service.kits.lifecycle import CANCELLED, state_of
 from service.kits.render import _insurer_identity, template_set
 from service.reference.models import Convention, Employer
 from service.reference.simulation import EXCLUDED, INCLUDED
@@ -254,7 +255,7 @@ def payroll_settings(employer: Employer) -> dict[str, Any]:
     """What the payroll needs to declare the contract (amounts and rates as decimal strings)."""
     convention = employer.convention
     kit = current_kit(employer)
-    if kit is not None and kit.status == "cancelled":
+    if kit is not None and state_of(kit) is CANCELLED:
         kit = None
     contract_reference = kit.reference if kit is not None else convention.reference
     starts_on = (
