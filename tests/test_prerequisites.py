@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from service.audit.models import AuditEvent
+from service.backends import document_store
 from service.campaigns.domain import start_campaign
 from service.engine.models import Job
 from service.extensions import db
@@ -30,6 +32,7 @@ from tests.pdftools import pdf_text
 from tests.test_pages import csrf, sign_in
 
 PDF = (CORPUS / "pairs" / "valid_modification" / "unsigned.pdf").read_bytes()
+OTHER_PDF = (CORPUS / "pairs" / "poppler" / "unsigned.pdf").read_bytes()
 SIRET = "21810004800014"
 KINDS = ["subscription-request", "deliberation", "cst-opinion", "premium-elements-list"]
 
@@ -258,3 +261,27 @@ def test_demo_employers_have_their_papers_labelled_as_demo(
     paper = client.get(listed["items"][0]["file_url"], headers=staff)
     assert "Pièce de démonstration" in " ".join(pdf_text(paper.data))
     assert client.post(f"/api/v1/employers/{sirets[0]}/kits", headers=staff).status_code == 201
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_prerequisite_replacement_failing_at_commit_keeps_the_file_in_use(
+    app: Flask, client: FlaskClient, staff: dict[str, str], bare_employer: dict[str, Any]
+) -> None:
+    assert upload(client, staff, "deliberation").status_code == 201
+    with app.app_context():
+        before = set(info.key for info in document_store().list("prerequisites/"))
+    assert len(before) == 1
+
+    def refuse(session: Any) -> None:
+        raise RuntimeError("database went away")
+
+    event.listen(Session, "before_commit", refuse)
+    try:
+        assert upload(client, staff, "deliberation", OTHER_PDF).status_code == 500
+    finally:
+        event.remove(Session, "before_commit", refuse)
+    with app.app_context():
+        after = set(info.key for info in document_store().list("prerequisites/"))
+    assert after == before  # the new file discarded, the one in use kept
+    got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/deliberation/file", headers=staff)
+    assert got.status_code == 200 and got.data == PDF

@@ -329,6 +329,24 @@ def test_subscription_throttled_per_address_and_per_ip(
     assert codes == [202] * 7 + [429]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_subscription_refused_tries_do_not_lock_out_the_contact(
+    client: FlaskClient, convention: dict[str, Any]
+) -> None:
+    # a stranger sends bad requests in the contact's name from several addresses
+    for i in range(5):
+        bad = submit(client, convention["id"], address=f"192.0.2.{40 + i}", cdg="82")
+        assert bad.status_code == 422
+    # none was stored: the contact's own request still goes through
+    assert submit(client, convention["id"], address="192.0.2.60").status_code == 202
+    # failures still count per client address
+    codes = [
+        submit(client, convention["id"], address="192.0.2.61", cdg="82").status_code
+        for _ in range(11)
+    ]
+    assert codes == [422] * 10 + [429]
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_subscription_accept_updates_an_existing_employer(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]

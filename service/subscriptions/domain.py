@@ -124,7 +124,9 @@ def _check_employer_fields(cdg: Cdg, data: SubscriptionIn) -> None:
 
 
 def _throttle(email: str, address: str | None) -> None:
-    """Every submission counts, accepted or not: 429 with Retry-After beyond the limits."""
+    """429 with Retry-After beyond the limits. Every attempt counts against the client's
+    address, refused or not; only the requests actually stored count against the e-mail
+    address (`_count_stored`), so a stranger's failed tries cannot lock out a real contact."""
     rules = ((SUBMIT_EMAIL, email.lower()), (SUBMIT_ADDRESS, address or "inconnue"))
     for rule, ident in rules:
         limiter().check(
@@ -132,8 +134,12 @@ def _throttle(email: str, address: str | None) -> None:
             ident,
             message="Trop de demandes de souscription depuis cette adresse : réessayez plus tard.",
         )
-    for rule, ident in rules:
-        limiter().hit(rule, ident)
+    limiter().hit(SUBMIT_ADDRESS, address or "inconnue")
+
+
+def _count_stored(email: str) -> None:
+    """A request was stored for this e-mail address: it counts against its limit."""
+    limiter().hit(SUBMIT_EMAIL, email.lower())
 
 
 def _discard(store: ObjectStore, key: str) -> None:
@@ -266,6 +272,7 @@ def submit_request(
         for item in files.values():
             _discard(store, item["key"])
         raise
+    _count_stored(str(data.contact_email))
     return request_row
 
 
@@ -561,6 +568,10 @@ def _record(
     return row
 
 
+def _prerequisite_key(employer: Employer, kind: str, fmt: str) -> str:
+    return f"prerequisites/{employer.siret}/{kind}/{uuid.uuid4().hex[:12]}.{EXTENSIONS[fmt]}"
+
+
 def _store_prerequisite(
     employer: Employer,
     kind: str,
@@ -576,9 +587,7 @@ def _store_prerequisite(
     address: str | None = None,
 ) -> Prerequisite:
     digest = sha256_hex(data)
-    key = key or (
-        f"prerequisites/{employer.siret}/{kind}/{uuid.uuid4().hex[:12]}.{EXTENSIONS[fmt]}"
-    )
+    key = key or _prerequisite_key(employer, kind, fmt)
     store.put(key, data, sha256=digest, content_type=CONTENT_TYPES[fmt])
     return _record(
         employer,
@@ -632,22 +641,26 @@ def receive_prerequisite(
         formats=KIND_FORMATS[kind],
         max_bytes=max_bytes,
     )
-    row = _store_prerequisite(
-        employer,
-        kind,
-        data,
-        fmt=checked.format,
-        received_on=received_on,
-        source=source,
-        actor=principal.actor,
-        store=store,
-        address=address,
-    )
+    # the new file's key, kept before anything is written: on failure that file alone is
+    # discarded (after a rollback the row would name the previous file, still in use)
+    key = _prerequisite_key(employer, kind, checked.format)
     try:
+        row = _store_prerequisite(
+            employer,
+            kind,
+            data,
+            fmt=checked.format,
+            received_on=received_on,
+            source=source,
+            actor=principal.actor,
+            store=store,
+            key=key,
+            address=address,
+        )
         db.session.commit()
     except BaseException:
         db.session.rollback()
-        _discard(store, row.storage_key)
+        _discard(store, key)
         raise
     return row
 
