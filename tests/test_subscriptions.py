@@ -24,7 +24,7 @@ from service.backends import document_store
 from service.extensions import db
 from service.subscriptions.models import SubscriptionRequest
 from service.timeutil import utcnow
-from tests.conftest import CORPUS, employer_payload
+from tests.conftest import CORPUS, employer_payload, record_prerequisites
 from tests.pdftools import pdf_text
 from tests.test_french_wording import mails
 
@@ -368,6 +368,53 @@ def test_subscription_accept_updates_an_existing_employer(
     assert (employer["headcount"], employer["name"]) == (600, "Ville d'Albi")
     done = client.get(f"/api/v1/employers/{SIRET}/prerequisites", headers=staff).json
     assert done["complete"] is True
+
+
+def test_subscription_update_keeps_contact_details_and_waits_for_the_open_kit(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    from tests.test_pages import sign_in
+
+    r = client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    assert r.status_code == 201
+    before = r.json
+    record_prerequisites(app, SIRET)
+    kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff)
+    assert kit.status_code == 201, kit.json
+    request_id = submit(
+        client,
+        convention["id"],
+        headcount=600,
+        email="pirate@exemple.fr",
+        address="1 rue Ailleurs, 75001 Paris",
+    ).json["id"]
+    assert (
+        client.post("/api/v1/subscriptions/confirm", json={"token": link_token(app)}).status_code
+        == 200
+    )
+    sign_in(app, client, "gestion@cdg81.fr")
+    page = client.get(f"/souscriptions/{request_id}").get_data(as_text=True)
+    assert "Mise à jour d'un employeur existant" in page
+    assert "pirate@exemple.fr" in page and before["email"] in page  # kept, said so
+    assert "kit en attente de signature" in page
+    refused = client.post(
+        f"/api/v1/subscriptions/{request_id}/decision", json={"accept": True}, headers=staff
+    )
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "employer_has_open_kit"
+    assert "kit" in refused.json["error"]["message"]
+    unchanged = client.get(f"/api/v1/employers/{SIRET}", headers=staff).json
+    assert unchanged["headcount"] == before["headcount"]  # nothing half-written
+    cancel = client.post(
+        f"/api/v1/kits/{kit.json['id']}/cancel", json={"reason": "Erreur"}, headers=staff
+    )
+    assert cancel.status_code == 200, cancel.json
+    r = client.post(
+        f"/api/v1/subscriptions/{request_id}/decision", json={"accept": True}, headers=staff
+    )
+    assert r.status_code == 200, r.json
+    after = client.get(f"/api/v1/employers/{SIRET}", headers=staff).json
+    assert after["headcount"] == 600
+    assert (after["email"], after["address"]) == (before["email"], before["address"])
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

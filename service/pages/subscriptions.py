@@ -160,6 +160,7 @@ def subscription_page(request_id: int) -> Any:
         files=labels.SUBSCRIPTION_FILES,
         state=labels.subscription_state(row.status),
         preview_pages=PREVIEW_PAGES,
+        update=domain.employer_update(row) if row.status == "submitted" else None,
     )
 
 

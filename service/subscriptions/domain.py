@@ -342,6 +342,11 @@ def request_file(row: SubscriptionRequest, field: str) -> dict[str, Any]:
     return item
 
 
+#: what a public request never changes on an existing employer: the contact details staff
+#: hold are kept (a stranger could otherwise redirect the kit's e-mails and post)
+KEPT_ON_UPDATE = ("email", "address")
+
+
 def _employer_changes(data: dict[str, Any]) -> dict[str, Any]:
     changes = {k: v for k, v in data.items() if k not in ("siret", "cdg") and v is not None}
     for name in ("cst_opinion_on", "deliberation_on", "joins_on"):
@@ -431,7 +436,16 @@ def _accept(row: SubscriptionRequest, *, principal: Principal, store: ObjectStor
                 "modifier.",
                 code="employer_of_other_cdg",
             )
-        employer = reference.update_employer(existing, **_employer_changes(data))
+        if _has_open_kit(existing):
+            raise Conflict(
+                "Cet employeur a un kit en attente de signature : une demande de souscription "
+                "ne peut pas le modifier avant que ce kit soit signé, annulé ou remplacé.",
+                code="employer_has_open_kit",
+            )
+        changes = _employer_changes(data)
+        for name in KEPT_ON_UPDATE:
+            changes.pop(name, None)
+        employer = reference.update_employer(existing, **changes)
     else:
         changes = _employer_changes(data)
         cdg = db.session.get(Cdg, row.cdg_id)
@@ -466,6 +480,109 @@ def _accept(row: SubscriptionRequest, *, principal: Principal, store: ObjectStor
             subscription_id=row.id,
         )
     return employer
+
+
+def _has_open_kit(employer: Employer) -> bool:
+    """A kit still waiting for signatures: neither countersigned, cancelled nor replaced (read
+    from the kit table's lifecycle dates: this unit sits below the kits' one)."""
+    kit = db.metadata.tables["kit"]
+    found = db.session.execute(
+        select(kit.c.id)
+        .where(
+            kit.c.employer_id == employer.id,
+            kit.c.countersigned_at.is_(None),
+            kit.c.cancelled_at.is_(None),
+            kit.c.superseded_by_id.is_(None),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+@dataclass(frozen=True)
+class EmployerUpdate:
+    """What accepting a request would change on the employer of its SIRET."""
+
+    employer: Employer
+    #: (French name, current value, value asked for) of each field that would change
+    changes: tuple[tuple[str, str, str], ...]
+    #: (French name, current value kept, value asked for and ignored)
+    kept: tuple[tuple[str, str, str], ...]
+    open_kit: bool
+
+
+def employer_update(row: SubscriptionRequest) -> EmployerUpdate | None:
+    """None when the request would create its employer; the before/after otherwise."""
+    employer = db.session.scalar(select(Employer).where(Employer.siret == row.siret))
+    if employer is None:
+        return None
+    data = row.data or {}
+
+    def day(value: Any) -> str:
+        if not value:
+            return "—"
+        return formatting.long_date(value if isinstance(value, date) else date.fromisoformat(value))
+
+    def convention(value: Any) -> str:
+        found = db.session.get(Convention, value or 0)
+        return found.reference if found else "—"
+
+    def contribution(value: Any) -> str:
+        if isinstance(value, dict) and value.get("mode") == "flat":
+            return f"{formatting.money(value.get('amount'))} par mois"
+        if isinstance(value, dict) and value.get("amounts"):
+            return " ; ".join(
+                f"catégorie {c} : {formatting.money(a)}" for c, a in value["amounts"].items()
+            )
+        return "—"
+
+    fields: list[tuple[str, str, Any, Any, Any]] = [
+        ("name", "Nom", employer.name, data.get("name"), str),
+        ("kind", "Type", employer.kind, data.get("kind"), labels.employer_kind),
+        ("headcount", "Effectif", employer.headcount, data.get("headcount"), str),
+        (
+            "convention_id",
+            "Convention",
+            employer.convention_id,
+            data.get("convention_id"),
+            convention,
+        ),
+        ("cst_opinion_on", "Avis du CST", employer.cst_opinion_on, data.get("cst_opinion_on"), day),
+        (
+            "deliberation_on",
+            "Délibération",
+            employer.deliberation_on,
+            data.get("deliberation_on"),
+            day,
+        ),
+        ("joins_on", "Date d'effet", employer.joins_on, data.get("joins_on"), day),
+        (
+            "contribution",
+            "Participation de l'employeur",
+            employer.contribution,
+            data.get("contribution"),
+            contribution,
+        ),
+    ]
+    changes = []
+    for _, name, before, after, show in fields:
+        if after is None:
+            continue
+        shown_before, shown_after = show(before), show(after)
+        if shown_before != shown_after:
+            changes.append((name, shown_before, shown_after))
+    kept = []
+    for field, name in (("email", "Adresse électronique"), ("address", "Adresse")):
+        asked = str(data.get(field) or "")
+        current = str(getattr(employer, field) or "")
+        if asked and asked != current:
+            kept.append((name, current, asked))
+    return EmployerUpdate(
+        employer=employer,
+        changes=tuple(changes),
+        kept=tuple(kept),
+        open_kit=_has_open_kit(employer),
+    )
 
 
 _SUMMARY = Environment(autoescape=select_autoescape(default=True)).from_string(
