@@ -22,6 +22,8 @@ from sqlalchemy import select
 from service.audit.models import AuditEvent
 from service.backends import document_store
 from service.extensions import db
+from service.reference.models import Employer
+from service.subscriptions.domain import prerequisite_history, prerequisites_of
 from service.subscriptions.models import SubscriptionRequest
 from service.timeutil import utcnow
 from tests.conftest import CORPUS, employer_payload, record_prerequisites
@@ -415,6 +417,15 @@ def test_subscription_update_keeps_contact_details_and_waits_for_the_open_kit(
     after = client.get(f"/api/v1/employers/{SIRET}", headers=staff).json
     assert after["headcount"] == 600
     assert (after["email"], after["address"]) == (before["email"], before["address"])
+    # the papers received before stay as history, the request's are in force
+    with app.app_context():
+        employer = db.session.scalars(select(Employer).where(Employer.siret == SIRET)).one()
+        history = prerequisite_history(employer, "deliberation")
+        assert [p.source for p in history] == ["request", "demo"]
+        assert prerequisites_of(employer).complete
+        assert {p.source for p in prerequisites_of(employer).items} == {"request"}
+    got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/deliberation/file", headers=staff)
+    assert got.status_code == 200 and got.data == PDF
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

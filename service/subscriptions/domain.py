@@ -662,14 +662,9 @@ def _record(
     subscription_id: int | None = None,
     address: str | None = None,
 ) -> Prerequisite:
-    row = db.session.scalar(
-        select(Prerequisite).where(
-            Prerequisite.employer_id == employer.id, Prerequisite.kind == kind
-        )
-    )
-    if row is None:
-        row = Prerequisite(employer_id=employer.id, kind=kind)
-        db.session.add(row)
+    # a new row each time: the previous papers stay as history, the newest is in force
+    row = Prerequisite(employer_id=employer.id, kind=kind)
+    db.session.add(row)
     row.received_on, row.storage_key, row.sha256, row.size = received_on, key, sha256, size
     row.format, row.source, row.subscription_id = fmt, source, subscription_id
     row.recorded_by, row.recorded_at = actor, utcnow()
@@ -793,10 +788,12 @@ class PrerequisiteStatus:
 
 
 def prerequisites_of(employer: Employer) -> PrerequisiteStatus:
-    rows = {
+    rows = {  # the newest of each kind wins (ordered oldest first)
         p.kind: p
         for p in db.session.scalars(
-            select(Prerequisite).where(Prerequisite.employer_id == employer.id)
+            select(Prerequisite)
+            .where(Prerequisite.employer_id == employer.id)
+            .order_by(Prerequisite.id)
         )
     }
     return PrerequisiteStatus(
@@ -805,12 +802,23 @@ def prerequisites_of(employer: Employer) -> PrerequisiteStatus:
     )
 
 
+def prerequisite_history(employer: Employer, kind: str) -> Sequence[Prerequisite]:
+    """Every paper of this kind received for the employer, the one in force first."""
+    check_kind(kind)
+    return db.session.scalars(
+        select(Prerequisite)
+        .where(Prerequisite.employer_id == employer.id, Prerequisite.kind == kind)
+        .order_by(Prerequisite.id.desc())
+    ).all()
+
+
 def get_prerequisite(employer: Employer, kind: str) -> Prerequisite:
     check_kind(kind)
     row = db.session.scalar(
-        select(Prerequisite).where(
-            Prerequisite.employer_id == employer.id, Prerequisite.kind == kind
-        )
+        select(Prerequisite)
+        .where(Prerequisite.employer_id == employer.id, Prerequisite.kind == kind)
+        .order_by(Prerequisite.id.desc())
+        .limit(1)
     )
     if row is None:
         raise NotFound("Cette pièce n'a pas encore été reçue.", code="prerequisite_missing")
