@@ -78,8 +78,11 @@ def test_kit_refused_while_missing_then_override_audited_in_proof(
             db.session.scalars(select(AuditEvent).where(AuditEvent.kit_id.is_not(None))).all() == []
         )
 
+    # the cover-start reason does not excuse missing papers: each check has its own reason
+    r = client.post(url, json={"override_reason": "Date d'effet demandée"}, headers=staff)
+    assert r.status_code == 409 and r.json["error"]["code"] == "prerequisites_missing"
     reason = "Liste promise par le DGS, envoi du kit demandé par le CDG avant le conseil"
-    r = client.post(url, json={"override_reason": reason}, headers=staff)
+    r = client.post(url, json={"prerequisites_override_reason": reason}, headers=staff)
     assert r.status_code == 201, r.json
     kit = r.json
     with app.app_context():
@@ -187,7 +190,7 @@ def test_cli_issue_refused_then_override(
             "issue",
             "--siret",
             SIRET,
-            "--override-reason",
+            "--prerequisites-override-reason",
             "Pièces promises par courrier",
         ]
     )
@@ -230,7 +233,10 @@ def test_employer_page_refuses_kit_then_issues_with_reason(
     assert "1er décembre 2024" in page and "reçue par courrier" in page
     r = client.post(
         f"/employeurs/{SIRET}/kit",
-        data={"csrf_token": token, "override_reason": "Pièces attendues cette semaine"},
+        data={
+            "csrf_token": token,
+            "prerequisites_override_reason": "Pièces attendues cette semaine",
+        },
     )
     assert r.status_code == 200
     assert re.search(r"PSC-81-\d{4}-\d{6}", r.get_data(as_text=True))
