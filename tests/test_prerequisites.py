@@ -291,3 +291,21 @@ def test_prerequisite_replacement_failing_at_commit_keeps_the_file_in_use(
     assert after == before  # the new file discarded, the one in use kept
     got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/deliberation/file", headers=staff)
     assert got.status_code == 200 and got.data == PDF
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_prerequisite_file_names_and_messages_carry_no_code(
+    client: FlaskClient, staff: dict[str, str], bare_employer: dict[str, Any]
+) -> None:
+    assert upload(client, staff, "cst-opinion").status_code == 201
+    got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/cst-opinion/file", headers=staff)
+    disposition = got.headers["Content-Disposition"]
+    assert f"avis-du-comite-social-territorial-cst-{SIRET}.pdf" in disposition
+    assert "cst-opinion" not in disposition
+    unknown = upload(client, staff, "attestation")
+    message = unknown.json["error"]["message"]
+    assert "délibération" in message and "premium-elements-list" not in message
+    listed = client.get("/api/v1/subscriptions?status=perdu", headers=staff)
+    assert listed.status_code == 422
+    assert "submitted" not in listed.json["error"]["message"]
+    assert "à examiner" in listed.json["error"]["message"]

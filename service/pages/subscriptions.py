@@ -16,6 +16,7 @@ from service.errors import InvalidInput, NotFound, ServiceError
 from service.extensions import db
 from service.pages.auth import current_principal, page_roles
 from service.pages.blueprint import bp
+from service.pages.published import file_size
 from service.pages.staff import (
     FORM_ORDER,
     employer_form_errors,
@@ -161,6 +162,7 @@ def subscription_page(request_id: int) -> Any:
         state=labels.subscription_state(row.status),
         preview_pages=PREVIEW_PAGES,
         update=domain.employer_update(row) if row.status == "submitted" else None,
+        file_size=file_size,
     )
 
 
@@ -192,7 +194,7 @@ def subscription_decide(request_id: int) -> Any:
 def subscription_file_page(request_id: int, field: str) -> Response:
     row = domain.get_request(request_id)
     item = domain.request_file(row, field)
-    name = f"demande-{row.id}-{field.replace('_', '-')}.{item['format']}"
+    name = domain.request_file_name(row, field)
     return actions.stream(item["key"], CONTENT_TYPES[item["format"]], name, item["size"])
 
 
@@ -268,7 +270,10 @@ def employer_prerequisite_file(siret: str, kind: str) -> Response:
     employer = reference.get_employer(siret)
     row = domain.get_prerequisite(employer, kind)
     return actions.stream(
-        row.storage_key, CONTENT_TYPES[row.format], f"{kind}-{siret}.{row.format}", row.size
+        row.storage_key,
+        CONTENT_TYPES[row.format],
+        domain.prerequisite_file_name(employer, row),
+        row.size,
     )
 
 

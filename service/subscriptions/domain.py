@@ -317,8 +317,14 @@ def confirm_request(*, token: str, address: str | None) -> SubscriptionRequest:
 
 def list_requests(*, status: str = "submitted") -> Sequence[SubscriptionRequest]:
     if status not in ("submitted", "accepted", "refused"):
+        states = ", ".join(
+            f"« {labels.subscription_state(s).lower()} »"
+            for s in ("submitted", "accepted", "refused")
+        )
         raise InvalidInput(
-            "État inconnu (submitted, accepted ou refused).", code="invalid_status", field="status"
+            f"État de demande inconnu : choisissez parmi {states}.",
+            code="invalid_status",
+            field="status",
         )
     return db.session.scalars(
         select(SubscriptionRequest)
@@ -345,6 +351,18 @@ def request_file(row: SubscriptionRequest, field: str) -> dict[str, Any]:
 #: what a public request never changes on an existing employer: the contact details staff
 #: hold are kept (a stranger could otherwise redirect the kit's e-mails and post)
 KEPT_ON_UPDATE = ("email", "address")
+
+
+def request_file_name(row: SubscriptionRequest, field: str) -> str:
+    """What a person saves: `demande-12-deliberation.pdf`, from the French label."""
+    item = request_file(row, field)
+    label = labels.SUBSCRIPTION_FILES.get(field, "Fichier")
+    return f"demande-{row.id}-{formatting.file_stem(label)}.{item['format']}"
+
+
+def prerequisite_file_name(employer: Employer, row: Prerequisite) -> str:
+    """`deliberation-21810004800014.pdf`, from the French label of the paper."""
+    return f"{formatting.file_stem(labels.prerequisite(row.kind))}-{employer.siret}.{row.format}"
 
 
 def _employer_changes(data: dict[str, Any]) -> dict[str, Any]:
@@ -718,8 +736,9 @@ def _store_prerequisite(
 
 def check_kind(kind: str) -> str:
     if kind not in PREREQUISITE_KINDS:
+        names = ", ".join(labels.prerequisite_lower(k) for k in PREREQUISITE_KINDS)
         raise NotFound(
-            "Pièce préalable inconnue (" + ", ".join(PREREQUISITE_KINDS) + ").",
+            f"Pièce préalable inconnue : les pièces sont {names}.",
             code="unknown_prerequisite",
         )
     return kind
