@@ -104,7 +104,7 @@ def demo_credentials() -> None:
 )
 @click.option("--no-wait", is_flag=True, help="Lance la campagne et affiche son numéro.")
 @click.option(
-    "--override-reason",
+    "--prerequisites-override-reason",
     default=None,
     help="Motif d'une émission malgré des pièces préalables manquantes (--siret ; journalisé).",
 )
@@ -113,7 +113,7 @@ def kits_issue(
     cdg_code: str | None,
     workers: int,
     no_wait: bool,
-    override_reason: str | None,
+    prerequisites_override_reason: str | None,
 ) -> None:
     """Émet un kit (--siret) ou ceux de tout un CDG (--cdg) : une campagne exécutée par les
     workers, ou ici sur --workers processus si aucun ne répond, avec une barre de progression."""
@@ -128,7 +128,11 @@ def kits_issue(
     actor = "cli:" + os.environ.get("USER", "inconnu")
     if siret:
         try:
-            issued = issue_one(get_employer(siret), actor=actor, override_reason=override_reason)
+            issued = issue_one(
+                get_employer(siret),
+                actor=actor,
+                prerequisites_override_reason=prerequisites_override_reason,
+            )
         except ServiceError as error:
             _fail(error)
             return

@@ -30,6 +30,7 @@ from service.backends import browser_signing_ca, trust_settings
 from service.esign.models import SigningRequest
 from service.extensions import db
 from service.timeutil import utcnow
+from signing import browser as signing_browser
 from signing.browser import Signatory, create_dev_ca, issue_leaf, load_ca
 from signing.errors import KeyUnavailable
 from tests.conftest import auth, employer_payload, make_app, record_prerequisites, run_jobs
@@ -235,9 +236,11 @@ def test_browser_signing_whole_flow_is_accepted_then_countersigned(
     ]
     assert len(codes) == 2
     for code in codes:
-        assert code not in flat.replace(" ", "")
-        assert code not in str([e["details"] for e in events])
-        assert code not in caplog.text  # in no log line either
+        # a 6-digit run can occur inside a hash or a serial by chance: whole numbers only
+        alone = re.compile(rf"(?<![0-9A-Fa-f]){code}(?![0-9A-Fa-f])")
+        assert not alone.search(flat) and not alone.search(flat.replace(" ", ""))
+        assert not alone.search(str([e["details"] for e in events]))
+        assert not alone.search(caplog.text)  # in no log line either
 
 
 def test_browser_signing_wrong_expired_and_blocked_codes(
@@ -449,3 +452,43 @@ def _appearance_has_image(data: bytes) -> bool:
         return False
 
     return images(appearance)
+
+
+def test_browser_signing_consent_must_be_a_real_boolean(
+    app: Flask, client: FlaskClient, kit: dict[str, Any], employer_auth: dict[str, str]
+) -> None:
+    name_signatory(client, employer_auth, kit)
+    kind = PIECES[0]
+    code = ask_code(app, client, employer_auth, kit, kind)
+    for consent in ("yes", 1, "true"):
+        r = confirm(client, employer_auth, kit, kind, code, consent=consent)
+        assert r.status_code == 422, (consent, r.json)
+    with app.app_context():
+        assert db.session.scalars(db.select(SigningRequest)).one().status == "pending"
+
+
+def test_browser_signing_failure_shows_no_python_text(
+    app: Flask,
+    client: FlaskClient,
+    kit: dict[str, Any],
+    employer_auth: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name_signatory(client, employer_auth, kit)
+    kind = PIECES[0]
+    code = ask_code(app, client, employer_auth, kit, kind)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("/srv/keys/ca.key: permission denied")
+
+    monkeypatch.setattr(signing_browser, "_align_metadata", broken)
+    with caplog.at_level(logging.ERROR):
+        r = confirm(client, employer_auth, kit, kind, code)
+    assert_error(r, 409, "signing_failed")
+    message = r.json["error"]["message"]
+    assert "RuntimeError" not in message and "/srv/keys" not in message
+    assert "gestionnaire" in message
+    assert "/srv/keys/ca.key" in caplog.text  # the detail stays in the server log
+    with app.app_context():
+        assert db.session.scalars(db.select(SigningRequest)).one().status == "pending"

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from service.audit.models import AuditEvent
+from service.backends import document_store
 from service.campaigns.domain import start_campaign
 from service.engine.models import Job
 from service.extensions import db
@@ -30,6 +32,7 @@ from tests.pdftools import pdf_text
 from tests.test_pages import csrf, sign_in
 
 PDF = (CORPUS / "pairs" / "valid_modification" / "unsigned.pdf").read_bytes()
+OTHER_PDF = (CORPUS / "pairs" / "poppler" / "unsigned.pdf").read_bytes()
 SIRET = "21810004800014"
 KINDS = ["subscription-request", "deliberation", "cst-opinion", "premium-elements-list"]
 
@@ -75,8 +78,11 @@ def test_kit_refused_while_missing_then_override_audited_in_proof(
             db.session.scalars(select(AuditEvent).where(AuditEvent.kit_id.is_not(None))).all() == []
         )
 
+    # the cover-start reason does not excuse missing papers: each check has its own reason
+    r = client.post(url, json={"override_reason": "Date d'effet demandée"}, headers=staff)
+    assert r.status_code == 409 and r.json["error"]["code"] == "prerequisites_missing"
     reason = "Liste promise par le DGS, envoi du kit demandé par le CDG avant le conseil"
-    r = client.post(url, json={"override_reason": reason}, headers=staff)
+    r = client.post(url, json={"prerequisites_override_reason": reason}, headers=staff)
     assert r.status_code == 201, r.json
     kit = r.json
     with app.app_context():
@@ -184,7 +190,7 @@ def test_cli_issue_refused_then_override(
             "issue",
             "--siret",
             SIRET,
-            "--override-reason",
+            "--prerequisites-override-reason",
             "Pièces promises par courrier",
         ]
     )
@@ -227,7 +233,10 @@ def test_employer_page_refuses_kit_then_issues_with_reason(
     assert "1er décembre 2024" in page and "reçue par courrier" in page
     r = client.post(
         f"/employeurs/{SIRET}/kit",
-        data={"csrf_token": token, "override_reason": "Pièces attendues cette semaine"},
+        data={
+            "csrf_token": token,
+            "prerequisites_override_reason": "Pièces attendues cette semaine",
+        },
     )
     assert r.status_code == 200
     assert re.search(r"PSC-81-\d{4}-\d{6}", r.get_data(as_text=True))
@@ -258,3 +267,45 @@ def test_demo_employers_have_their_papers_labelled_as_demo(
     paper = client.get(listed["items"][0]["file_url"], headers=staff)
     assert "Pièce de démonstration" in " ".join(pdf_text(paper.data))
     assert client.post(f"/api/v1/employers/{sirets[0]}/kits", headers=staff).status_code == 201
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_prerequisite_replacement_failing_at_commit_keeps_the_file_in_use(
+    app: Flask, client: FlaskClient, staff: dict[str, str], bare_employer: dict[str, Any]
+) -> None:
+    assert upload(client, staff, "deliberation").status_code == 201
+    with app.app_context():
+        before = set(info.key for info in document_store().list("prerequisites/"))
+    assert len(before) == 1
+
+    def refuse(session: Any) -> None:
+        raise RuntimeError("database went away")
+
+    event.listen(Session, "before_commit", refuse)
+    try:
+        assert upload(client, staff, "deliberation", OTHER_PDF).status_code == 500
+    finally:
+        event.remove(Session, "before_commit", refuse)
+    with app.app_context():
+        after = set(info.key for info in document_store().list("prerequisites/"))
+    assert after == before  # the new file discarded, the one in use kept
+    got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/deliberation/file", headers=staff)
+    assert got.status_code == 200 and got.data == PDF
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_prerequisite_file_names_and_messages_carry_no_code(
+    client: FlaskClient, staff: dict[str, str], bare_employer: dict[str, Any]
+) -> None:
+    assert upload(client, staff, "cst-opinion").status_code == 201
+    got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/cst-opinion/file", headers=staff)
+    disposition = got.headers["Content-Disposition"]
+    assert f"avis-du-comite-social-territorial-cst-{SIRET}.pdf" in disposition
+    assert "cst-opinion" not in disposition
+    unknown = upload(client, staff, "attestation")
+    message = unknown.json["error"]["message"]
+    assert "délibération" in message and "premium-elements-list" not in message
+    listed = client.get("/api/v1/subscriptions?status=perdu", headers=staff)
+    assert listed.status_code == 422
+    assert "submitted" not in listed.json["error"]["message"]
+    assert "à examiner" in listed.json["error"]["message"]

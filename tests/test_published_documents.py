@@ -20,7 +20,17 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 
 from service.backends import document_store
-from service.published.domain import current_convention, get_public_cdg, publication
+from service.kits import published as kits_published
+from service.kits.published import fingerprint
+from service.published.domain import (
+    current_convention,
+    get_public_cdg,
+    publication,
+    published_input,
+    render_claim_name,
+)
+from service.published.domain import today as published_today
+from service.ratelimit import limiter
 from tests.conftest import CDG81, CONVENTION, auth, create_token
 from tests.pdftools import fold, xmp
 from tests.test_e2e import Session, browser, live  # noqa: F401  (fixtures)
@@ -468,3 +478,51 @@ def test_cdg_space_links_to_its_public_documents(
     page = client.get("/cdg").get_data(as_text=True)
     assert 'href="/cdg/81/documents"' in page
     assert "Documents publiés pour les collectivités" in page
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_published_documents_being_rendered_elsewhere_answer_503_then_come(
+    app: Flask, client: FlaskClient, published: dict[str, Any]
+) -> None:
+    with app.app_context():
+        cdg = get_public_cdg("81")
+        day = published_today()
+        convention = current_convention(cdg, on=day)
+        version = fingerprint(published_input(cdg, convention, on=day))
+        claim = render_claim_name(f"published/81/{convention.id}/{version}")
+        assert limiter().claim(claim, 60)  # another process is rendering this version
+    try:
+        r = client.get("/api/v1/cdgs/81/documents/information-notice")
+        assert_error(r, 503, "documents_being_prepared")
+        assert int(r.headers["Retry-After"]) > 0
+        assert "préparation" in r.json["error"]["message"]
+        page = client.get("/cdg/81/documents")
+        assert page.status_code == 503
+    finally:
+        with app.app_context():
+            limiter().release(claim)
+    assert b"%PDF" in download(client, "information-notice")[:8]
+
+
+def test_template_set_digest_is_cached_until_a_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sub in ("html", "docx"):
+        (tmp_path / sub / "essai").mkdir(parents=True)
+    page = tmp_path / "html" / "essai" / "notice.html"
+    page.write_text("<p>un</p>")
+    monkeypatch.setattr(kits_published, "TEMPLATES_ROOT", tmp_path)
+    first = kits_published.template_set_digest("essai")
+    reads: list[Path] = []
+    original = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        reads.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    assert kits_published.template_set_digest("essai") == first
+    assert reads == []  # nothing read again while nothing changed
+    page.write_text("<p>deux, plus long</p>")
+    changed = kits_published.template_set_digest("essai")
+    assert changed != first and reads == [page]

@@ -18,10 +18,15 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from service import labels
+from service.backends import document_store
+from service.errors import NotFound
 from service.extensions import db
 from service.formatting import long_date
+from service.ratelimit import limiter
+from service.returns.preview import PreviewPending, stored_pdf_page
 from signing.preview import compare_pdfs
 from signing.sandbox import Limits, run_limited
+from tests.conftest import CORPUS
 from tests.pki import Pki, sign_pdf
 from tests.test_pages import sign_in
 from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
@@ -367,3 +372,41 @@ def test_limiter_claim_is_taken_once_released_and_lapses_by_itself(uri: str) -> 
     assert limiter.claim("review-preview/2", 1) is True
     limiter.release("review-preview/1")
     limiter.release("review-preview/2")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_stored_pdf_page_drawn_once_claimed_and_bounded(app: Flask) -> None:
+    pdf = (CORPUS / "pairs" / "valid_modification" / "unsigned.pdf").read_bytes()
+    with app.app_context():
+        store = document_store()
+        store.put("essai/piece.pdf", pdf, content_type="application/pdf")
+        prefix = f"previews/essai/{uuid.uuid4().hex[:8]}"
+        claim = f"pdf-pages/{prefix}"
+        assert limiter().claim(claim, 60)  # another request is drawing these pages
+        try:
+            with pytest.raises(PreviewPending):
+                stored_pdf_page(
+                    store=store,
+                    pdf_key="essai/piece.pdf",
+                    prefix=prefix,
+                    number=1,
+                    max_pages=2,
+                    wait_seconds=0.5,
+                )
+        finally:
+            limiter().release(claim)
+        first = stored_pdf_page(
+            store=store, pdf_key="essai/piece.pdf", prefix=prefix, number=1, max_pages=2
+        )
+        assert first.startswith(b"\x89PNG")
+        assert Image.open(io.BytesIO(first)).size[0] > 100
+        assert store.get(f"{prefix}/001.png") == first  # kept: the next reader gets it
+        store.delete("essai/piece.pdf")  # drawn before: the PDF is not read again
+        again = stored_pdf_page(
+            store=store, pdf_key="essai/piece.pdf", prefix=prefix, number=1, max_pages=2
+        )
+        assert again == first
+        with pytest.raises(NotFound):
+            stored_pdf_page(
+                store=store, pdf_key="essai/piece.pdf", prefix=prefix, number=3, max_pages=2
+            )

@@ -22,9 +22,11 @@ from sqlalchemy import select
 from service.audit.models import AuditEvent
 from service.backends import document_store
 from service.extensions import db
+from service.reference.models import Employer
+from service.subscriptions.domain import prerequisite_history, prerequisites_of
 from service.subscriptions.models import SubscriptionRequest
 from service.timeutil import utcnow
-from tests.conftest import CORPUS, employer_payload
+from tests.conftest import CORPUS, employer_payload, record_prerequisites
 from tests.pdftools import pdf_text
 from tests.test_french_wording import mails
 
@@ -329,6 +331,24 @@ def test_subscription_throttled_per_address_and_per_ip(
     assert codes == [202] * 7 + [429]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_subscription_refused_tries_do_not_lock_out_the_contact(
+    client: FlaskClient, convention: dict[str, Any]
+) -> None:
+    # a stranger sends bad requests in the contact's name from several addresses
+    for i in range(5):
+        bad = submit(client, convention["id"], address=f"192.0.2.{40 + i}", cdg="82")
+        assert bad.status_code == 422
+    # none was stored: the contact's own request still goes through
+    assert submit(client, convention["id"], address="192.0.2.60").status_code == 202
+    # failures still count per client address
+    codes = [
+        submit(client, convention["id"], address="192.0.2.61", cdg="82").status_code
+        for _ in range(11)
+    ]
+    assert codes == [422] * 10 + [429]
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_subscription_accept_updates_an_existing_employer(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
@@ -350,6 +370,62 @@ def test_subscription_accept_updates_an_existing_employer(
     assert (employer["headcount"], employer["name"]) == (600, "Ville d'Albi")
     done = client.get(f"/api/v1/employers/{SIRET}/prerequisites", headers=staff).json
     assert done["complete"] is True
+
+
+def test_subscription_update_keeps_contact_details_and_waits_for_the_open_kit(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    from tests.test_pages import sign_in
+
+    r = client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    assert r.status_code == 201
+    before = r.json
+    record_prerequisites(app, SIRET)
+    kit = client.post(f"/api/v1/employers/{SIRET}/kits", headers=staff)
+    assert kit.status_code == 201, kit.json
+    request_id = submit(
+        client,
+        convention["id"],
+        headcount=600,
+        email="pirate@exemple.fr",
+        address="1 rue Ailleurs, 75001 Paris",
+    ).json["id"]
+    assert (
+        client.post("/api/v1/subscriptions/confirm", json={"token": link_token(app)}).status_code
+        == 200
+    )
+    sign_in(app, client, "gestion@cdg81.fr")
+    page = client.get(f"/souscriptions/{request_id}").get_data(as_text=True)
+    assert "Mise à jour d'un employeur existant" in page
+    assert "pirate@exemple.fr" in page and before["email"] in page  # kept, said so
+    assert "kit en attente de signature" in page
+    refused = client.post(
+        f"/api/v1/subscriptions/{request_id}/decision", json={"accept": True}, headers=staff
+    )
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "employer_has_open_kit"
+    assert "kit" in refused.json["error"]["message"]
+    unchanged = client.get(f"/api/v1/employers/{SIRET}", headers=staff).json
+    assert unchanged["headcount"] == before["headcount"]  # nothing half-written
+    cancel = client.post(
+        f"/api/v1/kits/{kit.json['id']}/cancel", json={"reason": "Erreur"}, headers=staff
+    )
+    assert cancel.status_code == 200, cancel.json
+    r = client.post(
+        f"/api/v1/subscriptions/{request_id}/decision", json={"accept": True}, headers=staff
+    )
+    assert r.status_code == 200, r.json
+    after = client.get(f"/api/v1/employers/{SIRET}", headers=staff).json
+    assert after["headcount"] == 600
+    assert (after["email"], after["address"]) == (before["email"], before["address"])
+    # the papers received before stay as history, the request's are in force
+    with app.app_context():
+        employer = db.session.scalars(select(Employer).where(Employer.siret == SIRET)).one()
+        history = prerequisite_history(employer, "deliberation")
+        assert [p.source for p in history] == ["request", "demo"]
+        assert prerequisites_of(employer).complete
+        assert {p.source for p in prerequisites_of(employer).items} == {"request"}
+    got = client.get(f"/api/v1/employers/{SIRET}/prerequisites/deliberation/file", headers=staff)
+    assert got.status_code == 200 and got.data == PDF
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import jsonify, request
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool
 
 from service.api import json_body, parse, principal, route
 from service.esign import actions, domain
@@ -37,7 +37,7 @@ class SignatureIn(BaseModel):
 class ConfirmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str = Field(max_length=20)
-    consent: bool
+    consent: StrictBool
     signature: SignatureIn
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from service.esign.models import Signatory, SigningRequest
 from service.extensions import db
 from service.kits import lifecycle
 from service.kits.domain import get_document
-from service.kits.lifecycle import OPEN_STATES
 from service.kits.models import Kit, KitDocument
 from service.mail.queue import queue_mail
 from service.ratelimit import Rule, limiter
@@ -44,6 +44,8 @@ from signing import browser
 from signing.browser import SigningCA
 from signing.errors import Refused, SigningError, TimestampUnavailable
 from storage import sha256_hex
+
+log = logging.getLogger(__name__)
 
 CODE_MINUTES = 10
 MAX_ATTEMPTS = 5
@@ -132,7 +134,7 @@ def signable(kit: Kit, kind: str) -> KitDocument:
             "d'adhésion reviennent signées.",
             code="not_signable",
         )
-    if kit.status not in OPEN_STATES or kit.status != lifecycle.ISSUED:
+    if lifecycle.state_of(kit) is not lifecycle.ISSUED:
         raise Conflict("Ce kit n'attend plus de signature de la collectivité.", code="not_signable")
     if _accepted(kit, kind) is not None:
         raise Conflict("Cette pièce est déjà signée et acceptée.", code="not_signable")
@@ -388,7 +390,12 @@ def confirm(
         ) from exc
     except SigningError as exc:
         db.session.rollback()
-        raise Conflict(f"La signature a échoué : {exc}", code="signing_failed") from exc
+        log.error("browser signing of kit %s (%s) failed: %s", kit.id, kind, exc)
+        raise Conflict(
+            "La signature n'a pas pu être apposée : réessayez dans quelques minutes ou "
+            "contactez votre gestionnaire.",
+            code="signing_failed",
+        ) from exc
 
     job = db.session.get(Job, req.mail_job_id) if req.mail_job_id else None
     record(

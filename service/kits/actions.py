@@ -31,10 +31,12 @@ def issue_one(
     actor: str,
     cover_starts_on: date | None = None,
     override_reason: str | None = None,
+    prerequisites_override_reason: str | None = None,
 ) -> IssuedKit:
     """409 `prerequisites_missing` while a prerequisite is missing, unless staff give
-    `override_reason` (then audited with the missing list, and printed in the proof)."""
-    missing = require_prerequisites(employer, override_reason=override_reason)  # hE
+    `prerequisites_override_reason` (then audited with the missing list, and printed in the
+    proof); `override_reason` only ever justifies a start of cover in the past."""
+    missing = require_prerequisites(employer, override_reason=prerequisites_override_reason)  # hE
     issued = issue_kit(
         employer,
         cover_starts_on=cover_starts_on,
@@ -47,7 +49,7 @@ def issue_one(
             siret=employer.siret,
             reference_text=issued.kit.reference,
             missing=missing,
-            reason=override_reason or "",
+            reason=prerequisites_override_reason or "",
             actor=actor,
         )
     notify.kit_issued(issued.kit)

@@ -27,11 +27,13 @@ READERS = ("admin", "staff", "cdg", "employer")
 
 
 class KitIssueIn(BaseModel):
-    """Optional body of an issue: a chosen start of cover, and why when it is before today."""
+    """Optional body of an issue: a chosen start of cover, and why when it is before today;
+    why the kit goes out while prerequisites are missing (a separate reason)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     cover_starts_on: date | None = None
     override_reason: str | None = Field(default=None, min_length=3, max_length=500)
+    prerequisites_override_reason: str | None = Field(default=None, min_length=3, max_length=500)
 
 
 class CancelIn(BaseModel):
@@ -121,6 +123,7 @@ def issue(siret: str) -> Any:
         actor=who.actor,
         cover_starts_on=body.cover_starts_on,
         override_reason=body.override_reason,
+        prerequisites_override_reason=body.prerequisites_override_reason,
     )
     kit = issued.kit
     return jsonify(kit_json(kit, access_code=issued.access_code)), 201

@@ -109,16 +109,42 @@ class PublishedFile:
         return MEDIA_TYPES[self.format]
 
 
+#: template set -> (its files' names, sizes and mtimes, the SHA-256 of their contents): the
+#: files are read again only when one of them changes (once per process otherwise)
+_TEMPLATE_DIGESTS: dict[str, tuple[tuple[tuple[str, int, int], ...], str]] = {}
+
+
+def template_set_digest(name: str) -> str:
+    """SHA-256 of every file of the template set (names and contents), cached per process and
+    recomputed when a file is added, removed, resized or touched."""
+    paths = sorted(
+        p
+        for folder in (TEMPLATES_ROOT / "html" / name, TEMPLATES_ROOT / "docx" / name)
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
+    stats = []
+    for path in paths:
+        st = path.stat()
+        stats.append((str(path.relative_to(TEMPLATES_ROOT)), st.st_size, st.st_mtime_ns))
+    signature = tuple(stats)
+    cached = _TEMPLATE_DIGESTS.get(name)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    digest = hashlib.sha256()
+    for path, (relative, _, _) in zip(paths, signature, strict=True):
+        digest.update(relative.encode())
+        digest.update(path.read_bytes())
+    _TEMPLATE_DIGESTS[name] = (signature, digest.hexdigest())
+    return _TEMPLATE_DIGESTS[name][1]
+
+
 def fingerprint(data: PublishedInput) -> str:
     """SHA-256 of what the documents depend on: the CDG's and the convention's data and every
     file of the template set (not the day of publication: a new day is no new version)."""
     digest = hashlib.sha256()
     digest.update(repr((data.cdg, data.convention)).encode())
-    name = data.convention.template_set
-    for folder in (TEMPLATES_ROOT / "html" / name, TEMPLATES_ROOT / "docx" / name):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(TEMPLATES_ROOT)).encode())
-            digest.update(path.read_bytes())
+    digest.update(template_set_digest(data.convention.template_set).encode())
     return digest.hexdigest()
 
 

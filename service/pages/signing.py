@@ -18,9 +18,8 @@ from service.kits import domain as kits
 from service.kits.models import Kit, KitDocument
 from service.pages.auth import current_principal, page_roles
 from service.pages.blueprint import bp
+from service.returns.preview import stored_pdf_page
 from signing.errors import Refused
-from signing.preview import png, render_pages
-from storage import ObjectNotFound
 
 PREVIEW_DPI = 80
 SIGNATORY_LABELS = {"name": "Nom et prénom", "title": "Qualité", "email": "Courriel"}
@@ -30,8 +29,8 @@ def _kit() -> Kit:
     return kits.get_kit(int(session.get("kit_id", 0)), principal=current_principal())
 
 
-def _preview_key(doc: KitDocument, number: int) -> str:
-    return f"previews/issued/{doc.kit.reference}/{doc.kind}/{doc.sha256[:16]}/{number:03d}.png"
+def _preview_prefix(doc: KitDocument) -> str:
+    return f"previews/issued/{doc.kit.reference}/{doc.kind}/{doc.sha256[:16]}"
 
 
 @bp.route("/portail/signataire", methods=["GET", "POST"])
@@ -121,19 +120,14 @@ def portal_sign_page(kind: str, number: int) -> Response:
     doc = kits.get_document(kit, kind)
     if not 1 <= number <= doc.pages:
         abort(404)
-    store = document_store()
-    try:
-        data = store.get(_preview_key(doc, number))
-    except ObjectNotFound:
-        images, _ = render_pages(store.get(doc.pdf_key), dpi=PREVIEW_DPI)
-        data = b""
-        for index, image in enumerate(images, start=1):
-            blob = png(image)
-            store.put(_preview_key(doc, index), blob, content_type="image/png")
-            if index == number:
-                data = blob
-        if not data:
-            abort(404)
+    data = stored_pdf_page(
+        store=document_store(),
+        pdf_key=doc.pdf_key,
+        prefix=_preview_prefix(doc),
+        number=number,
+        max_pages=doc.pages,
+        dpi=PREVIEW_DPI,
+    )
     return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 

@@ -392,7 +392,9 @@ def employer_issue(siret: str) -> Any:
         issued = issue_one(
             employer,
             actor=current_principal().actor,
-            override_reason=request.form.get("override_reason", "").strip()[:500] or None,  # hE
+            prerequisites_override_reason=(  # hE, hI
+                request.form.get("prerequisites_override_reason", "").strip()[:500] or None
+            ),
         )
     except ServiceError as exc:
         db.session.rollback()

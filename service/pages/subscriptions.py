@@ -16,22 +16,19 @@ from service.errors import InvalidInput, NotFound, ServiceError
 from service.extensions import db
 from service.pages.auth import current_principal, page_roles
 from service.pages.blueprint import bp
+from service.pages.published import file_size
 from service.pages.staff import (
     FORM_ORDER,
     employer_form_errors,
     form_number,
 )
-from service.ratelimit import limiter
 from service.reference import domain as reference
 from service.reference.models import Convention
-from service.returns.preview import PreviewPending
+from service.returns.preview import stored_pdf_page
 from service.subscriptions import actions, domain
 from service.subscriptions.files import CONTENT_TYPES
 from service.subscriptions.models import PREREQUISITE_KINDS
-from signing.errors import Refused
-from signing.preview import png, render_pages
-from signing.sandbox import Limits, run_limited
-from storage import ObjectNotFound
+from signing.sandbox import Limits
 
 STAFF = ("admin", "staff")
 PREVIEW_PAGES = 10
@@ -160,6 +157,8 @@ def subscription_page(request_id: int) -> Any:
         files=labels.SUBSCRIPTION_FILES,
         state=labels.subscription_state(row.status),
         preview_pages=PREVIEW_PAGES,
+        update=domain.employer_update(row) if row.status == "submitted" else None,
+        file_size=file_size,
     )
 
 
@@ -191,7 +190,7 @@ def subscription_decide(request_id: int) -> Any:
 def subscription_file_page(request_id: int, field: str) -> Response:
     row = domain.get_request(request_id)
     item = domain.request_file(row, field)
-    name = f"demande-{row.id}-{field.replace('_', '-')}.{item['format']}"
+    name = domain.request_file_name(row, field)
     return actions.stream(item["key"], CONTENT_TYPES[item["format"]], name, item["size"])
 
 
@@ -206,31 +205,14 @@ def subscription_page_image(request_id: int, field: str, number: int) -> Respons
     item = domain.request_file(row, field)
     if item["format"] != "pdf" or not 1 <= number <= min(item.get("pages") or 0, PREVIEW_PAGES):
         raise NotFound("Image introuvable.", code="not_found")
-    store = document_store()
-    prefix = f"previews/subscriptions/{row.id}/{field}-{item['sha256'][:16]}"
-    key = f"{prefix}/{number:03d}.png"
-    try:
-        data = store.get(key)
-    except ObjectNotFound:
-        claim = f"subscription-preview:{row.id}:{field}"
-        if not limiter().claim(claim, 60):
-            raise PreviewPending() from None
-        try:
-            images, _ = run_limited(
-                render_pages,
-                store.get(item["key"]),
-                max_pages=PREVIEW_PAGES,
-                limits=PREVIEW_LIMITS,
-            )
-        except Refused as exc:
-            raise InvalidInput(exc.message, code=exc.code) from None
-        finally:
-            limiter().release(claim)
-        for index, image in enumerate(images, start=1):
-            store.put(f"{prefix}/{index:03d}.png", png(image), content_type="image/png")
-        if number > len(images):
-            raise NotFound("Image introuvable.", code="not_found") from None
-        data = png(images[number - 1])
+    data = stored_pdf_page(
+        store=document_store(),
+        pdf_key=item["key"],
+        prefix=f"previews/subscriptions/{row.id}/{field}-{item['sha256'][:16]}",
+        number=number,
+        max_pages=PREVIEW_PAGES,
+        limits=PREVIEW_LIMITS,
+    )
     response = Response(data, mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=86400, immutable"
     return response
@@ -267,7 +249,10 @@ def employer_prerequisite_file(siret: str, kind: str) -> Response:
     employer = reference.get_employer(siret)
     row = domain.get_prerequisite(employer, kind)
     return actions.stream(
-        row.storage_key, CONTENT_TYPES[row.format], f"{kind}-{siret}.{row.format}", row.size
+        row.storage_key,
+        CONTENT_TYPES[row.format],
+        domain.prerequisite_file_name(employer, row),
+        row.size,
     )
 
 

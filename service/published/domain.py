@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from service import labels
-from service.errors import NotFound
+from service.errors import NotFound, Unavailable
 from service.extensions import db
 from service.formatting import file_stem
 from service.kits.domain import local_today
@@ -33,6 +33,7 @@ from service.kits.published import (
     render_published,
 )
 from service.kits.render import CdgData, ConventionData
+from service.ratelimit import limiter
 from service.reference.domain import convention_options
 from service.reference.models import Cdg, Convention
 from storage import ObjectNotFound, ObjectStore
@@ -143,6 +144,30 @@ def _prefix(cdg: Cdg, convention: Convention, version: str) -> str:
     return f"published/{cdg.code}/{convention.id}/{version}"
 
 
+#: how long a renderer's marker lives if it never releases it (a rendering takes seconds)
+RENDER_CLAIM_SECONDS = 120
+
+
+class DocumentsBeingPrepared(Unavailable):
+    """Another request is rendering this version of the documents: come back shortly."""
+
+    code = "documents_being_prepared"
+    message = "Les documents sont en cours de préparation : réessayez dans quelques secondes."
+    retry_after = 5
+
+
+def render_claim_name(prefix: str) -> str:
+    """The marker one request holds while it renders the version stored under `prefix`."""
+    return f"published-render/{prefix}"
+
+
+def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.get(key))
+    except ObjectNotFound:
+        return None
+
+
 def publication(code: str, *, store: ObjectStore, on: date | None = None) -> Publication:
     """The CDG's current convention's documents, rendered unless this version is stored."""
     day = on or today()
@@ -152,17 +177,25 @@ def publication(code: str, *, store: ObjectStore, on: date | None = None) -> Pub
     version = fingerprint(data)
     prefix = _prefix(cdg, convention, version)
     manifest_key = f"{prefix}/manifest.json"
-    try:
-        manifest = json.loads(store.get(manifest_key))
-        rendered = False
-    except ObjectNotFound:
-        manifest = _render_and_store(data, prefix=prefix, store=store)
-        store.put(
-            manifest_key,
-            json.dumps(manifest, ensure_ascii=False).encode(),
-            content_type="application/json",
-        )
-        rendered = True
+    manifest = _read_manifest(store, manifest_key)
+    rendered = False
+    if manifest is None:
+        # one renderer per version, every process (the limiter's store): the others wait
+        claim = render_claim_name(prefix)
+        if not limiter().claim(claim, RENDER_CLAIM_SECONDS):
+            raise DocumentsBeingPrepared()
+        try:
+            manifest = _read_manifest(store, manifest_key)  # made before our claim
+            if manifest is None:
+                manifest = _render_and_store(data, prefix=prefix, store=store)
+                store.put(
+                    manifest_key,
+                    json.dumps(manifest, ensure_ascii=False).encode(),
+                    content_type="application/json",
+                )
+                rendered = True
+        finally:
+            limiter().release(claim)
     entries = tuple(
         PublishedEntry(
             kind=item["kind"],

@@ -183,8 +183,8 @@ def update_convention(convention: Convention, **changes: Any) -> Convention:
 def _check_regime(regime: str) -> str:
     if regime not in REGIMES:
         raise InvalidInput(
-            "Régime inconnu : « facultative » (adhésion facultative) ou « mandatory » "
-            "(adhésion obligatoire).",
+            "Régime inconnu : choisissez le contrat à adhésion facultative ou le contrat à "
+            "adhésion obligatoire.",
             code="invalid_regime",
             field="regime",
         )

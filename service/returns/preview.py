@@ -14,15 +14,16 @@ few seconds"), never a verdict on the file.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import NotFound, Unavailable
+from service.errors import InvalidInput, NotFound, Unavailable
 from service.kits.domain import get_document
 from service.ratelimit import limiter
 from service.returns.models import KitReturn
 from signing.errors import Refused, VerificationBusy
-from signing.preview import Comparison, compare_pdfs
+from signing.preview import Comparison, compare_pdfs, png, render_pages
 from signing.sandbox import Limits, run_limited
 from storage import ObjectNotFound, ObjectStore, sha256_hex
 
@@ -201,3 +202,69 @@ def page_image(ret: KitReturn, *, number: int, side: str, store: ObjectStore) ->
             raise NotFound("Image de page introuvable.", code="unknown_page") from None
         data = store.get(_image_key(ret, number, field))
     return data, sha256_hex(data)
+
+
+#: how long a request for a page image waits for another request drawing the same PDF
+PAGE_WAIT_SECONDS = 20.0
+
+
+def stored_pdf_page(
+    *,
+    store: ObjectStore,
+    pdf_key: str,
+    prefix: str,
+    number: int,
+    max_pages: int,
+    dpi: int | None = None,
+    limits: Limits | None = None,
+    wait_seconds: float = PAGE_WAIT_SECONDS,
+) -> bytes:
+    """Page `number` of the PDF stored at `pdf_key`, as PNG, for a page that shows a stored
+    PDF as images (the file itself never opened in the browser).
+
+    Read from `prefix/NNN.png` when drawn before; otherwise the first `max_pages` pages are
+    drawn once, in the sandbox, by one request at a time (the others wait up to
+    `wait_seconds` for its images, a page's images being asked for together, then get
+    `PreviewPending`), and kept under `prefix`. 404 `unknown_page` beyond the document or
+    `max_pages`."""
+    if not 1 <= number <= max_pages:
+        raise NotFound("Image de page introuvable.", code="unknown_page")
+    key = f"{prefix}/{number:03d}.png"
+    try:
+        return store.get(key)
+    except ObjectNotFound:
+        pass
+    claim = f"pdf-pages/{prefix}"
+    deadline = time.monotonic() + wait_seconds
+    while not limiter().claim(claim, CLAIM_SECONDS):
+        if time.monotonic() >= deadline:
+            raise PreviewPending()
+        time.sleep(0.2)
+        try:
+            return store.get(key)  # the other request has drawn it meanwhile
+        except ObjectNotFound:
+            pass
+    try:
+        try:
+            return store.get(key)  # drawn between our reading and our claim
+        except ObjectNotFound:
+            pass
+        options: dict[str, Any] = {"max_pages": max_pages}
+        if dpi is not None:
+            options["dpi"] = dpi
+        try:
+            images, _ = run_limited(
+                render_pages, store.get(pdf_key), limits=limits or LIMITS, **options
+            )
+        except VerificationBusy as exc:
+            raise PreviewPending() from exc
+        except Refused as exc:
+            raise InvalidInput(exc.message, code=exc.code) from None
+        blobs = [png(image) for image in images]
+        for index, blob in enumerate(blobs, start=1):
+            store.put(f"{prefix}/{index:03d}.png", blob, content_type="image/png")
+    finally:
+        limiter().release(claim)
+    if number > len(blobs):
+        raise NotFound("Image de page introuvable.", code="unknown_page")
+    return blobs[number - 1]

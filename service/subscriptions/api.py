@@ -128,7 +128,7 @@ def get_subscription(request_id: int) -> Any:
 def subscription_file(request_id: int, field: str) -> Response:
     row = domain.get_request(request_id)
     item = domain.request_file(row, field)
-    name = f"demande-{row.id}-{field.replace('_', '-')}.{item['format']}"
+    name = domain.request_file_name(row, field)
     return stream_object(item["key"], CONTENT_TYPES[item["format"]], name, item["size"])
 
 
@@ -206,5 +206,5 @@ def upload_prerequisite(siret: str, kind: str) -> Any:
 def prerequisite_file(siret: str, kind: str) -> Response:
     employer = get_employer(siret, principal=principal())
     row = domain.get_prerequisite(employer, kind)
-    name = f"{kind}-{employer.siret}.{row.format}"
+    name = domain.prerequisite_file_name(employer, row)
     return stream_object(row.storage_key, CONTENT_TYPES[row.format], name, row.size)

@@ -124,7 +124,9 @@ def _check_employer_fields(cdg: Cdg, data: SubscriptionIn) -> None:
 
 
 def _throttle(email: str, address: str | None) -> None:
-    """Every submission counts, accepted or not: 429 with Retry-After beyond the limits."""
+    """429 with Retry-After beyond the limits. Every attempt counts against the client's
+    address, refused or not; only the requests actually stored count against the e-mail
+    address (`_count_stored`), so a stranger's failed tries cannot lock out a real contact."""
     rules = ((SUBMIT_EMAIL, email.lower()), (SUBMIT_ADDRESS, address or "inconnue"))
     for rule, ident in rules:
         limiter().check(
@@ -132,8 +134,12 @@ def _throttle(email: str, address: str | None) -> None:
             ident,
             message="Trop de demandes de souscription depuis cette adresse : réessayez plus tard.",
         )
-    for rule, ident in rules:
-        limiter().hit(rule, ident)
+    limiter().hit(SUBMIT_ADDRESS, address or "inconnue")
+
+
+def _count_stored(email: str) -> None:
+    """A request was stored for this e-mail address: it counts against its limit."""
+    limiter().hit(SUBMIT_EMAIL, email.lower())
 
 
 def _discard(store: ObjectStore, key: str) -> None:
@@ -270,6 +276,7 @@ def submit_request(
         for item in files.values():
             _discard(store, item["key"])
         raise
+    _count_stored(str(data.contact_email))
     return request_row
 
 
@@ -314,8 +321,14 @@ def confirm_request(*, token: str, address: str | None) -> SubscriptionRequest:
 
 def list_requests(*, status: str = "submitted") -> Sequence[SubscriptionRequest]:
     if status not in ("submitted", "accepted", "refused"):
+        states = ", ".join(
+            f"« {labels.subscription_state(s).lower()} »"
+            for s in ("submitted", "accepted", "refused")
+        )
         raise InvalidInput(
-            "État inconnu (submitted, accepted ou refused).", code="invalid_status", field="status"
+            f"État de demande inconnu : choisissez parmi {states}.",
+            code="invalid_status",
+            field="status",
         )
     return db.session.scalars(
         select(SubscriptionRequest)
@@ -337,6 +350,23 @@ def request_file(row: SubscriptionRequest, field: str) -> dict[str, Any]:
     if item is None:
         raise NotFound("Fichier introuvable.", code="unknown_file")
     return item
+
+
+#: what a public request never changes on an existing employer: the contact details staff
+#: hold are kept (a stranger could otherwise redirect the kit's e-mails and post)
+KEPT_ON_UPDATE = ("email", "address")
+
+
+def request_file_name(row: SubscriptionRequest, field: str) -> str:
+    """What a person saves: `demande-12-deliberation.pdf`, from the French label."""
+    item = request_file(row, field)
+    label = labels.SUBSCRIPTION_FILES.get(field, "Fichier")
+    return f"demande-{row.id}-{formatting.file_stem(label)}.{item['format']}"
+
+
+def prerequisite_file_name(employer: Employer, row: Prerequisite) -> str:
+    """`deliberation-21810004800014.pdf`, from the French label of the paper."""
+    return f"{formatting.file_stem(labels.prerequisite(row.kind))}-{employer.siret}.{row.format}"
 
 
 def _employer_changes(data: dict[str, Any]) -> dict[str, Any]:
@@ -428,7 +458,16 @@ def _accept(row: SubscriptionRequest, *, principal: Principal, store: ObjectStor
                 "modifier.",
                 code="employer_of_other_cdg",
             )
-        employer = reference.update_employer(existing, **_employer_changes(data))
+        if _has_open_kit(existing):
+            raise Conflict(
+                "Cet employeur a un kit en attente de signature : une demande de souscription "
+                "ne peut pas le modifier avant que ce kit soit signé, annulé ou remplacé.",
+                code="employer_has_open_kit",
+            )
+        changes = _employer_changes(data)
+        for name in KEPT_ON_UPDATE:
+            changes.pop(name, None)
+        employer = reference.update_employer(existing, **changes)
     else:
         changes = _employer_changes(data)
         cdg = db.session.get(Cdg, row.cdg_id)
@@ -463,6 +502,109 @@ def _accept(row: SubscriptionRequest, *, principal: Principal, store: ObjectStor
             subscription_id=row.id,
         )
     return employer
+
+
+def _has_open_kit(employer: Employer) -> bool:
+    """A kit still waiting for signatures: neither countersigned, cancelled nor replaced (read
+    from the kit table's lifecycle dates: this unit sits below the kits' one)."""
+    kit = db.metadata.tables["kit"]
+    found = db.session.execute(
+        select(kit.c.id)
+        .where(
+            kit.c.employer_id == employer.id,
+            kit.c.countersigned_at.is_(None),
+            kit.c.cancelled_at.is_(None),
+            kit.c.superseded_by_id.is_(None),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+@dataclass(frozen=True)
+class EmployerUpdate:
+    """What accepting a request would change on the employer of its SIRET."""
+
+    employer: Employer
+    #: (French name, current value, value asked for) of each field that would change
+    changes: tuple[tuple[str, str, str], ...]
+    #: (French name, current value kept, value asked for and ignored)
+    kept: tuple[tuple[str, str, str], ...]
+    open_kit: bool
+
+
+def employer_update(row: SubscriptionRequest) -> EmployerUpdate | None:
+    """None when the request would create its employer; the before/after otherwise."""
+    employer = db.session.scalar(select(Employer).where(Employer.siret == row.siret))
+    if employer is None:
+        return None
+    data = row.data or {}
+
+    def day(value: Any) -> str:
+        if not value:
+            return "—"
+        return formatting.long_date(value if isinstance(value, date) else date.fromisoformat(value))
+
+    def convention(value: Any) -> str:
+        found = db.session.get(Convention, value or 0)
+        return found.reference if found else "—"
+
+    def contribution(value: Any) -> str:
+        if isinstance(value, dict) and value.get("mode") == "flat":
+            return f"{formatting.money(value.get('amount'))} par mois"
+        if isinstance(value, dict) and value.get("amounts"):
+            return " ; ".join(
+                f"catégorie {c} : {formatting.money(a)}" for c, a in value["amounts"].items()
+            )
+        return "—"
+
+    fields: list[tuple[str, str, Any, Any, Any]] = [
+        ("name", "Nom", employer.name, data.get("name"), str),
+        ("kind", "Type", employer.kind, data.get("kind"), labels.employer_kind),
+        ("headcount", "Effectif", employer.headcount, data.get("headcount"), str),
+        (
+            "convention_id",
+            "Convention",
+            employer.convention_id,
+            data.get("convention_id"),
+            convention,
+        ),
+        ("cst_opinion_on", "Avis du CST", employer.cst_opinion_on, data.get("cst_opinion_on"), day),
+        (
+            "deliberation_on",
+            "Délibération",
+            employer.deliberation_on,
+            data.get("deliberation_on"),
+            day,
+        ),
+        ("joins_on", "Date d'effet", employer.joins_on, data.get("joins_on"), day),
+        (
+            "contribution",
+            "Participation de l'employeur",
+            employer.contribution,
+            data.get("contribution"),
+            contribution,
+        ),
+    ]
+    changes = []
+    for _, name, before, after, show in fields:
+        if after is None:
+            continue
+        shown_before, shown_after = show(before), show(after)
+        if shown_before != shown_after:
+            changes.append((name, shown_before, shown_after))
+    kept = []
+    for field, name in (("email", "Adresse électronique"), ("address", "Adresse")):
+        asked = str(data.get(field) or "")
+        current = str(getattr(employer, field) or "")
+        if asked and asked != current:
+            kept.append((name, current, asked))
+    return EmployerUpdate(
+        employer=employer,
+        changes=tuple(changes),
+        kept=tuple(kept),
+        open_kit=_has_open_kit(employer),
+    )
 
 
 _SUMMARY = Environment(autoescape=select_autoescape(default=True)).from_string(
@@ -542,14 +684,9 @@ def _record(
     subscription_id: int | None = None,
     address: str | None = None,
 ) -> Prerequisite:
-    row = db.session.scalar(
-        select(Prerequisite).where(
-            Prerequisite.employer_id == employer.id, Prerequisite.kind == kind
-        )
-    )
-    if row is None:
-        row = Prerequisite(employer_id=employer.id, kind=kind)
-        db.session.add(row)
+    # a new row each time: the previous papers stay as history, the newest is in force
+    row = Prerequisite(employer_id=employer.id, kind=kind)
+    db.session.add(row)
     row.received_on, row.storage_key, row.sha256, row.size = received_on, key, sha256, size
     row.format, row.source, row.subscription_id = fmt, source, subscription_id
     row.recorded_by, row.recorded_at = actor, utcnow()
@@ -563,6 +700,10 @@ def _record(
         details={"kind": kind, "source": source, "received_on": received_on.isoformat()},
     )
     return row
+
+
+def _prerequisite_key(employer: Employer, kind: str, fmt: str) -> str:
+    return f"prerequisites/{employer.siret}/{kind}/{uuid.uuid4().hex[:12]}.{EXTENSIONS[fmt]}"
 
 
 def _store_prerequisite(
@@ -580,9 +721,7 @@ def _store_prerequisite(
     address: str | None = None,
 ) -> Prerequisite:
     digest = sha256_hex(data)
-    key = key or (
-        f"prerequisites/{employer.siret}/{kind}/{uuid.uuid4().hex[:12]}.{EXTENSIONS[fmt]}"
-    )
+    key = key or _prerequisite_key(employer, kind, fmt)
     store.put(key, data, sha256=digest, content_type=CONTENT_TYPES[fmt])
     return _record(
         employer,
@@ -601,8 +740,9 @@ def _store_prerequisite(
 
 def check_kind(kind: str) -> str:
     if kind not in PREREQUISITE_KINDS:
+        names = ", ".join(labels.prerequisite_lower(k) for k in PREREQUISITE_KINDS)
         raise NotFound(
-            "Pièce préalable inconnue (" + ", ".join(PREREQUISITE_KINDS) + ").",
+            f"Pièce préalable inconnue : les pièces sont {names}.",
             code="unknown_prerequisite",
         )
     return kind
@@ -636,22 +776,26 @@ def receive_prerequisite(
         formats=KIND_FORMATS[kind],
         max_bytes=max_bytes,
     )
-    row = _store_prerequisite(
-        employer,
-        kind,
-        data,
-        fmt=checked.format,
-        received_on=received_on,
-        source=source,
-        actor=principal.actor,
-        store=store,
-        address=address,
-    )
+    # the new file's key, kept before anything is written: on failure that file alone is
+    # discarded (after a rollback the row would name the previous file, still in use)
+    key = _prerequisite_key(employer, kind, checked.format)
     try:
+        row = _store_prerequisite(
+            employer,
+            kind,
+            data,
+            fmt=checked.format,
+            received_on=received_on,
+            source=source,
+            actor=principal.actor,
+            store=store,
+            key=key,
+            address=address,
+        )
         db.session.commit()
     except BaseException:
         db.session.rollback()
-        _discard(store, row.storage_key)
+        _discard(store, key)
         raise
     return row
 
@@ -667,10 +811,12 @@ class PrerequisiteStatus:
 
 
 def prerequisites_of(employer: Employer) -> PrerequisiteStatus:
-    rows = {
+    rows = {  # the newest of each kind wins (ordered oldest first)
         p.kind: p
         for p in db.session.scalars(
-            select(Prerequisite).where(Prerequisite.employer_id == employer.id)
+            select(Prerequisite)
+            .where(Prerequisite.employer_id == employer.id)
+            .order_by(Prerequisite.id)
         )
     }
     return PrerequisiteStatus(
@@ -679,12 +825,23 @@ def prerequisites_of(employer: Employer) -> PrerequisiteStatus:
     )
 
 
+def prerequisite_history(employer: Employer, kind: str) -> Sequence[Prerequisite]:
+    """Every paper of this kind received for the employer, the one in force first."""
+    check_kind(kind)
+    return db.session.scalars(
+        select(Prerequisite)
+        .where(Prerequisite.employer_id == employer.id, Prerequisite.kind == kind)
+        .order_by(Prerequisite.id.desc())
+    ).all()
+
+
 def get_prerequisite(employer: Employer, kind: str) -> Prerequisite:
     check_kind(kind)
     row = db.session.scalar(
-        select(Prerequisite).where(
-            Prerequisite.employer_id == employer.id, Prerequisite.kind == kind
-        )
+        select(Prerequisite)
+        .where(Prerequisite.employer_id == employer.id, Prerequisite.kind == kind)
+        .order_by(Prerequisite.id.desc())
+        .limit(1)
     )
     if row is None:
         raise NotFound("Cette pièce n'a pas encore été reçue.", code="prerequisite_missing")

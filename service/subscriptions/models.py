@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.extensions import db
@@ -53,10 +53,11 @@ class SubscriptionRequest(db.Model):
 
 
 class Prerequisite(db.Model):
-    """One paper an employer must have sent before its kit; the latest received one per kind."""
+    """One paper an employer must have sent before its kit, one row per paper received: the
+    newest of each kind is in force, the older ones are its history."""
 
     __tablename__ = "prerequisite"
-    __table_args__ = (UniqueConstraint("employer_id", "kind"),)
+    __table_args__ = (Index("ix_prerequisite_employer_id_kind", "employer_id", "kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id"), index=True)
