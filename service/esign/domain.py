@@ -166,8 +166,8 @@ def request_code(
     limiter().check(SEND_ADDRESS, address or "inconnue", message=too_many)
     limiter().hit(SEND_KIT, str(kit.id))
     limiter().hit(SEND_ADDRESS, address or "inconnue")
-    for old in _pending(kit, kind):
-        old.status = "replaced"
+    for earlier in _pending(kit, kind):
+        earlier.status = "replaced"
     code = f"{secrets.randbelow(1_000_000):06d}"
     nonce = secrets.token_hex(16)
     now = utcnow()

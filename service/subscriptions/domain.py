@@ -291,15 +291,15 @@ def find_by_token(token: str) -> SubscriptionRequest:
 
 def confirm_request(*, token: str, address: str | None) -> SubscriptionRequest:
     """The contact opened its link: the request reaches staff. Single use, expiring; commits."""
-    row = find_by_token(token)
-    if row.status != "unconfirmed":
+    subscription = find_by_token(token)
+    if subscription.status != "unconfirmed":
         raise Conflict(
             "Ce lien a déjà servi : votre demande est transmise au gestionnaire.",
             code="link_used",
         )
-    if row.token_expires_at <= utcnow():
+    if subscription.token_expires_at <= utcnow():
         raise LinkExpired()
-    row.status, row.confirmed_at = "submitted", utcnow()
+    subscription.status, subscription.confirmed_at = "submitted", utcnow()
     try:
         db.session.flush()
     except StaleDataError as exc:
@@ -307,13 +307,13 @@ def confirm_request(*, token: str, address: str | None) -> SubscriptionRequest:
         raise Conflict("Ce lien a déjà servi.", code="link_used") from exc
     record(
         "subscription_confirmed",
-        actor=f"contact:{row.contact_email}",
-        siret=row.siret,
+        actor=f"contact:{subscription.contact_email}",
+        siret=subscription.siret,
         address=address,
-        details={"subscription_id": row.id},
+        details={"subscription_id": subscription.id},
     )
     db.session.commit()
-    return row
+    return subscription
 
 
 # -- staff -------------------------------------------------------------------------------------
@@ -339,10 +339,10 @@ def list_requests(*, status: str = "submitted") -> Sequence[SubscriptionRequest]
 
 def get_request(request_id: int) -> SubscriptionRequest:
     """A request staff may see: an unconfirmed one does not exist for them."""
-    row = db.session.get(SubscriptionRequest, request_id)
-    if row is None or row.status == "unconfirmed":
+    subscription = db.session.get(SubscriptionRequest, request_id)
+    if subscription is None or subscription.status == "unconfirmed":
         raise NotFound("Demande de souscription introuvable.", code="unknown_subscription")
-    return row
+    return subscription
 
 
 def request_file(row: SubscriptionRequest, field: str) -> dict[str, Any]:
@@ -388,12 +388,12 @@ def decide_request(
 ) -> SubscriptionRequest:
     """Accept (the employer created, or updated when its SIRET exists, with its prerequisites
     from the request's files) or refuse with a reason e-mailed to the contact; commits."""
-    row = get_request(request_id)
-    if version is not None and version != row.version:
+    subscription = get_request(request_id)
+    if version is not None and version != subscription.version:
         raise Conflict(
             "Cette demande a changé depuis son affichage : rechargez.", code="stale_subscription"
         )
-    if row.status != "submitted":
+    if subscription.status != "submitted":
         raise Conflict("Cette demande a déjà fait l'objet d'une décision.", code="already_decided")
     reason = (reason or "").strip() or None
     if not accept and not reason:
@@ -401,37 +401,38 @@ def decide_request(
     summary_key = None
     try:
         if accept:
-            employer = _accept(row, principal=principal, store=store)
-            summary_key = f"{STORED}{row.id}-dsc.pdf"
-            row.employer_id = employer.id
-        row.status = "accepted" if accept else "refused"
-        row.decided_at, row.decided_by, row.decision_reason = utcnow(), principal.actor, reason
+            employer = _accept(subscription, principal=principal, store=store)
+            summary_key = f"{STORED}{subscription.id}-dsc.pdf"
+            subscription.employer_id = employer.id
+        subscription.status = "accepted" if accept else "refused"
+        subscription.decided_at = utcnow()
+        subscription.decided_by, subscription.decision_reason = principal.actor, reason
         db.session.flush()
         record(
             "subscription_accepted" if accept else "subscription_refused",
             actor=principal.actor,
-            siret=row.siret,
-            details={"subscription_id": row.id, "reason": reason},
+            siret=subscription.siret,
+            details={"subscription_id": subscription.id, "reason": reason},
         )
-        cdg = db.session.get(Cdg, row.cdg_id)
+        cdg = db.session.get(Cdg, subscription.cdg_id)
         cdg_name = cdg.name if cdg else "CDG"
         if accept:
             body = (
-                f"Bonjour {row.contact_name},\n\n"
-                f"La demande de souscription de « {row.name} » au contrat de prévoyance proposé "
-                f"par le {cdg_name} est acceptée. Le kit contractuel de la collectivité lui sera "
-                "adressé prochainement.\n"
+                f"Bonjour {subscription.contact_name},\n\n"
+                f"La demande de souscription de « {subscription.name} » au contrat de prévoyance "
+                f"proposé par le {cdg_name} est acceptée. Le kit contractuel de la collectivité "
+                "lui sera adressé prochainement.\n"
             )
             subject = "Votre demande de souscription est acceptée"
         else:
             body = (
-                f"Bonjour {row.contact_name},\n\n"
-                f"La demande de souscription de « {row.name} » au contrat de prévoyance proposé "
-                f"par le {cdg_name} n'a pas pu être acceptée.\n\nMotif : {reason}\n\n"
+                f"Bonjour {subscription.contact_name},\n\n"
+                f"La demande de souscription de « {subscription.name} » au contrat de prévoyance "
+                f"proposé par le {cdg_name} n'a pas pu être acceptée.\n\nMotif : {reason}\n\n"
                 "Vous pouvez déposer une nouvelle demande une fois les pièces corrigées.\n"
             )
             subject = "Votre demande de souscription n'a pas été acceptée"
-        queue_mail(row.contact_email, subject, body)
+        queue_mail(subscription.contact_email, subject, body)
         db.session.commit()
     except StaleDataError as exc:
         db.session.rollback()
@@ -445,7 +446,7 @@ def decide_request(
         if summary_key:
             _discard(store, summary_key)
         raise
-    return row
+    return subscription
 
 
 def _accept(row: SubscriptionRequest, *, principal: Principal, store: ObjectStore) -> Employer:

@@ -1,6 +1,6 @@
 """Prerequisites keep their history: several papers of a kind per employer, the newest in force
 
-Revision ID: hI_prerequisite_history
+Revision ID: 0015_prerequisite_history
 Revises: 0014_browser_signing
 Create Date: 2026-11-22
 """
@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 import sqlalchemy as sa
 from alembic import op
 
-revision = "hI_prerequisite_history"
+revision = "0015_prerequisite_history"
 down_revision = "0014_browser_signing"
 branch_labels = None
 depends_on = None
