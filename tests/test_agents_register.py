@@ -643,7 +643,7 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_portal_registers_an_agent_through_the_confirmation_step(
+def test_agent_journey_employer_registers_agent_activates_downloads_and_designates(
     client: FlaskClient,
     staff: dict[str, str],
     employer: dict[str, Any],
@@ -696,5 +696,48 @@ def test_portal_registers_an_agent_through_the_confirmation_step(
     assert "En attente d'activation" in row and "24,00 €" in row
     assert "enregistrée pour Élise Durand" in page.inner_text("main")
     browser.check_a11y("agents-liste")
-    assert len(agent_mails(client.application)) == 1
+    (mail,) = agent_mails(client.application)
     browser.close()
+
+    # the agent: the e-mailed link, a password, the certificate, two beneficiaries
+    token = re.search(r"jeton=([\w-]+)", mail_body(mail.payload)).group(1)  # type: ignore[union-attr]
+    agent = Session(chromium, live_server, shots, width=390)
+    page = agent.page
+    agent.go(f"/adherent/activation?jeton={token}")
+    page.fill("#password", "un mot de passe solide")
+    page.fill("#confirmation", "un mot de passe solide")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server}/adherent")
+    assert "39,00\u00a0€" in page.inner_text("main") and "ADH-81-000001" in page.inner_text("main")
+    with page.expect_download() as download:
+        page.click("text=Télécharger mon certificat d'adhésion (PDF)")
+    certificate = subprocess.run(
+        ["pdftotext", "-layout", download.value.path(), "-"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.replace("\u00a0", " ")
+    assert "DURAND" in certificate and "ADH-81-000001" in certificate
+    assert "39,00 €" in certificate and "24,00 €" in certificate
+    page.click("text=Désigner mes bénéficiaires")
+    page.check("#clause-specific")
+    page.fill("#name-1", "Paul Durand")
+    page.fill("#birth_date-1", "1984-02-03")
+    page.select_option("#relationship-1", "conjoint")
+    page.fill("#share-1", "60")
+    page.fill("#name-2", "Léa Durand")
+    page.fill("#birth_date-2", "2012-09-30")
+    page.select_option("#relationship-2", "enfant")
+    page.fill("#share-2", "40")
+    assert page.inner_text("#total") == "100,00\u00a0%"
+    page.click("text=Enregistrer ma désignation")
+    page.wait_for_selector("text=Votre désignation de bénéficiaires est enregistrée.")
+    agent.check_a11y("agent-beneficiaires")
+    agent.close()
+    with client.application.app_context():
+        membership = db.session.scalar(select(Membership))
+        assert membership is not None and membership.state == "active"
+        links = db.session.scalars(
+            select(ActivationLink).where(ActivationLink.membership_id == membership.id)
+        ).all()
+        assert len(links) == 1 and links[0].used_at is not None  # the link is spent
