@@ -78,11 +78,9 @@ def test_kit_refused_while_missing_then_override_audited_in_proof(
             db.session.scalars(select(AuditEvent).where(AuditEvent.kit_id.is_not(None))).all() == []
         )
 
-    # the cover-start reason does not excuse missing papers: each check has its own reason
-    r = client.post(url, json={"override_reason": "Date d'effet demandée"}, headers=staff)
-    assert r.status_code == 409 and r.json["error"]["code"] == "prerequisites_missing"
+    # API.md's `override_reason`: staff issue without the papers, audited, printed in the proof
     reason = "Liste promise par le DGS, envoi du kit demandé par le CDG avant le conseil"
-    r = client.post(url, json={"prerequisites_override_reason": reason}, headers=staff)
+    r = client.post(url, json={"override_reason": reason}, headers=staff)
     assert r.status_code == 201, r.json
     kit = r.json
     with app.app_context():
@@ -100,6 +98,18 @@ def test_kit_refused_while_missing_then_override_audited_in_proof(
     assert "Émis sans toutes les pièces préalables" in text
     assert "liste des éléments de rémunération à assurer" in text
     assert reason in text
+
+    # `prerequisites_override_reason` excuses the papers only (a newer kit supersedes this one)
+    other = "Délibération transmise par courriel, original attendu"
+    r = client.post(url, json={"prerequisites_override_reason": other}, headers=staff)
+    assert r.status_code == 201, r.json
+    with app.app_context():
+        event = db.session.scalar(
+            select(AuditEvent).where(
+                AuditEvent.kit_id == r.json["id"], AuditEvent.event == "prerequisites_overridden"
+            )
+        )
+        assert event is not None and event.details["reason"] == other
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

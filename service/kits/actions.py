@@ -33,23 +33,25 @@ def issue_one(
     override_reason: str | None = None,
     prerequisites_override_reason: str | None = None,
 ) -> IssuedKit:
-    """409 `prerequisites_missing` while a prerequisite is missing, unless staff give
-    `prerequisites_override_reason` (then audited with the missing list, and printed in the
-    proof); `override_reason` only ever justifies a start of cover in the past."""
-    missing = require_prerequisites(employer, override_reason=prerequisites_override_reason)  # hE
+    """409 `prerequisites_missing` while a prerequisite is missing, unless staff give a reason
+    (then audited with the missing list, and printed in the proof): API.md's `override_reason`
+    (which also justifies a start of cover in the past), or `prerequisites_override_reason`,
+    which excuses the papers only."""
+    prerequisites_reason = prerequisites_override_reason or override_reason
+    missing = require_prerequisites(employer, override_reason=prerequisites_reason)
     issued = issue_kit(
         employer,
         cover_starts_on=cover_starts_on,
         override_reason=override_reason,
         **_options(actor),  # type: ignore[arg-type]
     )
-    if missing:  # hE
+    if missing:
         record_override(
             kit_id=issued.kit.id,
             siret=employer.siret,
             reference_text=issued.kit.reference,
             missing=missing,
-            reason=prerequisites_override_reason or "",
+            reason=prerequisites_reason or "",
             actor=actor,
         )
     notify.kit_issued(issued.kit)
