@@ -28,7 +28,7 @@ from service.kits.render import (
     render_kit,
 )
 from service.reference.domain import can_see_employer, convention_options
-from service.reference.models import Cdg, Employer
+from service.reference.models import Cdg, Convention, Employer
 from service.timeutil import local, utcnow
 from storage import ObjectStore
 
@@ -149,6 +149,28 @@ def cover_start(
     return requested
 
 
+def convention_data(convention: Convention) -> ConventionData:
+    """What the templates read of a convention (kits and the CDG's published documents)."""
+    return ConventionData(
+        reference=convention.reference,
+        insurer=convention.insurer,
+        manager=convention.manager,
+        starts_on=convention.starts_on,
+        ends_on=convention.ends_on,
+        base_rate=Decimal(convention.base_rate),
+        cdg_fee_rate=Decimal(convention.cdg_fee_rate),
+        options=tuple(convention_options(convention)),
+        template_set=convention.template_set,
+        insurer_legal_form=convention.insurer_legal_form,
+        insurer_capital=None
+        if convention.insurer_capital is None
+        else Decimal(convention.insurer_capital),
+        insurer_register=convention.insurer_register,
+        insurer_address=convention.insurer_address,
+        regime=convention.regime,
+    )
+
+
 def kit_input(
     employer: Employer,
     *,
@@ -172,24 +194,7 @@ def kit_input(
         portal_url=portal_url,
         timezone=labels.zone_name(),
         cdg=CdgData(employer.cdg.code, employer.cdg.name, employer.cdg.email),
-        convention=ConventionData(
-            reference=convention.reference,
-            insurer=convention.insurer,
-            manager=convention.manager,
-            starts_on=convention.starts_on,
-            ends_on=convention.ends_on,
-            base_rate=Decimal(convention.base_rate),
-            cdg_fee_rate=Decimal(convention.cdg_fee_rate),
-            options=tuple(convention_options(convention)),
-            template_set=convention.template_set,
-            insurer_legal_form=convention.insurer_legal_form,
-            insurer_capital=None
-            if convention.insurer_capital is None
-            else Decimal(convention.insurer_capital),
-            insurer_register=convention.insurer_register,
-            insurer_address=convention.insurer_address,
-            regime=convention.regime,
-        ),
+        convention=convention_data(convention),
         employer=EmployerData(
             siret=employer.siret,
             name=employer.name,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +21,7 @@ from service import labels
 from service.errors import NotFound, Unavailable
 from service.extensions import db
 from service.formatting import file_stem
-from service.kits.domain import local_today
+from service.kits.domain import convention_data, local_today
 from service.kits.published import (
     FORMATS,
     MEDIA_TYPES,
@@ -32,9 +31,8 @@ from service.kits.published import (
     fingerprint,
     render_published,
 )
-from service.kits.render import CdgData, ConventionData
+from service.kits.render import CdgData
 from service.ratelimit import limiter
-from service.reference.domain import convention_options
 from service.reference.models import Cdg, Convention
 from storage import ObjectNotFound, ObjectStore
 from storage.base import sha256_hex
@@ -117,24 +115,7 @@ def current_convention(cdg: Cdg, *, on: date) -> Convention:
 def published_input(cdg: Cdg, convention: Convention, *, on: date) -> PublishedInput:
     return PublishedInput(
         cdg=CdgData(cdg.code, cdg.name, cdg.email),
-        convention=ConventionData(
-            reference=convention.reference,
-            insurer=convention.insurer,
-            manager=convention.manager,
-            starts_on=convention.starts_on,
-            ends_on=convention.ends_on,
-            base_rate=Decimal(convention.base_rate),
-            cdg_fee_rate=Decimal(convention.cdg_fee_rate),
-            options=tuple(convention_options(convention)),
-            template_set=convention.template_set,
-            insurer_legal_form=convention.insurer_legal_form,
-            insurer_capital=None
-            if convention.insurer_capital is None
-            else Decimal(convention.insurer_capital),
-            insurer_register=convention.insurer_register,
-            insurer_address=convention.insurer_address,
-            regime=convention.regime,
-        ),
+        convention=convention_data(convention),
         published_on=on,
         timezone=labels.zone_name(),
     )
