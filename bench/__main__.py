@@ -115,19 +115,19 @@ def main() -> int:
             )
             rendering = statistics.median(render_timings)
             print(
-                f"  rendering alone: median {rendering * 1000:.0f} ms, "
-                f"{rendering / 6 * 1000:.0f} ms per document (six in one layout pass)"
+                f"  rendering alone: median {rendering * 1000:.0f} ms "
+                f"({rendering / 6 * 1000:.0f} ms per document)"
             )
             print(
                 f"  pages per second (one core): {pages / sum(timings):.1f} "
                 f"({pages / len(timings):.1f} pages per kit)"
             )
-            from service.kits.render import LAID_OUT_ONCE, template_set
+            from service.kits.render import template_set
 
             stats = template_set("default").layout_stats
             print(
-                f"  laid out once per convention ({', '.join(LAID_OUT_ONCE)}): "
-                f"{stats['made']} layout(s) made, reused by {stats['reused']} kits"
+                f"  kits laid out once per convention and shape: {stats['made']} layout(s) "
+                f"made, reused by {stats['reused']} kits"
             )
 
             batch_ok = True

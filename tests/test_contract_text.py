@@ -283,7 +283,13 @@ def _pdf_articles(
 ) -> tuple[list[str], str]:
     pages = pdf_text(pdf)
     text = " ".join(
-        re.sub(rf"Réf\. {re.escape(reference)} · {re.escape(title)} page \d+/\d+", " ", page)
+        # the footer (an artifact): its two boxes, in whichever order the page draws them
+        re.sub(
+            rf"Réf\. {re.escape(reference)} · {re.escape(title)} page \d+/\d+"
+            rf"|page \d+/\d+ ?Réf\. {re.escape(reference)} · {re.escape(title)}",
+            " ",
+            page,
+        )
         for page in pages
     )
     found = [int(n) for n in re.findall(r"Article (\d+) – ", text)]

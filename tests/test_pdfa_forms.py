@@ -465,4 +465,6 @@ def test_every_file_is_deflated_with_object_streams(kit: RenderedKit) -> None:
                 for obj in pdf.objects
             ), name
             assert "/Filter" not in pdf.Root.Metadata, name
-        assert len(data) < 150_000, (name, len(data))
+        # WeasyPrint's font subsets, plus the kit's full fonts (~35 KB a variant) that draw
+        # each kit's own text on the kit laid out once per convention (render.py)
+        assert len(data) < 250_000, (name, len(data))

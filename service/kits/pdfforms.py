@@ -37,9 +37,15 @@ import pikepdf
 from fontTools.ttLib import TTFont
 from pikepdf import Array, Dictionary, Name, Pdf, String
 
-FONT_FILE = (
-    Path(__file__).resolve().parents[2] / "templates" / "html" / "common" / "fonts"
-) / "DejaVuSans-latin.ttf"
+FONTS_DIR = Path(__file__).resolve().parents[2] / "templates" / "html" / "common" / "fonts"
+#: the kit's Latin DejaVu Sans, by variant: the fields' font and the per-kit lines' fonts
+FONT_FILES = {
+    "regular": FONTS_DIR / "DejaVuSans-latin.ttf",
+    "bold": FONTS_DIR / "DejaVuSans-Bold-latin.ttf",
+    "italic": FONTS_DIR / "DejaVuSans-Oblique-latin.ttf",
+    "bold-italic": FONTS_DIR / "DejaVuSans-BoldOblique-latin.ttf",
+}
+FONT_FILE = FONT_FILES["regular"]
 FONT_RESOURCE = "/KitSans"
 LANG = "fr-FR"
 CHECKBOX_ON = "/Yes"
@@ -78,15 +84,24 @@ class Piece:
 
 @dataclass(frozen=True)
 class TextLine:
-    """One line of text drawn on a written page (PDF points, `y` the baseline), in the fields'
-    full font: the per-kit text of the pages laid out once per convention."""
+    """One line of text drawn on a written page (PDF points, `y` the baseline), in the kit's
+    full fonts: the per-kit text of a kit laid out once per convention. `runs` are (font
+    variant, text) pairs; `word_spacing` (justified lines) and `char_spacing` are in points."""
 
-    page: int  # index within the whole kit
+    page: int  # index within the file the line is drawn in
     x: float
     y: float
     size: float
     color: tuple[float, float, float]
-    text: str
+    runs: tuple[tuple[str, str], ...]
+    word_spacing: float = 0.0
+    char_spacing: float = 0.0
+    #: the strip the line belongs to: drawn in its slot of the page's content when it has one
+    strip: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(text for _variant, text in self.runs)
 
 
 @dataclass(frozen=True)
@@ -124,9 +139,9 @@ class _FontProgram:
 
 
 @cache
-def _font_program() -> _FontProgram:
-    """The kit font's metrics for WinAnsi codes 32–255, read once per process."""
-    data = FONT_FILE.read_bytes()
+def _font_program(variant: str = "regular") -> _FontProgram:
+    """A kit font's metrics for WinAnsi codes 32–255, read once per process."""
+    data = FONT_FILES[variant].read_bytes()
     font = TTFont(io.BytesIO(data), lazy=True)
     scale = 1000 / font["head"].unitsPerEm
     cmap = font.getBestCmap()
@@ -157,8 +172,9 @@ def _font_program() -> _FontProgram:
 
 def _embedded_program(pdf: Pdf, program: _FontProgram) -> pikepdf.Object | None:
     """WeasyPrint's own embedding of the same font file, when it embedded it whole (it does
-    for fonts used by form fields): sharing it keeps the files from carrying it twice."""
-    for page in pdf.pages[:1]:
+    for fonts used by form fields, and every font of a kit laid out once per convention):
+    sharing it keeps the files from carrying it twice."""
+    for page in pdf.pages:
         for font in page.obj.get("/Resources", {}).get("/Font", {}).values():
             for target in font.get("/DescendantFonts", [font]):
                 file = target.get("/FontDescriptor", {}).get("/FontFile2")
@@ -171,8 +187,8 @@ def _embedded_program(pdf: Pdf, program: _FontProgram) -> pikepdf.Object | None:
     return None
 
 
-def _add_font(pdf: Pdf) -> pikepdf.Object:
-    program = _font_program()
+def _add_font(pdf: Pdf, variant: str = "regular") -> pikepdf.Object:
+    program = _font_program(variant)
     font_file = _embedded_program(pdf, program)
     if font_file is None:
         font_file = pikepdf.Stream(pdf, program.compressed)
@@ -182,9 +198,9 @@ def _add_font(pdf: Pdf) -> pikepdf.Object:
     descriptor = Dictionary(
         Type=Name.FontDescriptor,
         FontName=Name("/" + program.base_font),
-        Flags=32,  # non-symbolic
+        Flags=32 | (64 if "italic" in variant else 0),  # non-symbolic (and italic)
         FontBBox=Array(program.bbox),
-        ItalicAngle=0,
+        ItalicAngle=-11 if "italic" in variant else 0,
         Ascent=program.ascent,
         Descent=program.descent,
         CapHeight=program.cap_height,
@@ -217,7 +233,9 @@ def _appearance(
     pdf: Pdf, widget: pikepdf.Dictionary, content: bytes, resources: Any = None
 ) -> pikepdf.Object:
     width, height = _size(widget)
-    stream = pikepdf.Stream(pdf, content)
+    # deflated here (an empty stream too): a kit's `stamp` copies streams as they are
+    stream = pikepdf.Stream(pdf, zlib.compress(content, 6))
+    stream.Filter = Name.FlateDecode
     stream.Type = Name.XObject
     stream.Subtype = Name.Form
     stream.BBox = Array([0, 0, width, height])
@@ -335,11 +353,17 @@ def _fix_radio_group(
 
 # -- per-kit text on pages laid out once -------------------------------------------------
 
-TEXT_RESOURCE = "/KitSansText"
+#: the per-kit lines' fonts in the pages' resources, by variant
+TEXT_FONTS = {
+    "regular": "/KitSansText",
+    "bold": "/KitSansTextBold",
+    "italic": "/KitSansTextItalic",
+    "bold-italic": "/KitSansTextBoldItalic",
+}
 
 
 def encodable(text: str) -> bool:
-    """Whether `text` can be drawn with the fields' font (WinAnsiEncoding)."""
+    """Whether `text` can be drawn with the kit's full fonts (WinAnsiEncoding)."""
     try:
         text.encode("cp1252")
     except UnicodeEncodeError:
@@ -347,42 +371,233 @@ def encodable(text: str) -> bool:
     return all(ch >= " " for ch in text)
 
 
-def text_width(text: str, size: float) -> float:
-    """The width of `text` (encodable) in the fields' font at `size`, in the same unit."""
-    widths = _font_program().widths
+def text_width(text: str, size: float, variant: str = "regular") -> float:
+    """The width of `text` (encodable) in a kit font at `size`, in the same unit."""
+    widths = _font_program(variant).widths
     return sum(widths[code - 32] for code in text.encode("cp1252")) * size / 1000
 
 
 def font_metrics() -> tuple[float, float]:
-    """The fields' font's ascent and descent (negative), in em."""
+    """The kit font's ascent and descent (negative), in em."""
     program = _font_program()
     return program.ascent / 1000, program.descent / 1000
 
 
-def _draw_lines(pdf: Pdf, lines: Sequence[TextLine], font: pikepdf.Object) -> None:
+def add_text_fonts(
+    pdf: Pdf, pages: dict[int, set[str]], known: dict[str, pikepdf.Object] | None = None
+) -> None:
+    """Offers the lines' fonts (`TEXT_FONTS`, by variant) to the pages that will carry lines:
+    done once on the kit laid out once per convention, so that a kit's lines only add content.
+    `known`: fonts already in the file (the fields' regular font), shared rather than added."""
+    fonts: dict[str, pikepdf.Object] = dict(known or {})
+    for number, variants in sorted(pages.items()):
+        page = pdf.pages[number]
+        # the page's own resources (WeasyPrint's pages share theirs): a file cut from the kit
+        # then carries only the fonts its own pages use
+        shared = page.obj.get("/Resources", Dictionary())
+        resources = Dictionary({key: value for key, value in shared.items()})
+        for key in ("/Font", "/ExtGState"):
+            if key in shared:
+                resources[key] = Dictionary({k: v for k, v in shared[key].items()})
+        page.obj.Resources = resources
+        if "/Font" not in resources:
+            resources.Font = Dictionary()
+        for variant in sorted(variants):
+            if variant not in fonts:
+                fonts[variant] = _add_font(pdf, variant)
+            resources.Font[TEXT_FONTS[variant]] = fonts[variant]
+        if "/ExtGState" not in resources:
+            resources.ExtGState = Dictionary()
+        resources.ExtGState[OPAQUE] = Dictionary(Type=Name.ExtGState, CA=1, ca=1)
+
+
+#: the lines' graphics state: opaque (a slot sits where the layout drew an invisible mark)
+OPAQUE = "/KitOpaque"
+
+
+@dataclass(frozen=True)
+class StripTarget:
+    """Where the layout drew a strip's invisible mark: the strip's first line box, in the
+    page's CSS pixels from its top left (WeasyPrint's content coordinates)."""
+
+    name: str
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A strip's place in a page's content: the index of its (empty) stream in the page's
+    /Contents, right after the strip's marked content (so its lines are read in order and
+    tagged as the strip's element), and the matrix that brings back the page's default space."""
+
+    name: str
+    index: int
+    matrix: tuple[float, float, float, float, float, float]
+
+
+Matrix = tuple[float, float, float, float, float, float]
+IDENTITY: Matrix = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def _multiply(m: Matrix, n: Matrix) -> Matrix:
+    """m × n (PDF's row-vector convention: `m cm` makes the CTM m × CTM)."""
+    a, b, c, d, e, f = m
+    a2, b2, c2, d2, e2, f2 = n
+    return (
+        a * a2 + b * c2,
+        a * b2 + b * d2,
+        c * a2 + d * c2,
+        c * b2 + d * d2,
+        e * a2 + f * c2 + e2,
+        e * b2 + f * d2 + f2,
+    )
+
+
+def _inverse(m: Matrix) -> Matrix:
+    a, b, c, d, e, f = m
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return (ia, ib, ic, id_, -(e * ia + f * ic), -(e * ib + f * id_))
+
+
+def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[int, list[Slot]]:
+    """Cuts each page's content after the marked content of every strip's invisible mark (a
+    text drawn transparent at the strip's first line: its glyphs are dropped) and puts an
+    empty stream there, each kit's lines to come (`stamp`)."""
+    slots: dict[int, list[Slot]] = {}
+    for number, page_targets in sorted(targets.items()):
+        page = pdf.pages[number]
+        instructions = list(pikepdf.parse_content_stream(page))
+        pending = list(page_targets)
+        stack: list[Matrix] = []
+        ctm = IDENTITY
+        marked: list[dict[str, Any]] = []
+        cuts: list[tuple[int, str, Matrix]] = []
+        dropped: set[int] = set()
+        for index, (operands, operator) in enumerate(instructions):
+            op = str(operator)
+            if op == "q":
+                stack.append(ctm)
+            elif op == "Q" and stack:
+                ctm = stack.pop()
+            elif op == "cm":
+                ctm = _multiply(tuple(float(v) for v in operands), ctm)  # type: ignore[arg-type]
+            elif op in ("BDC", "BMC"):
+                marked.append({"shows": [], "strip": None})
+            elif op == "EMC" and marked:
+                sequence = marked.pop()
+                if sequence["strip"] is not None:
+                    dropped.update(sequence["shows"])
+                    cuts.append((index, sequence["strip"], _inverse(ctm)))
+            elif op == "Tm" and marked and marked[-1]["strip"] is None:
+                x, y = float(operands[4]), float(operands[5])
+                for target in pending:
+                    if target.x_min <= x <= target.x_max and target.y_min <= y <= target.y_max:
+                        marked[-1]["strip"] = target.name
+                        pending.remove(target)
+                        break
+            elif op in ("TJ", "Tj", "'", '"') and marked:
+                marked[-1]["shows"].append(index)
+        if not cuts:
+            continue
+        contents = Array()
+        page_slots = []
+        start = 0
+        for index, name, matrix in cuts:
+            part = [
+                ins for i, ins in enumerate(instructions[start:index], start) if i not in dropped
+            ]
+            contents.append(_deflated(pdf, pikepdf.unparse_content_stream(part)))
+            page_slots.append(Slot(name, len(contents), matrix))
+            contents.append(_deflated(pdf, b""))
+            start = index
+        contents.append(_deflated(pdf, pikepdf.unparse_content_stream(instructions[start:])))
+        page.obj.Contents = contents
+        slots[number] = page_slots
+    return slots
+
+
+def _line_operators(line: TextLine) -> bytes:
+    r, g, b = line.color
+    ops = [
+        f"BT {r:.3f} {g:.3f} {b:.3f} rg {line.char_spacing:.3f} Tc {line.word_spacing:.3f} Tw "
+        f"{line.x:.3f} {line.y:.3f} Td"
+    ]
+    for variant, text in line.runs:
+        ops.append(f"{TEXT_FONTS[variant]} {line.size:.3f} Tf <{text.encode('cp1252').hex()}> Tj")
+    ops.append("ET")
+    return " ".join(ops).encode()
+
+
+def _draw_lines(pdf: Pdf, lines: Sequence[TextLine]) -> None:
     """Draws the lines on their pages, as pagination artifacts (outside the structure tree),
-    after the page's own content (wrapped in q/Q, so that its graphics state does not leak)."""
+    after the page's own content (wrapped in q/Q, so that its graphics state does not leak).
+    The pages offer the fonts already (`add_text_fonts`)."""
     pages: dict[int, list[TextLine]] = {}
     for line in lines:
         pages.setdefault(line.page, []).append(line)
     for number, page_lines in sorted(pages.items()):
         page = pdf.pages[number]
-        resources = page.obj.get("/Resources")
-        if resources is None:
-            page.obj.Resources = resources = Dictionary()
-        if "/Font" not in resources:
-            resources.Font = Dictionary()
-        resources.Font[TEXT_RESOURCE] = font
         ops = [b"/Artifact <</Type /Pagination>> BDC"]
-        for line in page_lines:
-            r, g, b = line.color
-            ops.append(
-                f"BT {TEXT_RESOURCE} {line.size:.3f} Tf {r:.3f} {g:.3f} {b:.3f} rg "
-                f"{line.x:.3f} {line.y:.3f} Td <{line.text.encode('cp1252').hex()}> Tj ET".encode()
-            )
+        ops += [_line_operators(line) for line in page_lines]
         ops.append(b"EMC")
-        page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
-        page.contents_add(pikepdf.Stream(pdf, b"\nQ\n" + b"\n".join(ops) + b"\n"))
+        # deflated here: `stamp` copies the file's streams as they are, without recompressing
+        page.contents_add(_deflated(pdf, b"q\n"), prepend=True)
+        page.contents_add(_deflated(pdf, b"\nQ\n" + b"\n".join(ops) + b"\n"))
+
+
+def _deflated(pdf: Pdf, data: bytes) -> pikepdf.Stream:
+    stream = pikepdf.Stream(pdf, zlib.compress(data, 6))
+    stream.Filter = Name.FlateDecode
+    return stream
+
+
+def stamp(
+    pdf_bytes: bytes,
+    lines: Sequence[TextLine],
+    meta: Metadata,
+    slots: dict[int, list[Slot]] | None = None,
+) -> bytes:
+    """A kit's file from the same file laid out once per convention: its lines drawn (in their
+    strips' slots, else after the page's content), its title (also its structure's document
+    element's), dates and identifiers its own. The other streams are copied as they are."""
+    with Pdf.open(io.BytesIO(pdf_bytes)) as pdf:
+        slotted: dict[tuple[int, str], list[TextLine]] = {}
+        loose = []
+        for line in lines:
+            page_slots = (slots or {}).get(line.page, ())
+            if any(slot.name == line.strip for slot in page_slots):
+                slotted.setdefault((line.page, line.strip), []).append(line)
+            else:
+                loose.append(line)
+        for number, page_slots in (slots or {}).items():
+            contents = pdf.pages[number].obj.Contents
+            for slot in page_slots:
+                slot_lines = slotted.get((number, slot.name))
+                if slot_lines:
+                    matrix = " ".join(f"{v:.6f}" for v in slot.matrix)
+                    ops = b"\n".join(_line_operators(line) for line in slot_lines)
+                    data = f"q {matrix} cm {OPAQUE} gs\n".encode() + ops + b"\nQ\n"
+                    contents[slot.index].write(zlib.compress(data, 6), filter=Name.FlateDecode)
+        _draw_lines(pdf, loose)
+        document = _struct_document(pdf)
+        if document is not None and "/T" in document:
+            document.T = String(meta.title)
+        _set_metadata(pdf, meta)
+        buffer = io.BytesIO()
+        pdf.save(
+            buffer,
+            min_version="1.7",
+            deterministic_id=True,
+            compress_streams=True,
+            stream_decode_level=pikepdf.StreamDecodeLevel.none,
+            object_stream_mode=pikepdf.ObjectStreamMode.generate,
+            fix_metadata_version=False,
+        )
+        return buffer.getvalue()
 
 
 # -- signature fields ----------------------------------------------------------------------
@@ -711,14 +926,18 @@ def finish_kit(
     created: datetime,
     creator: str,
     group_labels: dict[str, str],
-    lines: Sequence[TextLine] = (),
+    text_pages: dict[int, set[str]] | None = None,
+    strip_targets: dict[int, list[StripTarget]] | None = None,
+    slots: dict[int, list[Slot]] | None = None,
 ) -> tuple[bytes, list[bytes]]:
     """The finished bundle and one PDF/A-2b file per piece, from WeasyPrint's single PDF.
 
     Pieces' titles become their files' titles; the bundle keeps the title, author and subject
     WeasyPrint took from the HTML, and every file says `creator`, WeasyPrint as producer and
-    `created` (timezone-aware) as creation and modification dates. `lines` are drawn on their
-    pages (the per-kit text of pages laid out once per convention).
+    `created` (timezone-aware) as creation and modification dates. `text_pages` (page → font
+    variants) offers the lines' fonts to the pages of a kit laid out once per convention, whose
+    lines each kit draws (`stamp`); `strip_targets` cuts their pages' content where each strip
+    goes, the cuts filling `slots` (by page of the kit).
     """
     with Pdf.open(io.BytesIO(bundle)) as pdf:
         info = pdf.docinfo
@@ -730,8 +949,12 @@ def finish_kit(
         author, subject = text("/Author"), text("/Subject")
         bundle_meta = Metadata(text("/Title") or "Kit", author, subject, creator, producer, created)
         font = _fix_forms(pdf, group_labels)
-        if lines:
-            _draw_lines(pdf, lines, font if font is not None else _add_font(pdf))
+        if text_pages:
+            add_text_fonts(pdf, text_pages, {"regular": font} if font is not None else None)
+        if strip_targets:
+            cut = _split_at_strips(pdf, strip_targets)
+            if slots is not None:
+                slots.update(cut)
         _add_signature_fields(pdf, (f for piece in pieces for f in piece.signature_fields))
         _compress_streams(pdf)  # after the fields: the font is compared with its file plain
         parent_tree = _parent_tree(pdf)

@@ -12,21 +12,23 @@ written plain and `finish_kit` deflates its streams once (WeasyPrint deflates at
 level) and packs the objects in object streams; the layout is freed by reference counting as
 soon as the kit is written (`_free_layout`).
 
-Laid out once per convention: the documents of `LAID_OUT_ONCE` (the notice d'information, the
-convention's text shared with the CDG's published notice, the enrolment form and the beneficiary
-designation) say nothing of the employer or the kit outside a few lines, their `strip`s (banner
-subtitle and kit line, the notice's start of cover, the employer's line and contribution, the
-footer's reference). A pass of their own lays them out with those places left blank; its layout is
-kept (per process, keyed by the hash of that pass's HTML, so any other difference, of convention,
-template or wording, is another layout) and its pages join the kit's own pass before the PDF is
-written; the kit's lines are then drawn in their places (`pdfforms.TextLine`), in the fields' full
-font, as pagination artifacts. A line that would not fit its place (or not in that font) makes the
-kit lay the documents out itself, as before: nothing is lost or cut.
+Laid out once per convention: a kit says little of its employer and nothing else of itself, and
+all of it in `strip`s (templates' macros.html): the parties, the paragraphs naming the employer,
+its dates and contribution, the worked examples' amounts, the letter's recipient and code, the
+banners' kit line and the footers' reference. A pass lays the whole kit out with those places
+left blank (each as tall as the kit's text needs, its lines counted at the place's width with the
+fonts' metrics), writes and finishes it (`_Shape`); that pass is kept per process, keyed by the
+hash of its HTML, so every kit whose strips take as many lines (the same convention, wording,
+template and number of contribution categories) reuses it. A kit then only draws its lines in
+their places (`pdfforms.stamp`: the kit's fonts, the place's size, colour and alignment,
+justified lines spaced as the layout's) on each of its files and dates them: no layout, no
+drawing of pages, no font subsetting per kit. A text that cannot be drawn so (a word wider than
+its place, a character outside the fonts' encoding) makes the kit lay itself out whole, as
+before: nothing is lost or cut.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -44,11 +46,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+import pikepdf
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 from weasyprint import CSS, HTML
 from weasyprint.css.counters import CounterStyle
+from weasyprint.formatting_structure.boxes import BlockContainerBox
 from weasyprint.layout import LayoutContext
 from weasyprint.text.fonts import FontConfiguration
 
@@ -56,12 +60,16 @@ from service import formatting, labels
 from service.formatting import file_stem
 from service.kits.clauses import DocxMeta, to_docx
 from service.kits.pdfforms import (
+    Metadata,
     Piece,
     SignatureField,
+    Slot,
+    StripTarget,
     TextLine,
     encodable,
     finish_kit,
     font_metrics,
+    stamp,
     text_width,
 )
 from service.reference.simulation import Option, Simulation, simulate
@@ -100,10 +108,8 @@ DOCUMENTS: tuple[DocumentSpec, ...] = (
 )
 DOCUMENT_KINDS = tuple(d.kind for d in DOCUMENTS)
 SPECS = {d.kind: d for d in DOCUMENTS}
-#: documents whose per-kit text is only in `strip`s: laid out once per convention (see above)
-LAID_OUT_ONCE = ("information-notice", "enrolment-form", "beneficiary-designation")
-#: layouts kept per template set (one per convention and wording; a few kilobytes of boxes each)
-LAYOUTS_KEPT = 16
+#: kits laid out once kept per template set (one per convention, wording and shape; ~0.5 MB each)
+LAYOUTS_KEPT = 32
 PX = 0.75  # CSS pixel → PDF point
 
 
@@ -256,8 +262,10 @@ class TemplateSet:
             if spec.has_docx
         }
         self.docx_base = (self.docx_dir / "base.docx").read_bytes()
-        self._layouts: OrderedDict[str, _OnceLayout] = OrderedDict()
+        self._layouts: OrderedDict[str, _Shape] = OrderedDict()
         self._layouts_lock = threading.Lock()
+        #: the latest place of each strip (its width, for the counts), rows' strips as one
+        self._places: dict[str, _Place] = {}
         #: layouts made and reused, for the tests and the bench
         self.layout_stats = {"made": 0, "reused": 0}
 
@@ -294,6 +302,7 @@ class TemplateSet:
             "regime": labels.regime_wording(data.convention.regime),
             "sections": DOCUMENTS,
             "layout_once": False,
+            "strip_lines": {},
         }
         context["contracts"] = {
             kind: Markup(template.render(**context, spec=SPECS[kind]))
@@ -303,9 +312,13 @@ class TemplateSet:
 
     def render(self, data: KitInput) -> RenderedKit:
         context = self.context(data)
+        html = self.kit_template.render(**context)
+        rendered = self._stamped(data, context, html)
+        if rendered is not None:
+            return rendered
         counters = CounterStyle()  # this layout's own: it tells its context from others'
         try:
-            return self._render(data, context, counters)
+            return self._laid_out_whole(data, context, html, counters)
         finally:
             _free_layout(counters)
 
@@ -314,59 +327,111 @@ class TemplateSet:
             stylesheets=[self.stylesheet], font_config=self.fonts, counter_style=counters
         )
 
-    def _laid_out_once(self, context: dict[str, Any]) -> _OnceLayout:
-        """The layout of the `LAID_OUT_ONCE` documents without their per-kit text, made on
-        first use and kept per process (keyed by its HTML's hash)."""
-        sections = tuple(SPECS[kind] for kind in LAID_OUT_ONCE)
-        html = self.kit_template.render(**{**context, "sections": sections, "layout_once": True})
+    def _once_html(self, context: dict[str, Any], counts: dict[str, int]) -> str:
+        """The kit's HTML with its strips blank, `counts` lines tall (the macro's default else)."""
+        once = {**context, "layout_once": True, "strip_lines": counts}
+        once["contracts"] = {
+            kind: Markup(template.render(**once, spec=SPECS[kind]))
+            for kind, template in self.contract_templates.items()
+        }
+        return self.kit_template.render(**once)
+
+    def _shape(self, html: str, texts: dict[str, Runs]) -> _Shape:
+        """The kit laid out, written and finished once for this HTML (kept per process)."""
         key = hashlib.sha256(html.encode()).hexdigest()
         with self._layouts_lock:
-            layout = self._layouts.get(key)
-            if layout is not None:
+            shape = self._layouts.get(key)
+            if shape is not None:
                 self._layouts.move_to_end(key)
                 self.layout_stats["reused"] += 1
-                return layout
+                return shape
         counters = CounterStyle()
         try:
-            document = self._layout(html, counters)
+            shape = _make_shape(self._layout(html, counters), texts)
         finally:
-            _free_layout(counters)  # the pages keep their boxes; the context is not needed
-        layout = _OnceLayout(document, _strip_places(document), _footer_places(document))
+            _free_layout(counters)
         with self._layouts_lock:
-            self._layouts[key] = layout
+            self._layouts[key] = shape
             self.layout_stats["made"] += 1
             while len(self._layouts) > LAYOUTS_KEPT:
                 self._layouts.popitem(last=False)
-        return layout
+        return shape
 
-    def _render(
-        self, data: KitInput, context: dict[str, Any], counters: CounterStyle
-    ) -> RenderedKit:
-        once = self._laid_out_once(context)
-        strips = self.kit_template.render(
-            **{**context, "sections": tuple(SPECS[kind] for kind in LAID_OUT_ONCE)}
-        )
-        placed = _strip_lines(once, _strip_texts(strips), data.reference)
-        lines: list[TextLine] = []
-        if placed is None:  # a line does not fit its place: the kit lays them out itself
-            document = self._layout(self.kit_template.render(**context), counters)
+    def _stamped(self, data: KitInput, context: dict[str, Any], html: str) -> RenderedKit | None:
+        """The kit from its shape laid out once, or None when its text cannot be drawn so."""
+        texts = _strip_texts(html)
+        # the lines each strip takes, counted at the widths of a kit of the same strips (the
+        # widths do not depend on the lines reserved): most kits find their shape first time
+        counts = {}
+        for name, runs in texts.items():
+            known = self._places.get(_generic(name))
+            lines = _fit(known, runs) if known is not None else None
+            if known is not None and lines is not None:
+                counts[name] = max(len(lines), known.room)
+        for _attempt in range(3):
+            shape = self._shape(self._once_html(context, counts), texts)
+            if set(texts) != set(shape.strips):
+                return None
+            self._places.update({_generic(name): place for name, place in shape.strips.items()})
+            fitted = {name: _fit(shape.strips[name], runs) for name, runs in texts.items()}
+            if any(lines is None for lines in fitted.values()):
+                return None
+            counts = {
+                name: max(len(lines or ()), shape.strips[name].room)
+                for name, lines in fitted.items()
+            }
+            if counts == {name: place.lines for name, place in shape.strips.items()}:
+                break
         else:
-            own_sections = tuple(spec for spec in DOCUMENTS if spec.kind not in LAID_OUT_ONCE)
-            own = self._layout(
-                self.kit_template.render(**{**context, "sections": own_sections}), counters
+            return None
+        lines = _placed_lines(shape.strips, {name: lines or [] for name, lines in fitted.items()})
+        for place in shape.footers:
+            footer = [[("regular", f"Réf. {data.reference} · {SPECS[place.kind].title}")]]
+            if _fit(place, footer[0]) is None:
+                return None
+            lines += _lines_at(place, footer)
+        created = datetime.combine(data.issued_on, time.min, tzinfo=ZoneInfo(data.timezone))
+        title = _html_title(html)
+
+        def meta(title: str) -> Metadata:
+            return Metadata(title, shape.author, shape.subject, CREATOR, shape.producer, created)
+
+        documents, bundle_lines = [], []
+        for spec, pdf, (start, end) in zip(DOCUMENTS, shape.pdfs, shape.ranges, strict=True):
+            own = [line for kind, line in lines if kind == spec.kind]
+            bundle_lines += [dataclasses.replace(line, page=start + line.page) for line in own]
+            documents.append(
+                RenderedDocument(
+                    kind=spec.kind,
+                    title=spec.title,
+                    requires_signature=spec.requires_signature,
+                    pdf=stamp(
+                        pdf,
+                        own,
+                        meta(f"{spec.title} – {data.reference}"),
+                        shape.slots_of(start, end),
+                    ),
+                    pages=end - start,
+                    docx=self._docx(spec.kind, context) if spec.has_docx else None,
+                    insurer_box=shape.insurer_boxes.get(spec.kind),
+                )
             )
-            pages = _pages_by_kind(own, own_sections) | _pages_by_kind(once.document, once.sections)
-            document = own.copy([page for spec in DOCUMENTS for page in pages[spec.kind]])
-            starts = {spec.kind: document.pages.index(pages[spec.kind][0]) for spec in DOCUMENTS}
-            lines = [
-                dataclasses.replace(line, page=starts[kind] + line.page) for kind, line in placed
-            ]
-        # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does;
-        # writing marks the boxes (fields, tags): one kit at a time writes the shared pages
-        with once.writing if placed is not None else contextlib.nullcontext():
-            bundle = document.write_pdf(
-                pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
-            )
+        bundle = stamp(shape.bundle, bundle_lines, meta(title), shape.slots)
+        return RenderedKit(
+            documents=tuple(documents),
+            bundle=bundle,
+            zip=_zip(data.reference, documents, bundle, issued_on=data.issued_on),
+        )
+
+    def _laid_out_whole(
+        self, data: KitInput, context: dict[str, Any], html: str, counters: CounterStyle
+    ) -> RenderedKit:
+        """The kit laid out with its own text (a strip's text that cannot be drawn in place)."""
+        document = self._layout(html, counters)
+        # written plain: `finish_kit` deflates the streams once, faster than WeasyPrint does
+        bundle = document.write_pdf(
+            pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
+        )
         ranges = _page_ranges(document)
         boxes = _insurer_boxes(document, ranges)
         bundle, pdfs = finish_kit(
@@ -375,7 +440,6 @@ class TemplateSet:
             created=datetime.combine(data.issued_on, time.min, tzinfo=ZoneInfo(data.timezone)),
             creator=CREATOR,
             group_labels=_group_labels(document),
-            lines=lines,
         )
         documents = []
         for spec, pdf, (start, end) in zip(DOCUMENTS, pdfs, ranges, strict=True):
@@ -628,13 +692,14 @@ def _group_labels(document: Any) -> dict[str, str]:
     return labels
 
 
-# -- documents laid out once per convention ------------------------------------------------
+# -- kits laid out once per convention ----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Place:
     """Where a strip's lines go: its page within its document, its content box (CSS px from
-    the page's top left), font size (px), line height (px) and colour."""
+    the page's top left), font (variant, size in px), line height (px), colour, alignment,
+    letter spacing (px) and the lines its layout reserved."""
 
     kind: str
     page: int
@@ -646,20 +711,100 @@ class _Place:
     line_height: float
     color: tuple[float, float, float]
     page_height: float
+    variant: str = "regular"
+    align: str = "left"
+    letter_spacing: float = 0.0
+    lines: int = 1
+    #: the lines reserved whatever the text (`room`) and the strips it follows (`flow`)
+    room: int = 1
+    flow: str = ""
 
 
 @dataclass(frozen=True)
-class _OnceLayout:
-    document: Any
+class _Shape:
+    """A kit laid out with its strips blank, written and finished once: its files, to be
+    stamped with each kit's lines (`pdfforms.stamp`), and where those lines go."""
+
+    bundle: bytes
+    pdfs: tuple[bytes, ...]
+    ranges: tuple[tuple[int, int], ...]
+    insurer_boxes: dict[str, tuple[int, float, float, float, float]]
     strips: dict[str, _Place]
     #: each page's footer line (the kit's reference and the document's title)
     footers: tuple[_Place, ...]
-    #: held while a kit's PDF is written with these pages (WeasyPrint marks their boxes)
-    writing: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    author: str | None
+    subject: str | None
+    producer: str
+    #: the strips' slots in the pages' content, by page of the bundle
+    slots: dict[int, list[Slot]]
 
-    @property
-    def sections(self) -> tuple[DocumentSpec, ...]:
-        return tuple(SPECS[kind] for kind in LAID_OUT_ONCE)
+    def slots_of(self, start: int, end: int) -> dict[int, list[Slot]]:
+        """The slots of the pages [start, end), numbered within them (a document's file)."""
+        return {page - start: slots for page, slots in self.slots.items() if start <= page < end}
+
+
+def _generic(name: str) -> str:
+    """A strip's name, its row number aside (the rows of a table are as wide)."""
+    return re.sub(r"-\d+-", "-#-", name)
+
+
+def _make_shape(document: Any, texts: dict[str, Runs]) -> _Shape:
+    """The kit's files from its layout with the strips blank, each page offering the fonts its
+    strips' texts use (`texts`: a kit's, whose marks of emphasis every kit of the shape has)."""
+    ranges = _page_ranges(document)
+    strips = _strip_places(document)
+    footers = _footer_places(document)
+    starts = {spec.kind: start for spec, (start, _end) in zip(DOCUMENTS, ranges, strict=True)}
+    text_pages: dict[int, set[str]] = {}
+    for place in footers:
+        text_pages.setdefault(starts[place.kind] + place.page, set()).add(place.variant)
+    for name, place in strips.items():
+        text_pages.setdefault(starts[place.kind] + place.page, set()).update(
+            _variant(place.variant, bold=bold, italic=italic)
+            for bold, italic, _text in texts.get(name, ())
+        )
+    targets: dict[int, list[StripTarget]] = {}
+    for name, place in strips.items():
+        targets.setdefault(starts[place.kind] + place.page, []).append(
+            StripTarget(
+                name,
+                x_min=place.x - 1,
+                x_max=place.x + place.width + 1,
+                y_min=place.y,
+                y_max=place.y + place.line_height,
+            )
+        )
+    pdf = document.write_pdf(
+        pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
+    )
+    with pikepdf.open(io.BytesIO(pdf)) as written:
+        info = written.docinfo
+        author = str(info["/Author"]) if "/Author" in info else None
+        subject = str(info["/Subject"]) if "/Subject" in info else None
+        producer = str(info.get("/Producer", "WeasyPrint"))
+    slots: dict[int, list[Slot]] = {}
+    bundle, pdfs = finish_kit(
+        pdf,
+        pieces=_pieces(document, ranges, ""),
+        created=datetime(2000, 1, 1, tzinfo=ZoneInfo(DEFAULT_TIMEZONE)),  # each kit's its own
+        creator=CREATOR,
+        group_labels=_group_labels(document),
+        text_pages=text_pages,
+        strip_targets=targets,
+        slots=slots,
+    )
+    return _Shape(
+        bundle=bundle,
+        pdfs=tuple(pdfs),
+        ranges=tuple(ranges),
+        insurer_boxes=_insurer_boxes(document, ranges),
+        strips=strips,
+        footers=footers,
+        author=author,
+        subject=subject,
+        producer=producer,
+        slots=slots,
+    )
 
 
 def _rgb(style: Any) -> tuple[float, float, float]:
@@ -680,6 +825,40 @@ def _line_height(style: Any) -> float:
     return (ascent - descent) * size
 
 
+def _variant(base: str, *, bold: bool = False, italic: bool = False) -> str:
+    """The font variant of `base` made bold and/or italic."""
+    bold = bold or base.startswith("bold")
+    italic = italic or base.endswith("italic")
+    return {
+        (False, False): "regular",
+        (True, False): "bold",
+        (False, True): "italic",
+        (True, True): "bold-italic",
+    }[(bold, italic)]
+
+
+def _style_variant(style: Any) -> str:
+    return _variant(
+        "regular",
+        bold=int(style["font_weight"]) >= 600,
+        italic=style["font_style"] in ("italic", "oblique"),
+    )
+
+
+def _align(style: Any) -> str:
+    value = str(style["text_align_all"])
+    return {"justify": "justify", "right": "right", "end": "right", "center": "center"}.get(
+        value, "left"
+    )
+
+
+def _letter_spacing(style: Any) -> float:
+    value = style["letter_spacing"]
+    if value == "normal":
+        return 0.0
+    return float(getattr(value, "value", value))
+
+
 def _kind_of(document: Any, number: int) -> tuple[str, int]:
     """The kind of the document page `number` belongs to, and the page's index within it (a
     document's section keeps its `doc-` anchor on each of its pages: its first page counts)."""
@@ -692,6 +871,8 @@ def _kind_of(document: Any, number: int) -> tuple[str, int]:
 
 
 def _place(box: Any, kind: str, page: int, page_height: float) -> _Place:
+    element = getattr(box, "element", None)
+    attributes = element.attrib if element is not None else {}
     return _Place(
         kind=kind,
         page=page,
@@ -703,6 +884,12 @@ def _place(box: Any, kind: str, page: int, page_height: float) -> _Place:
         line_height=_line_height(box.style),
         color=_rgb(box.style),
         page_height=page_height,
+        variant=_style_variant(box.style),
+        align=_align(box.style),
+        letter_spacing=_letter_spacing(box.style),
+        lines=int(attributes.get("data-lines") or 1),
+        room=int(attributes.get("data-room") or 1),
+        flow=attributes.get("data-flow") or "",
     )
 
 
@@ -713,7 +900,12 @@ def _strip_places(document: Any) -> dict[str, _Place]:
         for box in page._page_box.descendants():
             element = getattr(box, "element", None)
             ident = element.get("id", "") if element is not None else ""
-            if ident.startswith("strip-") and ident[6:] not in places and box.element_tag == "div":
+            if (
+                ident.startswith("strip-")
+                and ident[6:] not in places
+                and isinstance(box, BlockContainerBox)
+                and getattr(box, "pseudo_type", None) is None
+            ):
                 places[ident[6:]] = _place(box, kind, within, page.height)
     return places
 
@@ -731,98 +923,181 @@ def _footer_places(document: Any) -> tuple[_Place, ...]:
         line = next(box for box in margin.descendants() if type(box).__name__ == "LineBox")
         place = _place(margin, kind, within, page.height)
         places.append(
-            _Place(
-                **{**place.__dict__, "y": line.position_y, "height": line.height}
-                | {"line_height": line.height}
+            dataclasses.replace(
+                place, y=line.position_y, height=line.height, line_height=line.height, align="left"
             )
         )
     return tuple(places)
 
 
-def _pages_by_kind(document: Any, sections: tuple[DocumentSpec, ...]) -> dict[str, list[Any]]:
-    starts = {}
-    for number, page in enumerate(document.pages):
-        for anchor in page.anchors:
-            if anchor.startswith("doc-") and anchor[4:] in SPECS:
-                starts.setdefault(anchor[4:], number)
-    if set(starts) != {spec.kind for spec in sections}:
-        raise RenderError(f"documents missing from the layout: {sections}")
-    ordered = [*sorted(starts.values()), len(document.pages)]
-    by_start = {start: kind for kind, start in starts.items()}
-    return {
-        by_start[ordered[i]]: document.pages[ordered[i] : ordered[i + 1]]
-        for i in range(len(ordered) - 1)
-    }
-
-
 _STRIP = re.compile(
-    r'<div class="[^"]*" id="strip-([^"]+)" data-lines="\d+">(.*?)</div>', re.DOTALL
+    r'<(\w+) class="[^"]*" id="strip-([^"]+)" data-lines="\d+">(.*?)</\1>', re.DOTALL
 )
+_TAG = re.compile(r"<(/?)(\w+)[^>]*>")
+_TITLE = re.compile(r"<title>(.*?)</title>", re.DOTALL)
+
+#: a strip's text: (bold, italic, text) runs, as its HTML marks them
+Runs = list[tuple[bool, bool, str]]
 
 
-def _strip_texts(html: str) -> dict[str, str]:
-    """The kit's text of every strip, from the kit's HTML of the documents laid out once."""
-    return {
-        name: " ".join(html_lib.unescape(re.sub(r"<[^>]*>", "", inner)).split())
-        for name, inner in _STRIP.findall(html)
-    }
+def _runs(inner: str) -> Runs:
+    """The text of a strip's HTML in runs, `<strong>`/`<b>` and `<em>`/`<i>` kept, other tags
+    dropped, spaces collapsed."""
+    runs: Runs = []
+    bold = italic = 0
+    position = 0
+    for match in [*_TAG.finditer(inner), None]:
+        end = match.start() if match is not None else len(inner)
+        text = html_lib.unescape(inner[position:end])
+        if text:
+            runs.append((bold > 0, italic > 0, text))
+        if match is None:
+            break
+        position = match.end()
+        step = -1 if match.group(1) else 1
+        if match.group(2) in ("strong", "b"):
+            bold = max(0, bold + step)
+        elif match.group(2) in ("em", "i"):
+            italic = max(0, italic + step)
+    # collapse white space across runs, as the layout would
+    collapsed: Runs = []
+    previous_space = True
+    for is_bold, is_italic, text in runs:
+        text = re.sub(r"\s+", " ", text)
+        if previous_space:
+            text = text.lstrip(" ")
+        if text:
+            previous_space = text.endswith(" ")
+            collapsed.append((is_bold, is_italic, text))
+    if collapsed and collapsed[-1][2].endswith(" "):
+        last = collapsed.pop()
+        if last[2].rstrip(" "):
+            collapsed.append((last[0], last[1], last[2].rstrip(" ")))
+    return collapsed
 
 
-def _wrap(text: str, width: float, size: float) -> list[str]:
-    """Lines of at most `width` (px, at `size` px), broken at spaces."""
-    lines: list[str] = []
-    for word in text.split(" "):
-        candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and text_width(candidate, size) <= width:
-            lines[-1] = candidate
+def _strip_texts(html: str) -> dict[str, Runs]:
+    """The kit's text of every strip, from the kit's HTML."""
+    return {name: _runs(inner) for _tag, name, inner in _STRIP.findall(html)}
+
+
+def _html_title(html: str) -> str:
+    match = _TITLE.search(html)
+    return " ".join(html_lib.unescape(match.group(1)).split()) if match else "Kit"
+
+
+#: a line to draw: its (variant, text) runs
+Line = list[tuple[str, str]]
+
+
+def _fit(place: _Place, runs: Runs | Line) -> list[Line] | None:
+    """The strip's text broken into lines at spaces to fit the place's width (greedy, as the
+    layout breaks lines), or None when a word is wider than the place or a character cannot
+    be drawn."""
+    words: list[Line] = [[]]
+    for run in runs:
+        if len(run) == 3:
+            is_bold, is_italic, text = run  # type: ignore[misc]
+            variant = _variant(place.variant, bold=is_bold, italic=is_italic)
         else:
-            lines.append(word)
-    return lines
-
-
-def _lines_at(place: _Place, lines: list[str]) -> list[tuple[str, TextLine]]:
-    """The lines in their place: (document, line on the document's page)."""
-    ascent, descent = font_metrics()
-    half_leading = (place.line_height - (ascent - descent) * place.size) / 2
-    return [
-        (
-            place.kind,
-            TextLine(
-                page=place.page,
-                x=place.x * PX,
-                y=(place.page_height - place.y - n * place.line_height - half_leading) * PX
-                - ascent * place.size * PX,
-                size=place.size * PX,
-                color=place.color,
-                text=line,
-            ),
-        )
-        for n, line in enumerate(lines)
-    ]
-
-
-def _strip_lines(
-    once: _OnceLayout, texts: dict[str, str], reference: str
-) -> list[tuple[str, TextLine]] | None:
-    """The kit's lines in their places, or None when one does not fit (or a strip of the
-    layout has no text, or a text no place)."""
-    if set(texts) != set(once.strips):
-        return None
-    drawn: list[tuple[str, TextLine]] = []
-    for name, text in texts.items():
-        place = once.strips[name]
+            variant, text = run  # type: ignore[misc]
         if not encodable(text):
             return None
-        lines = _wrap(text, place.width, place.size) if text else []
-        room = int(place.height / place.line_height + 0.01)
-        if len(lines) > room or any(text_width(line, place.size) > place.width for line in lines):
+        for index, part in enumerate(text.split(" ")):
+            if index > 0:
+                words.append([])
+            if part:
+                words[-1].append((variant, part))
+    words = [word for word in words if word]
+    lines: list[Line] = []
+    width = 0.0
+    for word in words:
+        word_width = _width(place, word)
+        if word_width > place.width + 0.01:
             return None
-        drawn += _lines_at(place, lines)
-    for place in once.footers:
-        text = f"Réf. {reference} · {SPECS[place.kind].title}"
-        if not encodable(text) or text_width(text, place.size) > place.width:
-            return None
-        drawn += _lines_at(place, [text])
+        space = _width(place, [(word[0][0], " ")])
+        if lines and width + space + word_width <= place.width + 0.01:
+            lines[-1] += [(word[0][0], " "), *word]
+            width += space + word_width
+        else:
+            lines.append(list(word))
+            width = word_width
+    return [_merged(line) for line in lines]
+
+
+def _width(place: _Place, line: Line) -> float:
+    characters = sum(len(text) for _variant, text in line)
+    return (
+        sum(text_width(text, place.size, variant) for variant, text in line)
+        + characters * place.letter_spacing
+    )
+
+
+def _merged(line: Line) -> Line:
+    merged: Line = []
+    for variant, text in line:
+        if merged and merged[-1][0] == variant:
+            merged[-1] = (variant, merged[-1][1] + text)
+        else:
+            merged.append((variant, text))
+    return merged
+
+
+def _placed_lines(
+    places: dict[str, _Place], texts: dict[str, list[Line]]
+) -> list[tuple[str, TextLine]]:
+    """Every strip's lines in its place, a strip of a flow moved up by the lines its
+    predecessors on the page left unused."""
+    drawn: list[tuple[str, TextLine]] = []
+    shrink: dict[tuple[str, int, str], float] = {}
+    for name, place in sorted(
+        places.items(), key=lambda item: (item[1].kind, item[1].page, item[1].y)
+    ):
+        lines = texts[name]
+        flow = (place.kind, place.page, place.flow)
+        shift = shrink.get(flow, 0.0) if place.flow else 0.0
+        drawn += _lines_at(place, lines, shift=shift, strip=name)
+        if place.flow:
+            shrink[flow] = shift + (place.lines - len(lines)) * place.line_height
+    return drawn
+
+
+def _lines_at(
+    place: _Place, lines: list[Line], shift: float = 0.0, strip: str = ""
+) -> list[tuple[str, TextLine]]:
+    """The lines in their place (`shift` px higher): (document, line on the document's page),
+    aligned as the place is (a justified place's lines but the last spread over its width)."""
+    ascent, descent = font_metrics()
+    half_leading = (place.line_height - (ascent - descent) * place.size) / 2
+    drawn = []
+    for n, line in enumerate(lines):
+        width = _width(place, line)
+        spaces = sum(text.count(" ") for _variant, text in line)
+        offset, word_spacing = 0.0, 0.0
+        if place.align == "right":
+            offset = place.width - width
+        elif place.align == "center":
+            offset = (place.width - width) / 2
+        elif place.align == "justify" and n < len(lines) - 1 and spaces:
+            word_spacing = (place.width - width) / spaces
+        drawn.append(
+            (
+                place.kind,
+                TextLine(
+                    page=place.page,
+                    x=(place.x + offset) * PX,
+                    y=(place.page_height - place.y + shift - n * place.line_height - half_leading)
+                    * PX
+                    - ascent * place.size * PX,
+                    size=place.size * PX,
+                    color=place.color,
+                    runs=tuple(line),
+                    word_spacing=word_spacing * PX,
+                    char_spacing=place.letter_spacing * PX,
+                    strip=strip,
+                ),
+            )
+        )
     return drawn
 
 
