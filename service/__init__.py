@@ -76,6 +76,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["psc.settings"] = settings
+    from service.kits.render import keep_layouts_in
+
+    # the kits laid out once per convention and shape, shared by this machine's processes
+    keep_layouts_in(settings.instance_path / "kit-layouts")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

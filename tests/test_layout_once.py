@@ -10,6 +10,7 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pikepdf
 
@@ -17,6 +18,7 @@ from service.kits.published import PublishedInput, render_published
 from service.kits.render import (
     DOCUMENT_KINDS,
     RenderedKit,
+    keep_layouts_in,
     render_kit,
     template_set,
 )
@@ -273,3 +275,38 @@ def test_kit_notice_and_published_notice_are_one_text() -> None:
     assert "la cotisation au taux socle est de 34,50 € par mois" in kit_body
     assert "À remettre à chaque agent des collectivités adhérentes" in " ".join(published)
     assert "au plus tôt" not in " ".join(published)  # the start of cover is the kit's
+
+
+def test_layouts_kept_on_disk_serve_other_processes_and_a_damaged_one_is_made_again(
+    tmp_path: Path,
+) -> None:
+    """The processes of a machine share the kits laid out once (the instance folder): a process
+    that has none in memory reads the kept one and stamps the very same files; a kept layout
+    whose files were damaged is not read but made again."""
+    ts = template_set("default")
+    keep_layouts_in(tmp_path / "kit-layouts")
+    try:
+        ts._layouts.clear()
+        first = render_kit(kit_input("Albi"))
+        kept = [p for p in (tmp_path / "kit-layouts").iterdir() if not p.name.startswith(".")]
+        assert kept and all((p / "shape.json").is_file() for p in kept)
+        ts._layouts.clear()  # another process: nothing in memory
+        before = _stats()
+        again = render_kit(kit_input("Albi"))
+        assert _stats()["loaded"] >= before["loaded"] + 1 and _stats()["made"] == before["made"]
+        assert again.bundle == first.bundle
+        assert [d.pdf for d in again.documents] == [d.pdf for d in first.documents]
+        for folder in kept:
+            (folder / "bundle.pdf").write_bytes(b"%PDF-1.7 damaged")
+        ts._layouts.clear()
+        before = _stats()
+        third = render_kit(kit_input("Albi"))
+        assert _stats()["made"] >= before["made"] + 1
+        assert third.bundle == first.bundle
+        ts._layouts.clear()  # the damaged copy was replaced: read again
+        before = _stats()
+        render_kit(kit_input("Albi"))
+        assert _stats()["made"] == before["made"] and _stats()["loaded"] > before["loaded"]
+    finally:
+        keep_layouts_in(None)
+        ts._layouts.clear()

@@ -34,8 +34,12 @@ import gc
 import hashlib
 import html as html_lib
 import io
+import json
+import os
 import re
+import shutil
 import threading
+import uuid
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -267,7 +271,7 @@ class TemplateSet:
         #: the latest place of each strip (its width, for the counts), rows' strips as one
         self._places: dict[str, _Place] = {}
         #: layouts made and reused, for the tests and the bench
-        self.layout_stats = {"made": 0, "reused": 0}
+        self.layout_stats = {"made": 0, "reused": 0, "loaded": 0}
 
     def context(self, data: KitInput) -> dict[str, Any]:
         contribution = data.employer.contribution
@@ -345,14 +349,23 @@ class TemplateSet:
                 self._layouts.move_to_end(key)
                 self.layout_stats["reused"] += 1
                 return shape
-        counters = CounterStyle()
-        try:
-            shape = _make_shape(self._layout(html, counters), texts)
-        finally:
-            _free_layout(counters)
+        folder = _layouts_dir
+        kept = folder / f"{key}-{_layout_version(self.html_dir)}" if folder is not None else None
+        shape = _load_shape(kept) if kept is not None else None
+        made = shape is None
+        if shape is None:
+            counters = CounterStyle()
+            try:
+                shape = _make_shape(self._layout(html, counters), texts)
+            finally:
+                _free_layout(counters)
+            if kept is not None:
+                if kept.exists():  # kept but damaged: replaced
+                    shutil.rmtree(kept, ignore_errors=True)
+                _store_shape(kept, shape)
         with self._layouts_lock:
             self._layouts[key] = shape
-            self.layout_stats["made"] += 1
+            self.layout_stats["made" if made else "loaded"] += 1
             while len(self._layouts) > LAYOUTS_KEPT:
                 self._layouts.popitem(last=False)
         return shape
@@ -584,6 +597,98 @@ def _free_layout(counters: CounterStyle) -> None:
 @cache
 def template_set(name: str) -> TemplateSet:
     return TemplateSet(name)
+
+
+#: where the kits laid out once are kept for every process of this machine (`keep_layouts_in`)
+_layouts_dir: Path | None = None
+
+
+def keep_layouts_in(folder: Path | None) -> None:
+    """Keep the kits laid out once in `folder` (the app's instance folder), so that the worker
+    processes and the web server of a machine lay each shape out once between them, and once
+    across restarts; in memory only when None."""
+    global _layouts_dir
+    _layouts_dir = folder
+
+
+#: the code and assets a kept layout depends on besides its HTML (a new version: new layouts)
+_LAYOUT_SOURCES = (
+    Path(__file__),
+    Path(__file__).with_name("pdfforms.py"),
+)
+
+
+@cache
+def _layout_version(html_dir: Path) -> str:
+    digest = hashlib.sha256()
+    assets = sorted(html_dir.glob("*.css")) + sorted((html_dir.parent / "common").rglob("*.ttf"))
+    for path in (*_LAYOUT_SOURCES, *assets):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _shape_files(shape: _Shape) -> dict[str, bytes]:
+    return {"bundle.pdf": shape.bundle} | {f"{n}.pdf": pdf for n, pdf in enumerate(shape.pdfs)}
+
+
+def _store_shape(folder: Path, shape: _Shape) -> None:
+    """Writes the shape into `folder` atomically (a complete folder renamed into place; a
+    concurrent writer of the same shape wins, this one's copy is dropped)."""
+    files = _shape_files(shape)
+    meta = {
+        "ranges": shape.ranges,
+        "insurer_boxes": shape.insurer_boxes,
+        "strips": {name: dataclasses.asdict(place) for name, place in shape.strips.items()},
+        "footers": [dataclasses.asdict(place) for place in shape.footers],
+        "author": shape.author,
+        "subject": shape.subject,
+        "producer": shape.producer,
+        "slots": {
+            str(page): [[slot.name, slot.index, slot.matrix] for slot in slots]
+            for page, slots in shape.slots.items()
+        },
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+    }
+    temporary = folder.parent / f".{folder.name}.{uuid.uuid4().hex}"
+    try:
+        folder.parent.mkdir(exist_ok=True)  # (not its parents: a folder gone stays gone)
+        temporary.mkdir()
+        for name, data in files.items():
+            (temporary / name).write_bytes(data)
+        (temporary / "shape.json").write_text(json.dumps(meta), encoding="utf-8")
+        os.rename(temporary, folder)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _place_from(data: dict[str, Any]) -> _Place:
+    return _Place(**{**data, "color": tuple(data["color"])})
+
+
+def _load_shape(folder: Path) -> _Shape | None:
+    """The shape kept in `folder`, or None when there is none or it is not whole."""
+    try:
+        meta = json.loads((folder / "shape.json").read_text(encoding="utf-8"))
+        files = {name: (folder / name).read_bytes() for name in meta["sha256"]}
+    except (OSError, ValueError, KeyError):
+        return None
+    if any(hashlib.sha256(data).hexdigest() != meta["sha256"][n] for n, data in files.items()):
+        return None
+    return _Shape(
+        bundle=files["bundle.pdf"],
+        pdfs=tuple(files[f"{n}.pdf"] for n in range(len(DOCUMENTS))),
+        ranges=tuple(tuple(r) for r in meta["ranges"]),  # type: ignore[misc]
+        insurer_boxes={k: tuple(v) for k, v in meta["insurer_boxes"].items()},  # type: ignore[misc]
+        strips={name: _place_from(place) for name, place in meta["strips"].items()},
+        footers=tuple(_place_from(place) for place in meta["footers"]),
+        author=meta["author"],
+        subject=meta["subject"],
+        producer=meta["producer"],
+        slots={
+            int(page): [Slot(name, index, tuple(matrix)) for name, index, matrix in slots]  # type: ignore[arg-type]
+            for page, slots in meta["slots"].items()
+        },
+    )
 
 
 def render_kit(data: KitInput) -> RenderedKit:
