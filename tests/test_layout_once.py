@@ -171,7 +171,7 @@ def test_a_longer_name_fits_the_rooms_of_the_same_shape_without_overlap() -> Non
 
 
 def test_a_word_too_long_for_its_place_lays_the_kit_out_whole() -> None:
-    name = "Syndicat-intercommunal-" + "-".join(["des-eaux-de-la-vallée-du-Tarn"] * 6)
+    name = "SyndicatIntercommunal" + "DesEauxDeLaValléeDuTarn" * 3  # no break opportunity
     kit = render_kit(kit_input(name))
     for kind in DOCUMENT_KINDS:
         for word in words(_pdf(kit, kind)):

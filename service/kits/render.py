@@ -1095,10 +1095,13 @@ def _html_title(html: str) -> str:
 Line = list[tuple[str, str]]
 
 
+_HYPHENATED = re.compile(r"(?<=[^\W\d_]-)(?=[^\W\d_])")
+
+
 def _fit(place: _Place, runs: Runs | Line) -> list[Line] | None:
-    """The strip's text broken into lines at spaces to fit the place's width (greedy, as the
-    layout breaks lines), or None when a word is wider than the place or a character cannot
-    be drawn."""
+    """The strip's text broken into lines to fit the place's width (greedy, as the layout
+    breaks lines: at spaces and after a hyphen between letters), or None when a piece is
+    wider than the place or a character cannot be drawn."""
     words: list[Line] = [[]]
     for run in runs:
         if len(run) == 3:
@@ -1113,21 +1116,36 @@ def _fit(place: _Place, runs: Runs | Line) -> list[Line] | None:
                 words.append([])
             if part:
                 words[-1].append((variant, part))
-    words = [word for word in words if word]
     lines: list[Line] = []
     width = 0.0
-    for word in words:
-        word_width = _width(place, word)
-        if word_width > place.width + 0.01:
-            return None
+    for word in (word for word in words if word):
         space = _width(place, [(word[0][0], " ")])
-        if lines and width + space + word_width <= place.width + 0.01:
-            lines[-1] += [(word[0][0], " "), *word]
-            width += space + word_width
-        else:
-            lines.append(list(word))
-            width = word_width
+        # a line may end after a hyphen between letters, as in the layout (UAX #14)
+        for number, piece in enumerate(_pieces_of(word)):
+            piece_width = _width(place, piece)
+            if piece_width > place.width + 0.01:
+                return None
+            gap = space if number == 0 else 0.0
+            if lines and width + gap + piece_width <= place.width + 0.01:
+                lines[-1] += ([(word[0][0], " ")] if number == 0 else []) + piece
+                width += gap + piece_width
+            else:
+                lines.append(list(piece))
+                width = piece_width
     return [_merged(line) for line in lines]
+
+
+def _pieces_of(word: Line) -> list[Line]:
+    """A word cut after each hyphen between two letters (`Saint-` `Antonin-` `de-` …)."""
+    pieces: list[Line] = [[]]
+    for variant, text in word:
+        parts = _HYPHENATED.split(text)
+        for index, part in enumerate(parts):
+            if index > 0:
+                pieces.append([])
+            if part:
+                pieces[-1].append((variant, part))
+    return [piece for piece in pieces if piece]
 
 
 def _width(place: _Place, line: Line) -> float:
