@@ -172,7 +172,9 @@ def test_a_longer_name_fits_the_rooms_of_the_same_shape_without_overlap() -> Non
 
 def test_a_word_too_long_for_its_place_lays_the_kit_out_whole() -> None:
     name = "SyndicatIntercommunal" + "DesEauxDeLaValléeDuTarn" * 3  # no break opportunity
+    before = _stats()
     kit = render_kit(kit_input(name))
+    assert _stats()["whole"] == before["whole"] + 1
     for kind in DOCUMENT_KINDS:
         for word in words(_pdf(kit, kind)):
             assert word.x_min >= 40 and word.x_max <= word.page_width - 40, (kind, word)
@@ -310,3 +312,12 @@ def test_layouts_kept_on_disk_serve_other_processes_and_a_damaged_one_is_made_ag
     finally:
         keep_layouts_in(None)
         ts._layouts.clear()
+
+
+def test_a_character_the_kit_fonts_lack_lays_the_kit_out_whole() -> None:
+    """ƒ is in WinAnsiEncoding but not in the kit's Latin fonts: drawn in place it would be an
+    invisible .notdef glyph; laid out whole, the layout finds it a font."""
+    before = _stats()
+    kit = render_kit(kit_input("Saint-ƒ"))
+    assert _stats()["whole"] == before["whole"] + 1
+    assert "Saint-ƒ" in _text(kit, "special-conditions")

@@ -136,6 +136,8 @@ class _FontProgram:
     ascent: int
     descent: int
     cap_height: int
+    #: the characters the font draws (its cmap)
+    characters: frozenset[str] = frozenset()
 
 
 @cache
@@ -167,6 +169,7 @@ def _font_program(variant: str = "regular") -> _FontProgram:
         ascent=round(hhea.ascent * scale),
         descent=round(hhea.descent * scale),
         cap_height=round(capital.yMax * scale),
+        characters=frozenset(chr(code) for code in cmap),
     )
 
 
@@ -362,13 +365,15 @@ TEXT_FONTS = {
 }
 
 
-def encodable(text: str) -> bool:
-    """Whether `text` can be drawn with the kit's full fonts (WinAnsiEncoding)."""
+def encodable(text: str, variant: str = "regular") -> bool:
+    """Whether `text` can be drawn with a kit font: in WinAnsiEncoding, a glyph of the font for
+    every character, no control character nor soft hyphen (which a layout hides)."""
     try:
         text.encode("cp1252")
     except UnicodeEncodeError:
         return False
-    return all(ch >= " " for ch in text)
+    characters = _font_program(variant).characters
+    return all(" " <= ch != "\x7f" and ch != "\xad" and ch in characters for ch in text)
 
 
 def text_width(text: str, size: float, variant: str = "regular") -> float:
@@ -477,9 +482,12 @@ def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[in
         marked: list[dict[str, Any]] = []
         cuts: list[tuple[int, str, Matrix]] = []
         dropped: set[int] = set()
+        in_text = False
         for index, (operands, operator) in enumerate(instructions):
             op = str(operator)
-            if op == "q":
+            if op in ("BT", "ET"):
+                in_text = op == "BT"
+            elif op == "q":
                 stack.append(ctm)
             elif op == "Q" and stack:
                 ctm = stack.pop()
@@ -489,7 +497,7 @@ def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[in
                 marked.append({"shows": [], "strip": None})
             elif op == "EMC" and marked:
                 sequence = marked.pop()
-                if sequence["strip"] is not None:
+                if sequence["strip"] is not None and not in_text:  # a slot outside BT/ET
                     dropped.update(sequence["shows"])
                     cuts.append((index, sequence["strip"], _inverse(ctm)))
             elif op == "Tm" and marked and marked[-1]["strip"] is None:
@@ -523,7 +531,8 @@ def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[in
 def _line_operators(line: TextLine) -> bytes:
     r, g, b = line.color
     ops = [
-        f"BT {r:.3f} {g:.3f} {b:.3f} rg {line.char_spacing:.3f} Tc {line.word_spacing:.3f} Tw "
+        f"BT {r:.3f} {g:.3f} {b:.3f} rg 0 Tr 100 Tz 0 Ts "
+        f"{line.char_spacing:.3f} Tc {line.word_spacing:.3f} Tw "
         f"{line.x:.3f} {line.y:.3f} Td"
     ]
     for variant, text in line.runs:

@@ -29,12 +29,15 @@ before: nothing is lost or cut.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import gc
 import hashlib
 import html as html_lib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -79,6 +83,8 @@ from service.kits.pdfforms import (
 from service.reference.simulation import Option, Simulation, simulate
 from service.reference.templates import TEMPLATES_ROOT
 from service.timeutil import DEFAULT_TIMEZONE
+
+LOGGER = logging.getLogger(__name__)
 
 #: the PDF files' /Creator and xmp:CreatorTool
 CREATOR = "Service des kits PSC prévoyance"
@@ -271,7 +277,7 @@ class TemplateSet:
         #: the latest place of each strip (its width, for the counts), rows' strips as one
         self._places: dict[str, _Place] = {}
         #: layouts made and reused, for the tests and the bench
-        self.layout_stats = {"made": 0, "reused": 0, "loaded": 0}
+        self.layout_stats = {"made": 0, "reused": 0, "loaded": 0, "whole": 0}
 
     def context(self, data: KitInput) -> dict[str, Any]:
         contribution = data.employer.contribution
@@ -320,6 +326,9 @@ class TemplateSet:
         rendered = self._stamped(data, context, html)
         if rendered is not None:
             return rendered
+        with self._layouts_lock:
+            self.layout_stats["whole"] += 1
+        LOGGER.warning("kit %s laid out whole: a text cannot be drawn in its place", data.reference)
         counters = CounterStyle()  # this layout's own: it tells its context from others'
         try:
             return self._laid_out_whole(data, context, html, counters)
@@ -351,18 +360,22 @@ class TemplateSet:
                 return shape
         folder = _layouts_dir
         kept = folder / f"{key}-{_layout_version(self.html_dir)}" if folder is not None else None
-        shape = _load_shape(kept) if kept is not None else None
-        made = shape is None
-        if shape is None:
-            counters = CounterStyle()
-            try:
-                shape = _make_shape(self._layout(html, counters), texts)
-            finally:
-                _free_layout(counters)
-            if kept is not None:
-                if kept.exists():  # kept but damaged: replaced
-                    shutil.rmtree(kept, ignore_errors=True)
-                _store_shape(kept, shape)
+        with _kept_lock(kept):  # the machine's other processes wait, then read it
+            shape = _load_shape(kept) if kept is not None else None
+            made = shape is None
+            if shape is None:
+                counters = CounterStyle()
+                try:
+                    shape = _make_shape(self._layout(html, counters), texts)
+                finally:
+                    _free_layout(counters)
+                if kept is not None:
+                    if kept.exists():  # kept but damaged: set aside, then replaced
+                        aside = kept.with_name(f".{kept.name}.{uuid.uuid4().hex}")
+                        with contextlib.suppress(OSError):
+                            os.rename(kept, aside)
+                        shutil.rmtree(aside, ignore_errors=True)
+                    _store_shape(kept, shape)
         with self._layouts_lock:
             self._layouts[key] = shape
             self.layout_stats["made" if made else "loaded"] += 1
@@ -373,6 +386,8 @@ class TemplateSet:
     def _stamped(self, data: KitInput, context: dict[str, Any], html: str) -> RenderedKit | None:
         """The kit from its shape laid out once, or None when its text cannot be drawn so."""
         texts = _strip_texts(html)
+        if len(texts) != len(_STRIP.findall(html)):  # a strip named twice
+            return None
         # the lines each strip takes, counted at the widths of a kit of the same strips (the
         # widths do not depend on the lines reserved): most kits find their shape first time
         counts = {}
@@ -397,12 +412,25 @@ class TemplateSet:
                 break
         else:
             return None
+        if any(
+            place.height + 0.5 < place.lines * place.line_height for place in shape.strips.values()
+        ):
+            return None  # a strip's class sets a line height its reserved height does not
         lines = _placed_lines(shape.strips, {name: lines or [] for name, lines in fitted.items()})
         for place in shape.footers:
-            footer = [[("regular", f"Réf. {data.reference} · {SPECS[place.kind].title}")]]
-            if _fit(place, footer[0]) is None:
+            footer = _fit(
+                place, [("regular", f"Réf. {data.reference} · {SPECS[place.kind].title}")]
+            )
+            if footer is None or len(footer) != 1:
                 return None
             lines += _lines_at(place, footer)
+        starts = {
+            spec.kind: start for spec, (start, _end) in zip(DOCUMENTS, shape.ranges, strict=True)
+        }
+        for kind, line in lines:  # every font the lines use is offered by their page
+            offered = shape.fonts.get(starts[kind] + line.page, set())
+            if any(variant not in offered for variant, _text in line.runs):
+                return None
         created = datetime.combine(data.issued_on, time.min, tzinfo=ZoneInfo(data.timezone))
         title = _html_title(html)
 
@@ -618,9 +646,36 @@ _LAYOUT_SOURCES = (
 )
 
 
+@contextlib.contextmanager
+def _kept_lock(kept: Path | None) -> Any:
+    """An exclusive lock on a kept layout while it is read or made (a file lock: processes and
+    threads alike), so that one lays it out and the others read it."""
+    if kept is None:
+        yield
+        return
+    try:
+        kept.parent.mkdir(exist_ok=True)
+        handle = open(kept.with_name(f".{kept.name}.lock"), "a")  # noqa: SIM115
+    except OSError:
+        yield  # (a folder gone: no lock, nothing kept)
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: the libraries whose output a kept layout is
+_LAYOUT_LIBRARIES = ("weasyprint", "pydyf", "pikepdf", "fonttools")
+
+
 @cache
 def _layout_version(html_dir: Path) -> str:
     digest = hashlib.sha256()
+    for library in _LAYOUT_LIBRARIES:
+        digest.update(f"{library}={package_version(library)}\0".encode())
     assets = sorted(html_dir.glob("*.css")) + sorted((html_dir.parent / "common").rglob("*.ttf"))
     for path in (*_LAYOUT_SOURCES, *assets):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -647,6 +702,7 @@ def _store_shape(folder: Path, shape: _Shape) -> None:
             str(page): [[slot.name, slot.index, slot.matrix] for slot in slots]
             for page, slots in shape.slots.items()
         },
+        "fonts": {str(page): sorted(variants) for page, variants in shape.fonts.items()},
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
     temporary = folder.parent / f".{folder.name}.{uuid.uuid4().hex}"
@@ -670,10 +726,14 @@ def _load_shape(folder: Path) -> _Shape | None:
     try:
         meta = json.loads((folder / "shape.json").read_text(encoding="utf-8"))
         files = {name: (folder / name).read_bytes() for name in meta["sha256"]}
-    except (OSError, ValueError, KeyError):
+        if any(hashlib.sha256(data).hexdigest() != meta["sha256"][n] for n, data in files.items()):
+            return None
+        return _shape_from(meta, files)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):  # absent, or not whole
         return None
-    if any(hashlib.sha256(data).hexdigest() != meta["sha256"][n] for n, data in files.items()):
-        return None
+
+
+def _shape_from(meta: dict[str, Any], files: dict[str, bytes]) -> _Shape:
     return _Shape(
         bundle=files["bundle.pdf"],
         pdfs=tuple(files[f"{n}.pdf"] for n in range(len(DOCUMENTS))),
@@ -688,6 +748,7 @@ def _load_shape(folder: Path) -> _Shape | None:
             int(page): [Slot(name, index, tuple(matrix)) for name, index, matrix in slots]  # type: ignore[arg-type]
             for page, slots in meta["slots"].items()
         },
+        fonts={int(page): set(variants) for page, variants in meta["fonts"].items()},
     )
 
 
@@ -842,6 +903,8 @@ class _Shape:
     producer: str
     #: the strips' slots in the pages' content, by page of the bundle
     slots: dict[int, list[Slot]]
+    #: the lines' fonts each page offers (variants), by page of the bundle
+    fonts: dict[int, set[str]] = field(default_factory=dict)
 
     def slots_of(self, start: int, end: int) -> dict[int, list[Slot]]:
         """The slots of the pages [start, end), numbered within them (a document's file)."""
@@ -909,6 +972,7 @@ def _make_shape(document: Any, texts: dict[str, Runs]) -> _Shape:
         subject=subject,
         producer=producer,
         slots=slots,
+        fonts=text_pages,
     )
 
 
@@ -1109,7 +1173,7 @@ def _fit(place: _Place, runs: Runs | Line) -> list[Line] | None:
             variant = _variant(place.variant, bold=is_bold, italic=is_italic)
         else:
             variant, text = run  # type: ignore[misc]
-        if not encodable(text):
+        if not encodable(text, variant):
             return None
         for index, part in enumerate(text.split(" ")):
             if index > 0:
