@@ -1,7 +1,8 @@
 """Fixtures: the app on a real SQLite file and a real PostgreSQL, real stores, real tokens.
 
-Database tests run on both backends (`app` is parametrized). PostgreSQL comes from
-TEST_DATABASE_URL when set, otherwise from a throwaway cluster started here.
+Database tests run on SQLite, and on PostgreSQL as well when marked `postgres` (see
+pytest_generate_tests). PostgreSQL comes from TEST_DATABASE_URL when set, otherwise from a
+throwaway cluster started here.
 """
 
 from __future__ import annotations
@@ -97,9 +98,18 @@ def make_app(database_url: str, tmp_path: Path, **extra: str) -> Flask:
     return app
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`backend` is SQLite, and PostgreSQL as well for a test marked `postgres` (where the
+    behaviour differs: locking, concurrency, migrations, SQL of one dialect); a test may also
+    name its backends with `@pytest.mark.parametrize("backend", [...])`."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "backend" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    both = metafunc.definition.get_closest_marker("postgres") is not None
+    metafunc.parametrize("backend", ["sqlite", "postgres"] if both else ["sqlite"])
 
 
 @pytest.fixture

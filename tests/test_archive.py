@@ -91,6 +91,7 @@ def s3(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
 
 
+@pytest.mark.postgres
 def test_countersigned_pieces_are_archived_under_retention(
     client: FlaskClient,
     staff: dict[str, str],
@@ -171,6 +172,7 @@ def test_other_bytes_under_an_archive_key_stop_that_copy_for_staff(
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "countersigned"
 
 
+@pytest.mark.postgres
 def test_cdg_sees_only_its_archive_with_pagination(
     app: Flask,
     client: FlaskClient,
@@ -199,6 +201,7 @@ def test_cdg_sees_only_its_archive_with_pagination(
     assert_error(client.get("/api/v1/archive", headers=staff), 422, "cdg_required")
 
 
+@pytest.mark.postgres
 def test_storage_down_during_countersign_then_retry_archives(
     down_app: Flask,
     client: FlaskClient,
@@ -225,6 +228,7 @@ def test_storage_down_during_countersign_then_retry_archives(
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
 
 
+@pytest.mark.postgres
 def test_crash_between_upload_and_record_converges_without_duplicate(
     down_app: Flask,
     app: Flask,
@@ -397,6 +401,7 @@ def own_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         admin.dispose()
 
 
+@pytest.mark.postgres
 def test_migration_moves_waiting_archive_jobs_into_the_engine_and_back(
     own_database: str, tmp_path: Path, trust_roots: Path, pki: Pki
 ) -> None:

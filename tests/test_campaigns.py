@@ -29,6 +29,10 @@ from tests.conftest import (
 )
 from tests.workers import redis_config, stop, wait_for, worker
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 ISSUE = "psc.campaigns.issue_kit"
 
 

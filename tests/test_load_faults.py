@@ -54,6 +54,10 @@ from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
 PROCESSES, THREADS, EVENTS = 3, 4, 12
 
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 def _hammer(database_url: str, instance: str, start: Any, worker: int) -> None:
     """One process: its own app (own engine and pool), THREADS threads appending EVENTS each."""
     app = create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": instance})
