@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from moto.server import ThreadedMotoServer
@@ -254,6 +255,20 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes() -> Iterator[None]:
+    """Argon2id still hashes and verifies every password, at the smallest cost (1 MiB, one
+    pass) instead of the library's 64 MiB and three passes, a third of a second per sign-in
+    here: the cost is a deployment setting, which no test is about."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(
+        "service.accounts.auth._hasher",
+        PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
+    )
+    yield
+    mp.undo()
 
 
 @pytest.fixture(autouse=True, scope="session")
