@@ -172,7 +172,6 @@ def test_other_bytes_under_an_archive_key_stop_that_copy_for_staff(
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "countersigned"
 
 
-@pytest.mark.postgres
 def test_cdg_sees_only_its_archive_with_pagination(
     app: Flask,
     client: FlaskClient,
@@ -201,7 +200,6 @@ def test_cdg_sees_only_its_archive_with_pagination(
     assert_error(client.get("/api/v1/archive", headers=staff), 422, "cdg_required")
 
 
-@pytest.mark.postgres
 def test_storage_down_during_countersign_then_retry_archives(
     down_app: Flask,
     client: FlaskClient,
