@@ -36,7 +36,7 @@ test: $(VENV)/.test-deps
 	@scripts/system-deps.sh test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 3 --dist worksteal
 
 bench: $(VENV)/.test-deps
 	@scripts/system-deps.sh test

@@ -1,7 +1,8 @@
 """Fixtures: the app on a real SQLite file and a real PostgreSQL, real stores, real tokens.
 
-Database tests run on both backends (`app` is parametrized). PostgreSQL comes from
-TEST_DATABASE_URL when set, otherwise from a throwaway cluster started here.
+Database tests run on SQLite, and on PostgreSQL as well when marked `postgres` (see
+pytest_generate_tests). PostgreSQL comes from TEST_DATABASE_URL when set, otherwise from a
+throwaway cluster started here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from moto.server import ThreadedMotoServer
@@ -97,9 +99,18 @@ def make_app(database_url: str, tmp_path: Path, **extra: str) -> Flask:
     return app
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`backend` is SQLite, and PostgreSQL as well for a test marked `postgres` (where the
+    behaviour differs: locking, concurrency, migrations, SQL of one dialect); a test may also
+    name its backends with `@pytest.mark.parametrize("backend", [...])`."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "backend" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    both = metafunc.definition.get_closest_marker("postgres") is not None
+    metafunc.parametrize("backend", ["sqlite", "postgres"] if both else ["sqlite"])
 
 
 @pytest.fixture
@@ -244,6 +255,20 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes() -> Iterator[None]:
+    """Argon2id still hashes and verifies every password, at the smallest cost (1 MiB, one
+    pass) instead of the library's 64 MiB and three passes, a third of a second per sign-in
+    here: the cost is a deployment setting, which no test is about."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(
+        "service.accounts.auth._hasher",
+        PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
+    )
+    yield
+    mp.undo()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,6 +22,10 @@ from tests.test_pages import csrf
 from tests.test_pages_people import portal_sign_in, visible_text
 from tests.test_reference_api import assert_error
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 IMPORT = f"/api/v1/employers/{SIRET}/agents/import"
 
 

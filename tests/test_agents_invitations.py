@@ -31,6 +31,10 @@ from tests.smtp import Inbox, smtp_server
 from tests.test_agents_payroll import add_membership, employer_token
 from tests.workers import redis_config, wait_for, worker
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 ALBI = "21810004800014"
 OTHER = "21810001400016"
 TOKEN = re.compile(r"jeton=([A-Za-z0-9_-]+)")

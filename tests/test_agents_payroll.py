@@ -214,6 +214,7 @@ def read_csv(body: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text), delimiter=";"))
 
 
+@pytest.mark.postgres
 def test_payroll_csv_figures_match_hand_computed_ones_for_a_month_with_a_departure(
     client: FlaskClient, staff: dict[str, str], staffed: dict[str, int]
 ) -> None:
@@ -252,6 +253,7 @@ def test_payroll_csv_figures_match_hand_computed_ones_for_a_month_with_a_departu
     assert not any("Total" in value for row in rows for value in row.values())
 
 
+@pytest.mark.postgres
 def test_payroll_months_follow_arrivals_and_departures(
     client: FlaskClient, staff: dict[str, str], staffed: dict[str, int]
 ) -> None:

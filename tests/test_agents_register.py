@@ -127,6 +127,7 @@ def agent_mails(app: Flask) -> list[Job]:
 # -- amounts and what a registration writes ---------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_register_design_example_amounts_and_queues_the_email(
     app: Flask, client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
 ) -> None:
@@ -299,6 +300,7 @@ def test_register_accepts_returns_old_enough_and_an_individual_contract(
     assert individual.status_code == 201 and individual.json["has_individual_contract"] is True
 
 
+@pytest.mark.postgres
 def test_register_refuses_a_duplicate_but_not_the_same_person_elsewhere(
     client: FlaskClient,
     staff: dict[str, str],
@@ -376,6 +378,7 @@ def test_mandatory_regime_accepts_a_contribution_under_7_euros_covering_half(
 # -- the list, departures, scoping, export -----------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_list_search_leave_and_register_again(
     client: FlaskClient, signed: tuple[dict[str, Any], dict[str, str]]
 ) -> None:

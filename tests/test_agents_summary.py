@@ -25,6 +25,10 @@ from tests.test_e2e import live as live  # a fixture
 from tests.test_pages import sign_in
 
 #: what the memberships of `staffed` carry that identifies a person
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 PERSONAL = (
     "Martin",
     "Anne",

@@ -91,6 +91,7 @@ def s3(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
 
 
+@pytest.mark.postgres
 def test_countersigned_pieces_are_archived_under_retention(
     client: FlaskClient,
     staff: dict[str, str],
@@ -225,6 +226,7 @@ def test_storage_down_during_countersign_then_retry_archives(
     assert client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json["status"] == "archived"
 
 
+@pytest.mark.postgres
 def test_crash_between_upload_and_record_converges_without_duplicate(
     down_app: Flask,
     app: Flask,
@@ -397,6 +399,7 @@ def own_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         admin.dispose()
 
 
+@pytest.mark.postgres
 def test_migration_moves_waiting_archive_jobs_into_the_engine_and_back(
     own_database: str, tmp_path: Path, trust_roots: Path, pki: Pki
 ) -> None:

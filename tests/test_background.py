@@ -35,6 +35,10 @@ from tests.test_reference_api import assert_error
 from tests.test_returns import SIRET
 from tests.workers import celery_process, redis_config, wait_for, worker
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 OTHER = "21810001400016"
 
 

@@ -134,6 +134,7 @@ def pdfsig(data: bytes) -> str:
     return report.stdout.decode()
 
 
+@pytest.mark.postgres
 def test_browser_signing_whole_flow_is_accepted_then_countersigned(
     app: Flask,
     client: FlaskClient,

@@ -29,6 +29,11 @@ from tests.conftest import (
 )
 from tests.workers import redis_config, stop, wait_for, worker
 
+#: real workers claiming jobs concurrently: on PostgreSQL as well as SQLite; the kill -9 and the
+#: retried failure are about the broker and the outbox, with workers as deployed (PostgreSQL)
+pytestmark = pytest.mark.postgres
+
+
 ISSUE = "psc.campaigns.issue_kit"
 
 
@@ -147,6 +152,7 @@ def test_campaign_end_to_end_on_a_worker_with_duplicated_messages(
     assert sorted(e["siret"] for e in employers["items"]) == sorted(sirets)
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
 def test_a_worker_killed_mid_campaign_loses_nothing(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
 ) -> None:
@@ -175,6 +181,7 @@ def test_a_worker_killed_mid_campaign_loses_nothing(
     assert len(per_employer) == 6 and set(per_employer.values()) == {1}
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
 def test_a_failing_employer_is_listed_and_retried_after_the_fix(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
 ) -> None:

@@ -19,6 +19,9 @@ from tests.conftest import ARTIFACTS, make_app
 from tests.test_returns import SIRET
 from tests.workers import redis_config, wait_for, worker
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
 
 def _jobs(app: Flask) -> list[tuple[str, str]]:
     with app.app_context():

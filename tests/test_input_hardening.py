@@ -21,6 +21,10 @@ from tests.conftest import auth
 from tests.pki import Pki, sign_pdf
 from tests.test_returns import PIECES, SIRET, issued_pdf, portal, upload
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 PASSWORD = "un long mot de passe"
 POSTGRES = pytest.mark.parametrize("backend", ["postgres"])
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])

@@ -8,6 +8,7 @@ import re
 import zipfile
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pypdf import PdfReader
@@ -30,6 +31,7 @@ def issue(client: FlaskClient, staff: dict[str, str], siret: str = SIRET) -> dic
     return r.json
 
 
+@pytest.mark.postgres
 def test_issue_kit_answers_documents_code_and_links(
     app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
@@ -90,6 +92,7 @@ def test_bundle_and_zip_downloads(
         assert hashlib.sha256(archive.read(name)).hexdigest() == doc["sha256"]
 
 
+@pytest.mark.postgres
 def test_issuing_again_supersedes_the_open_kit(
     client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
@@ -131,6 +134,7 @@ def test_kit_errors_and_scopes(
     assert_error(client.post(f"/api/v1/employers/{SIRET}/kits", headers=own), 403, "forbidden")
 
 
+@pytest.mark.postgres
 def test_kit_status_filter_in_listing(
     client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
@@ -139,6 +143,7 @@ def test_kit_status_filter_in_listing(
     assert client.get("/api/v1/employers?status=none", headers=staff).json["total"] == 0
 
 
+@pytest.mark.postgres
 def test_cli_issues_a_whole_cdg_with_a_progress_bar(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
 ) -> None:

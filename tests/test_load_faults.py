@@ -78,6 +78,7 @@ def _hammer(database_url: str, instance: str, start: Any, worker: int) -> None:
         raise SystemExit(f"{len(errors)} thread(s) failed: {errors[0]!r}")
 
 
+@pytest.mark.postgres
 def test_audit_chain_linear_under_processes_and_threads(app: Flask, tmp_path: Path) -> None:
     with app.app_context():
         record("kit_issued", actor="staff:test")
@@ -104,6 +105,7 @@ def test_audit_chain_linear_under_processes_and_threads(app: Flask, tmp_path: Pa
         assert len(set(prevs)) == len(prevs)  # no two events share a predecessor
 
 
+@pytest.mark.postgres
 def test_audit_events_in_one_transaction_chain_and_the_head_is_recreated(app: Flask) -> None:
     with app.app_context():
         db.session.execute(delete(AuditHead))  # an emptied database: no head row yet
@@ -337,6 +339,7 @@ def test_countersign_answers_quickly_while_the_archive_hangs_then_retry_archives
     )
 
 
+@pytest.mark.postgres
 def test_health_reports_each_component_and_503_when_the_archive_hangs(
     hung_archive_app: Flask,
 ) -> None:
@@ -466,6 +469,7 @@ def test_sweep_removes_old_copies_no_row_refers_to(
     assert upload_copies(app) == kept
 
 
+@pytest.mark.postgres
 def test_upload_quota_per_kit_and_hour_in_number_then_in_bytes(
     app: Flask, client: FlaskClient, issued: dict[str, Any], employer_token: dict[str, str]
 ) -> None:
@@ -495,6 +499,7 @@ def _upload_then_die(app: Flask, headers: dict[str, str], kit: dict[str, Any], d
     upload(app.test_client(), headers, kit, PIECES[0], data)
 
 
+@pytest.mark.postgres
 def test_sweep_after_a_kill_9_during_an_upload(
     app: Flask,
     client: FlaskClient,

@@ -56,6 +56,7 @@ def test_kit_issued_mail_goes_through_smtp_without_the_code(
     assert kit["access_code"] not in body and kit["access_code"].replace("-", "") not in body
 
 
+@pytest.mark.postgres
 def test_remind_after_days(
     app: Flask,
     client: FlaskClient,
@@ -131,6 +132,7 @@ def test_mail_secret_kept_for_a_retry_then_blanked_once_sent(
         assert secret not in json.dumps(job.payload) and job.payload["secret"] == ""
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_racing_uploads_and_decisions_leave_one_consistent_state(
     app: Flask,

@@ -12,6 +12,9 @@ from service.engine.models import Job
 from service.errors import InvalidInput
 from service.extensions import db
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
 
 def _job(app: Flask) -> int:
     with app.app_context():

@@ -17,6 +17,10 @@ from service.extensions import db
 from service.timeutil import utcnow
 from tests.workers import redis_config
 
+#: locking, concurrency or SQL of one dialect: on PostgreSQL as well as SQLite
+pytestmark = pytest.mark.postgres
+
+
 TASK = "psc.test.noop"
 
 

@@ -366,6 +366,7 @@ def test_published_documents_cache_is_reused_then_regenerated_after_a_change(
     assert "2,45 %" in pdftotext(after) and "2,30 %" not in pdftotext(after)
 
 
+@pytest.mark.postgres
 def test_current_convention_is_the_one_in_force_else_the_next_one(
     app: Flask, client: FlaskClient, staff: dict[str, str], published: dict[str, Any]
 ) -> None:

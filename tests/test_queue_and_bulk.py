@@ -294,6 +294,7 @@ def test_failed_jobs_are_shown_a_page_at_a_time(
 # -- the jobs API ----------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_jobs_api_lists_failed_jobs_and_retries_one(
     app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
 ) -> None:
@@ -633,6 +634,7 @@ def test_cdg_archive_zip_streams_every_copy_with_its_summary(
 # -- health ----------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_health_reports_workers_and_jobs_without_turning_red(
     app: Flask, client: FlaskClient
 ) -> None:

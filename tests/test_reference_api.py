@@ -20,6 +20,7 @@ def assert_error(response: Any, status: int, code: str, field: str | None = None
         assert error.get("field") == field
 
 
+@pytest.mark.postgres
 def test_health_reports_database_and_storage(client: FlaskClient) -> None:
     r = client.get("/api/v1/health")
     assert r.status_code == 200
@@ -47,6 +48,7 @@ def test_cdg_role_cannot_create_reference_data(
     assert_error(r, 403, "forbidden")
 
 
+@pytest.mark.postgres
 def test_cdg_create_list_update_and_duplicate(client: FlaskClient, staff: dict[str, str]) -> None:
     assert client.post("/api/v1/cdgs", json=CDG81, headers=staff).status_code == 201
     assert_error(client.post("/api/v1/cdgs", json=CDG81, headers=staff), 409, "duplicate_cdg")
@@ -106,6 +108,7 @@ def test_convention_rules(
     assert_error(r, 422, code)
 
 
+@pytest.mark.postgres
 def test_convention_duplicate_reference(
     client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
 ) -> None:
@@ -237,6 +240,7 @@ def test_employer_create_read_update(
     )
 
 
+@pytest.mark.postgres
 def test_cdg_token_sees_only_its_own_employers(
     app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:
@@ -251,6 +255,7 @@ def test_cdg_token_sees_only_its_own_employers(
     assert client.get("/api/v1/employers", headers=own).json["total"] == 1
 
 
+@pytest.mark.postgres
 def test_employer_listing_filters(
     client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
 ) -> None:

@@ -142,6 +142,7 @@ def test_expired_code_is_refused(app: Flask, client: FlaskClient, kit: dict[str,
 # -- verification ----------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_trusted_signatures_are_accepted_and_the_kit_is_employer_signed(
     client: FlaskClient,
     staff: dict[str, str],
@@ -359,6 +360,7 @@ def test_review_decisions(
     assert [x["status"] for x in returns] == ["refused", "accepted"]
 
 
+@pytest.mark.postgres
 def test_countersign_requires_every_piece_then_signs_incrementally(
     app: Flask,
     client: FlaskClient,
@@ -458,6 +460,7 @@ def test_countersign_with_an_unreachable_tsa_is_a_clear_error(
 # -- audit trail -----------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_audit_chain_detects_edits_insertions_and_deletions(
     app: Flask,
     client: FlaskClient,
