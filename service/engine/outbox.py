@@ -219,13 +219,13 @@ def run_job(job_id: int, handler: Handler) -> Outcome:
         update(Job)
         .where(Job.id == job_id, Job.status == "pending")
         .values(attempts=Job.attempts + 1, started_at=utcnow())
-    ).rowcount
-    if not started:
+        .returning(Job.attempts, Job.max_attempts)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if started is None:
         db.session.rollback()
         return Outcome(ran=False)
-    attempts, max_attempts = db.session.execute(
-        select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
-    ).one()
+    attempts, max_attempts = started
     if attempts > max_attempts:  # the earlier runs never came back: their process died
         error = f"Interrompu {max_attempts} fois (processus arrêté pendant le travail)."
         db.session.execute(
