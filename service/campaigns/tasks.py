@@ -9,10 +9,14 @@ rendered for nothing finds the job done and drops its copy.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Task, shared_task
-from sqlalchemy import select
+from celery import current_app as current_celery
+from celery.signals import worker_process_init
+from sqlalchemy import Integer, func, select
 
 from service.backends import document_store, settings
 from service.campaigns.domain import ISSUE_TASK, finish_if_last
@@ -22,10 +26,10 @@ from service.engine.models import Job
 from service.errors import NotFound, ServiceError
 from service.extensions import db
 from service.kits import notify
-from service.kits.domain import PreparedKit, prepare_kit, store_kit
+from service.kits.domain import PreparedKit, local_today, prepare_kit, store_kit
 from service.kits.models import Kit
 from service.kits.render import RenderedKit, render_kit
-from service.reference.models import Employer
+from service.reference.models import Cdg, Employer
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +135,56 @@ def issue_kit_task(self: Task, job_id: int) -> None:
 
 # `flask jobs run` and `outbox.run_here` run it too (rendering inside the claim there)
 outbox.HANDLERS[ISSUE_TASK] = issue_campaign_kit
+
+
+#: conventions whose kit a new worker process renders before its first task
+WARM_CONVENTIONS = 3
+
+
+def _warm_employers() -> list[Employer]:
+    """One employer per convention, those of the CDGs with a running campaign first."""
+    running = select(Campaign.cdg_code).where(Campaign.status == "running")
+    first = (
+        select(func.min(Employer.id))
+        .join(Cdg, Employer.cdg_id == Cdg.id)
+        .group_by(Employer.convention_id)
+        .order_by(func.max(Cdg.code.in_(running).cast(Integer)).desc(), Employer.convention_id)
+        .limit(WARM_CONVENTIONS)
+    )
+    return list(db.session.scalars(select(Employer).where(Employer.id.in_(first))))
+
+
+def warm_up() -> int:
+    """Render kits that nobody keeps (nothing written), so that a worker process's first kits
+    do not pay for loading the templates and fonts, nor for the layout made once per
+    convention: one kit per convention, those of running campaigns first. The number rendered;
+    a failure is only logged (the first task pays instead)."""
+    rendered = 0
+    try:
+        for employer in _warm_employers():
+            reference = f"PSC-{employer.cdg.code}-{local_today().year}-000000"
+            render_kit(_prepare(employer, reference).data)
+            rendered += 1
+    except Exception:
+        log.warning("worker warm-up: kit not rendered", exc_info=True)
+    finally:
+        db.session.rollback()
+    return rendered
+
+
+@worker_process_init.connect
+def _warm_worker_process(**_: Any) -> None:
+    """Each pool process of a Celery worker warms up before it takes its first task (after
+    `celery_app` gave it connections of its own)."""
+    flask_app = getattr(current_celery, "flask_app", None)
+    if flask_app is None:
+        return
+    started = time.perf_counter()
+    with flask_app.app_context():
+        try:
+            rendered = warm_up()
+        finally:
+            db.session.remove()
+    log.info(
+        "worker process warmed up: %d kit(s) in %.1f s", rendered, time.perf_counter() - started
+    )
