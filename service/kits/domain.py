@@ -62,23 +62,19 @@ def reserve_references(cdg_code: str, year: int, count: int) -> list[str]:
     (a campaign reserves them up front). A reference never issued leaves a gap; none is reused."""
     if count <= 0:
         return []
-    counter = db.session.execute(
-        select(KitCounter)
-        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if counter is None:
-        counter = KitCounter(cdg_code=cdg_code, year=year, last=0)
-        db.session.add(counter)
-        db.session.flush()
-    db.session.execute(
+    # one statement once the counter exists: the row stays locked until the commit
+    last = db.session.execute(
         update(KitCounter)
         .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
         .values(last=KitCounter.last + count)
-    )
-    db.session.refresh(counter)
-    first = counter.last - count + 1
-    return [f"PSC-{cdg_code}-{year}-{n:06d}" for n in range(first, counter.last + 1)]
+        .returning(KitCounter.last)
+    ).scalar_one_or_none()
+    if last is None:  # the year's first: a concurrent first insert fails on the primary key
+        db.session.add(KitCounter(cdg_code=cdg_code, year=year, last=count))
+        db.session.flush()
+        last = count
+    first = last - count + 1
+    return [f"PSC-{cdg_code}-{year}-{n:06d}" for n in range(first, last + 1)]
 
 
 def local_today(zone: str | None = None) -> date:
