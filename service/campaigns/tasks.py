@@ -42,9 +42,14 @@ class Rendered:
     rendered: RenderedKit
 
 
-def _subjects(job: Job) -> tuple[Campaign, Employer]:
+def _subjects(job: Job, *, lock_employer: bool = False) -> tuple[Campaign, Employer]:
+    """The job's campaign and employer; `lock_employer`: the employer's row locked (PostgreSQL)
+    until the commit, in the same statement."""
     campaign = db.session.get(Campaign, job.campaign_id) if job.campaign_id else None
-    employer = db.session.get(Employer, int(job.payload.get("employer_id", 0)))
+    query = select(Employer).where(Employer.id == int(job.payload.get("employer_id", 0)))
+    if lock_employer:
+        query = query.with_for_update(of=Employer).execution_options(populate_existing=True)
+    employer = db.session.scalars(query).one_or_none()
     if campaign is None or employer is None:
         raise NotFound("Employeur ou campagne introuvable.", code="unknown_employer")
     return campaign, employer
@@ -100,13 +105,12 @@ def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
     An employer that has received a kit since the campaign began gets none: the job is done and
     points to that kit.
     """
-    campaign, employer = _subjects(job)
     # the employer's row locked (PostgreSQL) until the commit: another job for the same employer
     # (another campaign's, put back from the queue page) waits, then finds this kit
-    db.session.execute(select(Employer.id).where(Employer.id == employer.id).with_for_update())
+    campaign, employer = _subjects(job, lock_employer=True)
     since = _kit_since(campaign, employer)
     if since is not None:
-        job.kit_id = since.id
+        kit_id = since.id
     else:
         if ahead is None or ahead.prepared.employer_id != employer.id:
             prepared = _prepare(employer, str(job.payload["reference"]))
@@ -115,8 +119,9 @@ def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
             ahead.prepared, ahead.rendered, store=document_store(), actor=campaign.started_by
         )
         notify.kit_issued(issued.kit)
-        job.kit_id = issued.kit.id
+        kit_id = issued.kit.id
     finish_if_last(campaign.id, job.id)
+    job.kit_id = kit_id  # written with the job's status, in one UPDATE at the commit
 
 
 def run_campaign_job(job_id: int) -> outbox.Outcome:

@@ -236,16 +236,16 @@ def run_job(job_id: int, handler: Handler) -> Outcome:
         db.session.commit()
         return Outcome(ran=True, ok=False, error=error)
     db.session.commit()
-    claimed = db.session.execute(
+    job = db.session.scalars(
         update(Job)
         .where(Job.id == job_id, Job.status == "pending", Job.attempts == attempts)
         .values(started_at=utcnow())
-    ).rowcount
-    if not claimed:  # a duplicate started meanwhile: it runs the job
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if job is None:  # a duplicate started meanwhile: it runs the job
         db.session.rollback()
         return Outcome(ran=False)
-    job = db.session.get(Job, job_id)
-    assert job is not None
     try:
         handler(job)
         job.status, job.done_at, job.last_error = "done", utcnow(), None
