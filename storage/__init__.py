@@ -6,6 +6,7 @@ default) and an S3 backend for any S3-compatible server, chosen by URL with `ope
 
 from storage.base import (
     ChecksumMismatch,
+    NewObject,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -19,6 +20,7 @@ from storage.factory import Timeouts, open_store
 
 __all__ = [
     "ChecksumMismatch",
+    "NewObject",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",

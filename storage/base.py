@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -57,6 +57,18 @@ class ObjectInfo:
     last_modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class NewObject:
+    """One object of a `put_many`: what `put` takes for one key."""
+
+    key: str
+    data: bytes
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+    sha256: str | None = None
+    retain_until: datetime | None = None
+
+
 class ObjectStore(ABC):
     """Keys are `/`-separated paths; every put carries the SHA-256 of its bytes."""
 
@@ -75,6 +87,23 @@ class ObjectStore(ABC):
         retain_until: datetime | None = None,
         overwrite: bool = True,
     ) -> ObjectInfo: ...
+
+    def put_many(self, objects: Sequence[NewObject], *, overwrite: bool = True) -> list[ObjectInfo]:
+        """Several objects at once (a kit's files), in order; each is whole or absent, as with
+        `put`. A backend may make them durable together (the local store syncs them in one
+        round); when it raises, the objects written before the failure may remain."""
+        return [
+            self.put(
+                o.key,
+                o.data,
+                sha256=o.sha256,
+                metadata=o.metadata,
+                content_type=o.content_type,
+                retain_until=o.retain_until,
+                overwrite=overwrite,
+            )
+            for o in objects
+        ]
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...

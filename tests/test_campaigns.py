@@ -14,6 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from service.audit.models import AuditEvent
+from service.backends import document_store
+from service.campaigns.tasks import warm_up
 from service.engine import outbox
 from service.engine.celery_app import live_workers
 from service.engine.models import Job
@@ -146,10 +149,28 @@ def test_campaign_end_to_end_on_a_worker_with_duplicated_messages(
     assert len(mails) == 6 and {m.kit_id for m in mails} == {j.kit_id for j in issued}
     listing = client.get("/api/v1/campaigns?cdg=81", headers=staff).json["items"]
     assert [(c["id"], c["status"], c["done"]) for c in listing] == [(campaign_id, "finished", 6)]
+    # each pool process rendered the convention's kit before its first task
+    warmed = re.findall(r"worker process warmed up: (\d+) kit", _log(app, "e2e").read_text())
+    assert warmed == ["1", "1"]
     nothing = client.post("/api/v1/cdgs/81/campaigns", headers=staff)
     assert nothing.status_code == 409 and nothing.json["error"]["code"] == "nothing_to_issue"
     employers = client.get("/api/v1/employers?cdg=81&status=issued", headers=staff).json
     assert sorted(e["siret"] for e in employers["items"]) == sorted(sirets)
+
+
+def test_warm_up_renders_a_kit_per_convention_and_keeps_nothing(
+    app: Flask, client: FlaskClient, staff: dict[str, str], convention: dict[str, Any]
+) -> None:
+    add_employers(client, staff, convention["id"], 2)
+    with app.app_context():
+        store = document_store()
+        events = db.session.scalar(select(func.count(AuditEvent.id)))
+        assert warm_up() == 1  # one convention
+        assert db.session.scalar(select(func.count(Kit.id))) == 0
+        assert db.session.scalar(select(func.count(AuditEvent.id))) == events
+        assert db.session.scalar(select(func.count(Job.id))) == 0
+        assert list(store.list("kits/")) == []
+        db.session.remove()
 
 
 @pytest.mark.parametrize("backend", ["postgres"])

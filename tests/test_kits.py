@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from service import labels
 from service.extensions import db
-from service.kits.domain import CODE_ALPHABET
+from service.kits.domain import CODE_ALPHABET, next_reference, reserve_references
 from service.kits.models import Kit
 from tests.conftest import auth, create_token, employer_payload, record_prerequisites
 from tests.pdftools import pdf_text
@@ -74,6 +74,25 @@ def test_issue_kit_answers_documents_code_and_links(
     again = client.get(f"/api/v1/kits/{kit['id']}", headers=staff).json
     assert "access_code" not in again
     assert again["documents"] == kit["documents"]
+
+
+def test_references_follow_one_sequence_per_cdg_and_year(app: Flask) -> None:
+    with app.app_context():
+        assert reserve_references("81", 2031, 0) == []
+        assert reserve_references("81", 2031, 3) == [
+            "PSC-81-2031-000001",
+            "PSC-81-2031-000002",
+            "PSC-81-2031-000003",
+        ]
+        db.session.commit()
+        assert next_reference("81", 2031) == "PSC-81-2031-000004"
+        db.session.rollback()  # rolled back with its transaction: the number was never taken
+        assert next_reference("81", 2031) == "PSC-81-2031-000004"
+        assert next_reference("81", 2032) == "PSC-81-2032-000001"
+        assert next_reference("12", 2031) == "PSC-12-2031-000001"
+        assert reserve_references("81", 2031, 2) == ["PSC-81-2031-000005", "PSC-81-2031-000006"]
+        db.session.commit()
+        db.session.remove()
 
 
 def test_bundle_and_zip_downloads(

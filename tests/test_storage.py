@@ -9,6 +9,7 @@ import pytest
 
 from storage import (
     ChecksumMismatch,
+    NewObject,
     ObjectExists,
     ObjectNotFound,
     ObjectStore,
@@ -52,6 +53,46 @@ def test_put_get_head_list(store: ObjectStore) -> None:
         "81/conv/kit/special-conditions.pdf",
         "81/other.pdf",
     ]
+
+
+def test_put_many_writes_every_object_with_its_checksum(store: ObjectStore) -> None:
+    objects = [
+        NewObject("81/k/a.pdf", b"%PDF a", "application/pdf", {"kind": "a"}),
+        NewObject("81/k/b.docx", b"PK b", metadata={"kind": "b"}),
+        NewObject("81/k/sub/kit.zip", b"PK zip", "application/zip"),
+    ]
+    infos = store.put_many(objects)
+    assert [i.key for i in infos] == [o.key for o in objects]
+    for o, info in zip(objects, infos, strict=True):
+        assert info.sha256 == sha256_hex(o.data) and info.size == len(o.data)
+        assert store.get(o.key) == o.data
+        assert store.head(o.key).sha256 == sha256_hex(o.data)
+        assert store.head(o.key).metadata == o.metadata
+    assert sorted(o.key for o in store.list("81/k/")) == sorted(o.key for o in objects)
+
+
+def test_put_many_checks_every_object_before_writing_any(store: ObjectStore) -> None:
+    store.put("81/k/kept.pdf", b"1")
+    with pytest.raises(ChecksumMismatch):
+        store.put_many(
+            [NewObject("81/k/first.pdf", b"x"), NewObject("81/k/c.pdf", b"y", sha256="0" * 64)]
+        )
+    with pytest.raises(ObjectExists):
+        store.put_many(
+            [NewObject("81/k/second.pdf", b"x"), NewObject("81/k/kept.pdf", b"2")], overwrite=False
+        )
+    if isinstance(store, LocalStore):  # S3 puts one by one: the first may be written
+        assert [o.key for o in store.list("81/")] == ["81/k/kept.pdf"]
+    assert store.get("81/k/kept.pdf") == b"1"
+
+
+def test_local_put_many_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put_many([NewObject(f"kits/81/{n}/doc.pdf", b"%PDF" * n) for n in range(1, 6)])
+    names = [p.name for p in (tmp_path / "store").rglob("*")]
+    assert not [n for n in names if n.startswith(".tmp-")]
+    assert len([n for n in names if n == "doc.pdf"]) == 5
+    assert len([n for n in names if n == "doc.pdf.json"]) == 5
 
 
 def test_missing_object_is_not_found(store: ObjectStore) -> None:

@@ -9,10 +9,14 @@ rendered for nothing finds the job done and drops its copy.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Task, shared_task
-from sqlalchemy import select
+from celery import current_app as current_celery
+from celery.signals import worker_process_init
+from sqlalchemy import Integer, func, select
 
 from service.backends import document_store, settings
 from service.campaigns.domain import ISSUE_TASK, finish_if_last
@@ -22,10 +26,10 @@ from service.engine.models import Job
 from service.errors import NotFound, ServiceError
 from service.extensions import db
 from service.kits import notify
-from service.kits.domain import PreparedKit, prepare_kit, store_kit
+from service.kits.domain import PreparedKit, local_today, prepare_kit, store_kit
 from service.kits.models import Kit
 from service.kits.render import RenderedKit, render_kit
-from service.reference.models import Employer
+from service.reference.models import Cdg, Employer
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,14 @@ class Rendered:
     rendered: RenderedKit
 
 
-def _subjects(job: Job) -> tuple[Campaign, Employer]:
+def _subjects(job: Job, *, lock_employer: bool = False) -> tuple[Campaign, Employer]:
+    """The job's campaign and employer; `lock_employer`: the employer's row locked (PostgreSQL)
+    until the commit, in the same statement."""
     campaign = db.session.get(Campaign, job.campaign_id) if job.campaign_id else None
-    employer = db.session.get(Employer, int(job.payload.get("employer_id", 0)))
+    query = select(Employer).where(Employer.id == int(job.payload.get("employer_id", 0)))
+    if lock_employer:
+        query = query.with_for_update(of=Employer).execution_options(populate_existing=True)
+    employer = db.session.scalars(query).one_or_none()
     if campaign is None or employer is None:
         raise NotFound("Employeur ou campagne introuvable.", code="unknown_employer")
     return campaign, employer
@@ -96,13 +105,12 @@ def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
     An employer that has received a kit since the campaign began gets none: the job is done and
     points to that kit.
     """
-    campaign, employer = _subjects(job)
     # the employer's row locked (PostgreSQL) until the commit: another job for the same employer
     # (another campaign's, put back from the queue page) waits, then finds this kit
-    db.session.execute(select(Employer.id).where(Employer.id == employer.id).with_for_update())
+    campaign, employer = _subjects(job, lock_employer=True)
     since = _kit_since(campaign, employer)
     if since is not None:
-        job.kit_id = since.id
+        kit_id = since.id
     else:
         if ahead is None or ahead.prepared.employer_id != employer.id:
             prepared = _prepare(employer, str(job.payload["reference"]))
@@ -111,8 +119,9 @@ def issue_campaign_kit(job: Job, ahead: Rendered | None = None) -> None:
             ahead.prepared, ahead.rendered, store=document_store(), actor=campaign.started_by
         )
         notify.kit_issued(issued.kit)
-        job.kit_id = issued.kit.id
+        kit_id = issued.kit.id
     finish_if_last(campaign.id, job.id)
+    job.kit_id = kit_id  # written with the job's status, in one UPDATE at the commit
 
 
 def run_campaign_job(job_id: int) -> outbox.Outcome:
@@ -131,3 +140,56 @@ def issue_kit_task(self: Task, job_id: int) -> None:
 
 # `flask jobs run` and `outbox.run_here` run it too (rendering inside the claim there)
 outbox.HANDLERS[ISSUE_TASK] = issue_campaign_kit
+
+
+#: conventions whose kit a new worker process renders before its first task
+WARM_CONVENTIONS = 3
+
+
+def _warm_employers() -> list[Employer]:
+    """One employer per convention, those of the CDGs with a running campaign first."""
+    running = select(Campaign.cdg_code).where(Campaign.status == "running")
+    first = (
+        select(func.min(Employer.id))
+        .join(Cdg, Employer.cdg_id == Cdg.id)
+        .group_by(Employer.convention_id)
+        .order_by(func.max(Cdg.code.in_(running).cast(Integer)).desc(), Employer.convention_id)
+        .limit(WARM_CONVENTIONS)
+    )
+    return list(db.session.scalars(select(Employer).where(Employer.id.in_(first))))
+
+
+def warm_up() -> int:
+    """Render kits that nobody keeps (nothing written), so that a worker process's first kits
+    do not pay for loading the templates and fonts, nor for the layout made once per
+    convention: one kit per convention, those of running campaigns first. The number rendered;
+    a failure is only logged (the first task pays instead)."""
+    rendered = 0
+    try:
+        for employer in _warm_employers():
+            reference = f"PSC-{employer.cdg.code}-{local_today().year}-000000"
+            render_kit(_prepare(employer, reference).data)
+            rendered += 1
+    except Exception:
+        log.warning("worker warm-up: kit not rendered", exc_info=True)
+    finally:
+        db.session.rollback()
+    return rendered
+
+
+@worker_process_init.connect
+def _warm_worker_process(**_: Any) -> None:
+    """Each pool process of a Celery worker warms up before it takes its first task (after
+    `celery_app` gave it connections of its own)."""
+    flask_app = getattr(current_celery, "flask_app", None)
+    if flask_app is None:
+        return
+    started = time.perf_counter()
+    with flask_app.app_context():
+        try:
+            rendered = warm_up()
+        finally:
+            db.session.remove()
+    log.info(
+        "worker process warmed up: %d kit(s) in %.1f s", rendered, time.perf_counter() - started
+    )

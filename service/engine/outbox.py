@@ -219,13 +219,13 @@ def run_job(job_id: int, handler: Handler) -> Outcome:
         update(Job)
         .where(Job.id == job_id, Job.status == "pending")
         .values(attempts=Job.attempts + 1, started_at=utcnow())
-    ).rowcount
-    if not started:
+        .returning(Job.attempts, Job.max_attempts)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if started is None:
         db.session.rollback()
         return Outcome(ran=False)
-    attempts, max_attempts = db.session.execute(
-        select(Job.attempts, Job.max_attempts).where(Job.id == job_id)
-    ).one()
+    attempts, max_attempts = started
     if attempts > max_attempts:  # the earlier runs never came back: their process died
         error = f"Interrompu {max_attempts} fois (processus arrêté pendant le travail)."
         db.session.execute(
@@ -236,16 +236,16 @@ def run_job(job_id: int, handler: Handler) -> Outcome:
         db.session.commit()
         return Outcome(ran=True, ok=False, error=error)
     db.session.commit()
-    claimed = db.session.execute(
+    job = db.session.scalars(
         update(Job)
         .where(Job.id == job_id, Job.status == "pending", Job.attempts == attempts)
         .values(started_at=utcnow())
-    ).rowcount
-    if not claimed:  # a duplicate started meanwhile: it runs the job
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if job is None:  # a duplicate started meanwhile: it runs the job
         db.session.rollback()
         return Outcome(ran=False)
-    job = db.session.get(Job, job_id)
-    assert job is not None
     try:
         handler(job)
         job.status, job.done_at, job.last_error = "done", utcnow(), None

@@ -30,7 +30,10 @@ from service.kits.render import (
 from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Cdg, Convention, Employer
 from service.timeutil import local, utcnow
-from storage import ObjectStore
+from storage import NewObject, ObjectStore
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 #: no 0/O, 1/I/L: 31 symbols; 16 of them carry 79 bits
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -59,23 +62,19 @@ def reserve_references(cdg_code: str, year: int, count: int) -> list[str]:
     (a campaign reserves them up front). A reference never issued leaves a gap; none is reused."""
     if count <= 0:
         return []
-    counter = db.session.execute(
-        select(KitCounter)
-        .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if counter is None:
-        counter = KitCounter(cdg_code=cdg_code, year=year, last=0)
-        db.session.add(counter)
-        db.session.flush()
-    db.session.execute(
+    # one statement once the counter exists: the row stays locked until the commit
+    last = db.session.execute(
         update(KitCounter)
         .where(KitCounter.cdg_code == cdg_code, KitCounter.year == year)
         .values(last=KitCounter.last + count)
-    )
-    db.session.refresh(counter)
-    first = counter.last - count + 1
-    return [f"PSC-{cdg_code}-{year}-{n:06d}" for n in range(first, counter.last + 1)]
+        .returning(KitCounter.last)
+    ).scalar_one_or_none()
+    if last is None:  # the year's first: a concurrent first insert fails on the primary key
+        db.session.add(KitCounter(cdg_code=cdg_code, year=year, last=count))
+        db.session.flush()
+        last = count
+    first = last - count + 1
+    return [f"PSC-{cdg_code}-{year}-{n:06d}" for n in range(first, last + 1)]
 
 
 def local_today(zone: str | None = None) -> date:
@@ -264,8 +263,9 @@ def store_kit(
 ) -> IssuedKit:
     """Write the rendered files, then record the kit; open kits of the employer are superseded.
 
-    Objects are written before the rows: a crash in between leaves unreferenced objects under a
-    reference that is never reused, never a row pointing to nothing.
+    Objects are written before the rows, all together, and are durable when `put_many` returns
+    (the local store syncs the files and their folders): a crash in between leaves unreferenced
+    objects under a reference that is never reused, never a row pointing to nothing.
     """
     data = prepared.data
     prefix = _kit_prefix(data)
@@ -273,21 +273,20 @@ def store_kit(
     if employer is None:
         raise NotFound("Employeur introuvable.", code="unknown_employer")
     meta = {"kit-reference": data.reference, "siret": data.employer.siret}
+    objects = []
+    for doc in rendered.documents:
+        kind_meta = {**meta, "kind": doc.kind}
+        objects.append(NewObject(f"{prefix}/{doc.kind}.pdf", doc.pdf, PDF, kind_meta))
+        if doc.docx is not None:
+            objects.append(NewObject(f"{prefix}/{doc.kind}.docx", doc.docx, DOCX, kind_meta))
+    objects.append(NewObject(f"{prefix}/bundle.pdf", rendered.bundle, PDF))
+    objects.append(NewObject(f"{prefix}/kit.zip", rendered.zip, "application/zip"))
+    # one round of writes: on disk for good before the rows that point to them are committed
+    stored = {info.key: info for info in store.put_many(objects)}
     documents = []
     for position, doc in enumerate(rendered.documents):
         pdf_key = f"{prefix}/{doc.kind}.pdf"
-        pdf_info = store.put(
-            pdf_key, doc.pdf, content_type="application/pdf", metadata={**meta, "kind": doc.kind}
-        )
-        docx_key = docx_sha = None
-        if doc.docx is not None:
-            docx_key = f"{prefix}/{doc.kind}.docx"
-            docx_sha = store.put(
-                docx_key,
-                doc.docx,
-                content_type="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-                metadata={**meta, "kind": doc.kind},
-            ).sha256
+        docx_key = f"{prefix}/{doc.kind}.docx" if doc.docx is not None else None
         documents.append(
             KitDocument(
                 kind=doc.kind,
@@ -295,16 +294,16 @@ def store_kit(
                 title=doc.title,
                 requires_signature=doc.requires_signature,
                 pdf_key=pdf_key,
-                sha256=pdf_info.sha256 or "",
+                sha256=stored[pdf_key].sha256 or "",
                 size=len(doc.pdf),
                 pages=doc.pages,
                 docx_key=docx_key,
-                docx_sha256=docx_sha,
+                docx_sha256=stored[docx_key].sha256 if docx_key else None,
                 insurer_box=list(doc.insurer_box) if doc.insurer_box else None,
             )
         )
-    bundle = store.put(f"{prefix}/bundle.pdf", rendered.bundle, content_type="application/pdf")
-    archive = store.put(f"{prefix}/kit.zip", rendered.zip, content_type="application/zip")
+    bundle = stored[f"{prefix}/bundle.pdf"]
+    archive = stored[f"{prefix}/kit.zip"]
 
     now = utcnow()
     kit = Kit(
