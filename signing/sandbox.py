@@ -2,9 +2,10 @@
 
 Hostile PDFs make parsers loop forever or allocate without bound. The child is bounded by its
 CPU time (`RLIMIT_CPU`: SIGXCPU at the budget, SIGKILL a second later) and by an address-space
-limit; a file that exhausts either is refused. A generous wall-clock deadline protects the
-caller too, but running out of it while the CPU budget is not spent only means the machine is
-busy: that raises `VerificationBusy`, never a verdict on the file.
+limit (`memory_mb` on top of what the fork inherits); a file that exhausts either is refused.
+A generous wall-clock deadline protects the caller too, but running out of it while the CPU
+budget is not spent only means the machine is busy: that raises `VerificationBusy`, never a
+verdict on the file.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ class Limits:
     memory_mb: int = 1024
 
 
+def _address_space() -> int:
+    """This process's address space in bytes (0 when /proc cannot tell)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _child(
     write_fd: int, limits: Limits, fn: Callable[..., Any], args: tuple, kwargs: dict
 ) -> None:
@@ -50,7 +60,9 @@ def _child(
         signal.signal(signal.SIGXCPU, signal.SIG_DFL)
         cpu = max(1, math.ceil(limits.seconds))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        memory = limits.memory_mb * 1024 * 1024
+        # on top of what the child inherits (the caller's libraries, caches, threads' arenas):
+        # the parser's own allocations are what is bounded, whatever the caller's size
+        memory = _address_space() + limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         result: tuple[str, Any] = ("ok", fn(*args, **kwargs))
     except Refused as exc:

@@ -188,6 +188,23 @@ def test_sandbox_stops_a_parser_that_never_ends() -> None:
     assert time.monotonic() - start < 3
 
 
+def test_sandbox_bounds_the_parser_not_the_caller() -> None:
+    """A caller already holding a large address space (a worker with its caches and threads'
+    arenas) still gives the parser its whole budget: the limit is on top of what is inherited."""
+    import mmap
+
+    from signing.sandbox import Limits
+
+    reserved = mmap.mmap(-1, 1536 * 1024 * 1024)  # 1.5 GB of address space, never touched
+    try:
+        size = run_limited(
+            lambda _: len(bytearray(100 * 1024 * 1024)), b"", limits=Limits(memory_mb=512)
+        )
+    finally:
+        reserved.close()
+    assert size == 100 * 1024 * 1024
+
+
 def test_sandbox_contains_memory_bombs() -> None:
     from signing.sandbox import Limits
 
