@@ -209,12 +209,14 @@ def test_contracts_follow_the_employer_and_identify_the_insurer(modulated: Rende
         assert "(e)" not in text and "agent(s)" not in text
     notice = " ".join(pdf_text(_doc(modulated, "information-notice").pdf))
     assert "pour le compte d'Allianz Vie" in notice and "au plus tôt le 1er avril 2025" in notice
-    assert "À remettre à chaque agent de la commune de L'Isle-sur-Tarn" in notice
+    assert "À remettre à chaque agent de la collectivité – à conserver" in notice
     special = " ".join(pdf_text(_doc(modulated, "special-conditions").pdf))
     assert "Participation de l'employeur : exemples" in special
     letter = " ".join(pdf_text(_doc(modulated, "access-letter").pdf))
     assert "À l'attention du maire" in letter
-    assert "La commune de L'Isle-sur-Tarn a décidé d'adhérer" in letter
+    assert "Votre collectivité a décidé d'adhérer" in letter
+    assert "Commune de L'Isle-sur-Tarn À l'attention du maire" in letter
+    assert "La commune de L'Isle-sur-Tarn a recueilli l'avis du comité social" in special
 
 
 def _signature_page(pdf: bytes) -> tuple[int, list[str]]:

@@ -114,10 +114,10 @@ def test_documents_and_email_name_an_agglomeration_in_full(
     record_prerequisites(client.application, OTHER)
     kit = issue(client, staff, OTHER)
     pdf = client.get(
-        f"/api/v1/kits/{kit['id']}/documents/beneficiary-designation.pdf", headers=staff
+        f"/api/v1/kits/{kit['id']}/documents/special-conditions.pdf", headers=staff
     ).data
     text = " ".join(pdf_text(pdf))
-    assert "l'agent de la communauté d'agglomération de Castres-Mazamet" in text
+    assert "l'adhésion de la communauté d'agglomération de Castres-Mazamet" in text
     assert "de CA de" not in text
     body = mails(app)[-1].get_content()
     assert "de la communauté d'agglomération de Castres-Mazamet" in body

@@ -50,7 +50,7 @@ def test_layout_once_is_reused_for_another_employer_of_the_convention() -> None:
     assert "kit PSC-81-2025-000124 émis le 4 mars 2025" in form
     assert "Réf. PSC-81-2025-000124 · Bulletin d'adhésion individuelle" in form
     designation = _text(castres, "beneficiary-designation")
-    assert "Garantie décès – à remplir par l'agent de la commune de Castres" in designation
+    assert "Garantie décès – à remplir par l'agent" in designation
     special = _text(castres, "special-conditions")
     assert "constatent l'adhésion de la commune de Castres à la convention" in special
     assert "Pour la collectivité : la commune de Castres" in special
@@ -232,7 +232,7 @@ def test_notice_is_laid_out_once_and_names_the_employer_only_in_its_strips() -> 
     pages = pdf_text(_pdf(kit, "information-notice"))
     assert len(pages) == 2
     text = " ".join(pages)
-    assert "À remettre à chaque agent de la commune de Castres – à conserver" in text
+    assert "À remettre à chaque agent de la collectivité – à conserver" in text
     assert "kit PSC-81-2025-000124 émis le 4 mars 2025" in text
     assert "la garantie prend effet au plus tôt le 1er avril 2025." in text
     assert "Albi" not in text and "000123" not in text

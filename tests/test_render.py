@@ -261,7 +261,9 @@ def test_hard_names_render_whole_and_nothing_overflows(name: str) -> None:
     kit = render_kit(kit_input(name))
     for doc in kit.documents:
         text = " ".join(pdf_text(doc.pdf))
-        assert name in text, (doc.kind, name)
+        # the notice and the beneficiary designation are the convention's: no employer named
+        if doc.kind not in ("information-notice", "beneficiary-designation"):
+            assert name in text, (doc.kind, name)
         for word in words(doc.pdf):
             assert word.x_min >= 0 and word.x_max <= word.page_width, (doc.kind, word)
             assert word.y_min >= 0 and word.y_max <= word.page_height, (doc.kind, word)
@@ -280,7 +282,10 @@ def test_render_is_a_pure_function_of_its_input(albi: RenderedKit) -> None:
     assert again.bundle == albi.bundle
     assert again.zip == albi.zip
     other = render_kit(kit_input("Castres"))
-    assert all(a.pdf != b.pdf for a, b in zip(other.documents, albi.documents, strict=True))
+    for a, b in zip(other.documents, albi.documents, strict=True):
+        # the convention's documents name no employer: the same for the same kit reference
+        same = a.kind in ("information-notice", "beneficiary-designation")
+        assert (a.pdf == b.pdf) is same, a.kind
 
 
 def test_examples_table_keeps_each_category_on_one_line() -> None:
