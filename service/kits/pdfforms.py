@@ -45,7 +45,6 @@ FONT_FILES = {
     "italic": FONTS_DIR / "DejaVuSans-Oblique-latin.ttf",
     "bold-italic": FONTS_DIR / "DejaVuSans-BoldOblique-latin.ttf",
 }
-FONT_FILE = FONT_FILES["regular"]
 FONT_RESOURCE = "/KitSans"
 LANG = "fr-FR"
 CHECKBOX_ON = "/Yes"
@@ -98,10 +97,6 @@ class TextLine:
     char_spacing: float = 0.0
     #: the strip the line belongs to: drawn in its slot of the page's content when it has one
     strip: str = ""
-
-    @property
-    def text(self) -> str:
-        return "".join(text for _variant, text in self.runs)
 
 
 @dataclass(frozen=True)
@@ -237,8 +232,7 @@ def _appearance(
 ) -> pikepdf.Object:
     width, height = _size(widget)
     # deflated here (an empty stream too): a kit's `stamp` copies streams as they are
-    stream = pikepdf.Stream(pdf, zlib.compress(content, 6))
-    stream.Filter = Name.FlateDecode
+    stream = _deflated(pdf, content)
     stream.Type = Name.XObject
     stream.Subtype = Name.Form
     stream.BBox = Array([0, 0, width, height])
@@ -443,31 +437,6 @@ class Slot:
     matrix: tuple[float, float, float, float, float, float]
 
 
-Matrix = tuple[float, float, float, float, float, float]
-IDENTITY: Matrix = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
-
-
-def _multiply(m: Matrix, n: Matrix) -> Matrix:
-    """m × n (PDF's row-vector convention: `m cm` makes the CTM m × CTM)."""
-    a, b, c, d, e, f = m
-    a2, b2, c2, d2, e2, f2 = n
-    return (
-        a * a2 + b * c2,
-        a * b2 + b * d2,
-        c * a2 + d * c2,
-        c * b2 + d * d2,
-        e * a2 + f * c2 + e2,
-        e * b2 + f * d2 + f2,
-    )
-
-
-def _inverse(m: Matrix) -> Matrix:
-    a, b, c, d, e, f = m
-    det = a * d - b * c
-    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    return (ia, ib, ic, id_, -(e * ia + f * ic), -(e * ib + f * id_))
-
-
 def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[int, list[Slot]]:
     """Cuts each page's content after the marked content of every strip's invisible mark (a
     text drawn transparent at the strip's first line: its glyphs are dropped) and puts an
@@ -477,10 +446,10 @@ def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[in
         page = pdf.pages[number]
         instructions = list(pikepdf.parse_content_stream(page))
         pending = list(page_targets)
-        stack: list[Matrix] = []
-        ctm = IDENTITY
+        stack: list[pikepdf.Matrix] = []
+        ctm = pikepdf.Matrix()
         marked: list[dict[str, Any]] = []
-        cuts: list[tuple[int, str, Matrix]] = []
+        cuts: list[tuple[int, str, pikepdf.Matrix]] = []
         dropped: set[int] = set()
         in_text = False
         for index, (operands, operator) in enumerate(instructions):
@@ -492,14 +461,14 @@ def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[in
             elif op == "Q" and stack:
                 ctm = stack.pop()
             elif op == "cm":
-                ctm = _multiply(tuple(float(v) for v in operands), ctm)  # type: ignore[arg-type]
+                ctm = pikepdf.Matrix(*(float(v) for v in operands)) @ ctm
             elif op in ("BDC", "BMC"):
                 marked.append({"shows": [], "strip": None})
             elif op == "EMC" and marked:
                 sequence = marked.pop()
                 if sequence["strip"] is not None and not in_text:  # a slot outside BT/ET
                     dropped.update(sequence["shows"])
-                    cuts.append((index, sequence["strip"], _inverse(ctm)))
+                    cuts.append((index, sequence["strip"], ctm.inverse()))
             elif op == "Tm" and marked and marked[-1]["strip"] is None:
                 x, y = float(operands[4]), float(operands[5])
                 for target in pending:
@@ -519,7 +488,7 @@ def _split_at_strips(pdf: Pdf, targets: dict[int, list[StripTarget]]) -> dict[in
                 ins for i, ins in enumerate(instructions[start:index], start) if i not in dropped
             ]
             contents.append(_deflated(pdf, pikepdf.unparse_content_stream(part)))
-            page_slots.append(Slot(name, len(contents), matrix))
+            page_slots.append(Slot(name, len(contents), tuple(matrix.shorthand)))  # type: ignore[arg-type]
             contents.append(_deflated(pdf, b""))
             start = index
         contents.append(_deflated(pdf, pikepdf.unparse_content_stream(instructions[start:])))
@@ -567,12 +536,15 @@ def _deflated(pdf: Pdf, data: bytes) -> pikepdf.Stream:
 def stamp(
     pdf_bytes: bytes,
     lines: Sequence[TextLine],
-    meta: Metadata,
+    *,
+    title: str,
+    created: datetime,
     slots: dict[int, list[Slot]] | None = None,
 ) -> bytes:
     """A kit's file from the same file laid out once per convention: its lines drawn (in their
     strips' slots, else after the page's content), its title (also its structure's document
-    element's), dates and identifiers its own. The other streams are copied as they are."""
+    element's), dates and identifiers its own; author, subject, creator and producer stay the
+    file's. The other streams are copied as they are (already deflated)."""
     with Pdf.open(io.BytesIO(pdf_bytes)) as pdf:
         slotted: dict[tuple[int, str], list[TextLine]] = {}
         loose = []
@@ -594,19 +566,16 @@ def stamp(
         _draw_lines(pdf, loose)
         document = _struct_document(pdf)
         if document is not None and "/T" in document:
-            document.T = String(meta.title)
+            document.T = String(title)
+        info = pdf.docinfo
+
+        def text(key: str) -> str | None:
+            return str(info[key]) if key in info else None
+
+        creator, producer = text("/Creator") or "", text("/Producer") or "WeasyPrint"
+        meta = Metadata(title, text("/Author"), text("/Subject"), creator, producer, created)
         _set_metadata(pdf, meta)
-        buffer = io.BytesIO()
-        pdf.save(
-            buffer,
-            min_version="1.7",
-            deterministic_id=True,
-            compress_streams=True,
-            stream_decode_level=pikepdf.StreamDecodeLevel.none,
-            object_stream_mode=pikepdf.ObjectStreamMode.generate,
-            fix_metadata_version=False,
-        )
-        return buffer.getvalue()
+        return _save(pdf, recompress=False)
 
 
 # -- signature fields ----------------------------------------------------------------------
@@ -912,13 +881,16 @@ def _compress_streams(pdf: Pdf) -> None:
         deflate(intent.get("/DestOutputProfile"))
 
 
-def _save(pdf: Pdf) -> bytes:
+def _save(pdf: Pdf, *, recompress: bool = True) -> bytes:
+    """The file with its objects in object streams; `recompress=False` copies the streams
+    already deflated as they are (and deflates the plain ones)."""
     buffer = io.BytesIO()
     pdf.save(
         buffer,
         min_version="1.7",
         deterministic_id=True,
         compress_streams=True,
+        stream_decode_level=None if recompress else pikepdf.StreamDecodeLevel.none,
         object_stream_mode=pikepdf.ObjectStreamMode.generate,
         fix_metadata_version=False,
     )

@@ -45,6 +45,7 @@ import threading
 import uuid
 import zipfile
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -54,7 +55,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-import pikepdf
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
@@ -68,7 +68,6 @@ from service import formatting, labels
 from service.formatting import file_stem
 from service.kits.clauses import DocxMeta, to_docx
 from service.kits.pdfforms import (
-    Metadata,
     Piece,
     SignatureField,
     Slot,
@@ -386,7 +385,7 @@ class TemplateSet:
     def _stamped(self, data: KitInput, context: dict[str, Any], html: str) -> RenderedKit | None:
         """The kit from its shape laid out once, or None when its text cannot be drawn so."""
         texts = _strip_texts(html)
-        if len(texts) != len(_STRIP.findall(html)):  # a strip named twice
+        if texts is None:  # a strip named twice
             return None
         # the lines each strip takes, counted at the widths of a kit of the same strips (the
         # widths do not depend on the lines reserved): most kits find their shape first time
@@ -401,12 +400,14 @@ class TemplateSet:
             if set(texts) != set(shape.strips):
                 return None
             self._places.update({_generic(name): place for name, place in shape.strips.items()})
-            fitted = {name: _fit(shape.strips[name], runs) for name, runs in texts.items()}
-            if any(lines is None for lines in fitted.values()):
-                return None
+            fitted: dict[str, list[Line]] = {}
+            for name, runs in texts.items():
+                lines = _fit(shape.strips[name], runs)
+                if lines is None:
+                    return None
+                fitted[name] = lines
             counts = {
-                name: max(len(lines or ()), shape.strips[name].room)
-                for name, lines in fitted.items()
+                name: max(len(lines), shape.strips[name].room) for name, lines in fitted.items()
             }
             if counts == {name: place.lines for name, place in shape.strips.items()}:
                 break
@@ -416,30 +417,23 @@ class TemplateSet:
             place.height + 0.5 < place.lines * place.line_height for place in shape.strips.values()
         ):
             return None  # a strip's class sets a line height its reserved height does not
-        lines = _placed_lines(shape.strips, {name: lines or [] for name, lines in fitted.items()})
+        placed = _placed_lines(shape.strips, fitted)
         for place in shape.footers:
             footer = _fit(
                 place, [("regular", f"Réf. {data.reference} · {SPECS[place.kind].title}")]
             )
             if footer is None or len(footer) != 1:
                 return None
-            lines += _lines_at(place, footer)
-        starts = {
-            spec.kind: start for spec, (start, _end) in zip(DOCUMENTS, shape.ranges, strict=True)
-        }
-        for kind, line in lines:  # every font the lines use is offered by their page
+            placed += _lines_at(place, footer)
+        starts = _starts(shape.ranges)
+        for kind, line in placed:  # every font the lines use is offered by their page
             offered = shape.fonts.get(starts[kind] + line.page, set())
             if any(variant not in offered for variant, _text in line.runs):
                 return None
         created = datetime.combine(data.issued_on, time.min, tzinfo=ZoneInfo(data.timezone))
-        title = _html_title(html)
-
-        def meta(title: str) -> Metadata:
-            return Metadata(title, shape.author, shape.subject, CREATOR, shape.producer, created)
-
         documents, bundle_lines = [], []
         for spec, pdf, (start, end) in zip(DOCUMENTS, shape.pdfs, shape.ranges, strict=True):
-            own = [line for kind, line in lines if kind == spec.kind]
+            own = [line for kind, line in placed if kind == spec.kind]
             bundle_lines += [dataclasses.replace(line, page=start + line.page) for line in own]
             documents.append(
                 RenderedDocument(
@@ -449,15 +443,22 @@ class TemplateSet:
                     pdf=stamp(
                         pdf,
                         own,
-                        meta(f"{spec.title} – {data.reference}"),
-                        shape.slots_of(start, end),
+                        title=f"{spec.title} – {data.reference}",
+                        created=created,
+                        slots=shape.slots_of(start, end),
                     ),
                     pages=end - start,
                     docx=self._docx(spec.kind, context) if spec.has_docx else None,
                     insurer_box=shape.insurer_boxes.get(spec.kind),
                 )
             )
-        bundle = stamp(shape.bundle, bundle_lines, meta(title), shape.slots)
+        bundle = stamp(
+            shape.bundle,
+            bundle_lines,
+            title=_html_title(html),
+            created=created,
+            slots=shape.slots,
+        )
         return RenderedKit(
             documents=tuple(documents),
             bundle=bundle,
@@ -695,9 +696,6 @@ def _store_shape(folder: Path, shape: _Shape) -> None:
         "insurer_boxes": shape.insurer_boxes,
         "strips": {name: dataclasses.asdict(place) for name, place in shape.strips.items()},
         "footers": [dataclasses.asdict(place) for place in shape.footers],
-        "author": shape.author,
-        "subject": shape.subject,
-        "producer": shape.producer,
         "slots": {
             str(page): [[slot.name, slot.index, slot.matrix] for slot in slots]
             for page, slots in shape.slots.items()
@@ -707,8 +705,7 @@ def _store_shape(folder: Path, shape: _Shape) -> None:
     }
     temporary = folder.parent / f".{folder.name}.{uuid.uuid4().hex}"
     try:
-        folder.parent.mkdir(exist_ok=True)  # (not its parents: a folder gone stays gone)
-        temporary.mkdir()
+        temporary.mkdir()  # (its folder made by `_kept_lock`, not its parents: gone stays gone)
         for name, data in files.items():
             (temporary / name).write_bytes(data)
         (temporary / "shape.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -741,9 +738,6 @@ def _shape_from(meta: dict[str, Any], files: dict[str, bytes]) -> _Shape:
         insurer_boxes={k: tuple(v) for k, v in meta["insurer_boxes"].items()},  # type: ignore[misc]
         strips={name: _place_from(place) for name, place in meta["strips"].items()},
         footers=tuple(_place_from(place) for place in meta["footers"]),
-        author=meta["author"],
-        subject=meta["subject"],
-        producer=meta["producer"],
         slots={
             int(page): [Slot(name, index, tuple(matrix)) for name, index, matrix in slots]  # type: ignore[arg-type]
             for page, slots in meta["slots"].items()
@@ -898,9 +892,6 @@ class _Shape:
     strips: dict[str, _Place]
     #: each page's footer line (the kit's reference and the document's title)
     footers: tuple[_Place, ...]
-    author: str | None
-    subject: str | None
-    producer: str
     #: the strips' slots in the pages' content, by page of the bundle
     slots: dict[int, list[Slot]]
     #: the lines' fonts each page offers (variants), by page of the bundle
@@ -909,6 +900,11 @@ class _Shape:
     def slots_of(self, start: int, end: int) -> dict[int, list[Slot]]:
         """The slots of the pages [start, end), numbered within them (a document's file)."""
         return {page - start: slots for page, slots in self.slots.items() if start <= page < end}
+
+
+def _starts(ranges: Sequence[tuple[int, int]]) -> dict[str, int]:
+    """Each document's first page in the kit, from the documents' page ranges."""
+    return {spec.kind: start for spec, (start, _end) in zip(DOCUMENTS, ranges, strict=True)}
 
 
 def _generic(name: str) -> str:
@@ -922,7 +918,7 @@ def _make_shape(document: Any, texts: dict[str, Runs]) -> _Shape:
     ranges = _page_ranges(document)
     strips = _strip_places(document)
     footers = _footer_places(document)
-    starts = {spec.kind: start for spec, (start, _end) in zip(DOCUMENTS, ranges, strict=True)}
+    starts = _starts(ranges)
     text_pages: dict[int, set[str]] = {}
     for place in footers:
         text_pages.setdefault(starts[place.kind] + place.page, set()).add(place.variant)
@@ -945,11 +941,6 @@ def _make_shape(document: Any, texts: dict[str, Runs]) -> _Shape:
     pdf = document.write_pdf(
         pdf_variant="pdf/a-2b", pdf_forms=True, pdf_tags=True, uncompressed_pdf=True
     )
-    with pikepdf.open(io.BytesIO(pdf)) as written:
-        info = written.docinfo
-        author = str(info["/Author"]) if "/Author" in info else None
-        subject = str(info["/Subject"]) if "/Subject" in info else None
-        producer = str(info.get("/Producer", "WeasyPrint"))
     slots: dict[int, list[Slot]] = {}
     bundle, pdfs = finish_kit(
         pdf,
@@ -968,9 +959,6 @@ def _make_shape(document: Any, texts: dict[str, Runs]) -> _Shape:
         insurer_boxes=_insurer_boxes(document, ranges),
         strips=strips,
         footers=footers,
-        author=author,
-        subject=subject,
-        producer=producer,
         slots=slots,
         fonts=text_pages,
     )
@@ -1145,9 +1133,11 @@ def _runs(inner: str) -> Runs:
     return collapsed
 
 
-def _strip_texts(html: str) -> dict[str, Runs]:
-    """The kit's text of every strip, from the kit's HTML."""
-    return {name: _runs(inner) for _tag, name, inner in _STRIP.findall(html)}
+def _strip_texts(html: str) -> dict[str, Runs] | None:
+    """The kit's text of every strip, from the kit's HTML (None when a strip is named twice)."""
+    found = _STRIP.findall(html)
+    texts = {name: _runs(inner) for _tag, name, inner in found}
+    return texts if len(texts) == len(found) else None
 
 
 def _html_title(html: str) -> str:
