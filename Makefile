@@ -24,8 +24,13 @@ $(VENV)/.test-deps: requirements.txt requirements-test.txt | $(BIN)/python
 run: export PUBLIC_URL ?= http://$(HOST):$(PORT)
 run: export HOST := $(HOST)
 run: export PORT := $(PORT)
+# The project's modules compiled ahead (incremental), so that no process (the web server, a
+# worker, a command) compiles them at its start, even where PYTHONDONTWRITEBYTECODE is set.
+COMPILE := $(BIN)/python -m compileall -q service signing storage bench
+
 run: $(VENV)/.run-deps
 	@scripts/system-deps.sh run
+	@$(COMPILE)
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load --if-empty --quiet
 	@$(BIN)/flask demo credentials
@@ -40,6 +45,7 @@ test: $(VENV)/.test-deps
 
 bench: $(VENV)/.test-deps
 	@scripts/system-deps.sh test
+	@$(COMPILE)
 	$(BIN)/python -m bench
 
 lint: $(VENV)/.test-deps

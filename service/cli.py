@@ -195,6 +195,10 @@ def _echo_waiting(cdg_code: str) -> None:
     db.session.rollback()
 
 
+#: how often the command reads a campaign's progress (one indexed count: the command's end is
+#: at most this late after the last kit)
+POLL_SECONDS = 0.2
+
 #: the app of a local process running a campaign's jobs (its context stays pushed)
 _LOCAL_APP: list[Flask] = []
 
@@ -241,7 +245,7 @@ def _run_campaign_here(campaign_id: int, total: int, cdg_code: str, *, workers: 
 def _follow_campaign(
     campaign_id: int, total: int, cdg_code: str, *, local: AsyncResult[list[bool]] | None
 ) -> None:
-    """Progress read from the database every half second until nothing is pending (or the local
+    """Progress read from the database every POLL_SECONDS until nothing is pending (or the local
     processes are done), then the totals and each failure; exit 1 if any kit failed."""
     from service.campaigns.domain import failures, get_campaign, progress, settle
     from service.engine.celery_app import live_workers
@@ -263,7 +267,7 @@ def _follow_campaign(
                 shown = finished
             if counts.pending == 0 or deserted or (local is not None and local.ready()):
                 break
-            time.sleep(0.5)
+            time.sleep(POLL_SECONDS)
     if deserted and counts.pending:
         click.echo(
             f"Plus aucun worker ne répond : la campagne n° {campaign_id} reprendra au démarrage "
