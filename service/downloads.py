@@ -76,6 +76,14 @@ def stream_object(
     return response
 
 
+def bytes_attachment(data: bytes, mimetype: str, filename: str) -> Response:
+    """Bytes made for this answer (a kit's ZIP) as an attachment, like `stream_object`'s."""
+    response = Response(data, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
 def csv_attachment(body: str, filename: str) -> Response:
     response = Response(body.encode("utf-8"), mimetype="text/csv")
     response.headers["Content-Type"] = "text/csv; charset=utf-8"

@@ -307,3 +307,22 @@ def run_jobs(app: Flask) -> tuple[int, int]:
             if not any(ran):
                 break
     return done, failed
+
+
+@pytest.fixture
+def own_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own (migrated from scratch by make_app)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'own.sqlite3'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = f"psc_own_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

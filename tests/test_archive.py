@@ -9,7 +9,6 @@ import io
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import boto3
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 
 from service.archive.domain import ARCHIVE_NAMES, archive_copy, archive_policy, file_name
 from service.archive.models import ArchiveRecord
@@ -378,25 +377,6 @@ def test_documents_on_s3_and_a_storage_outage_during_upload(
         from tests.conftest import _reset
 
         _reset(app)
-
-
-@pytest.fixture
-def own_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of its own (migrated from scratch by make_app)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    name = f"psc_own_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres

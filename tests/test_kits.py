@@ -6,19 +6,31 @@ import hashlib
 import io
 import re
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_migrate import downgrade, upgrade
 from pypdf import PdfReader
-from sqlalchemy import select
+from sqlalchemy import inspect, select, text
 
 from service import labels
+from service.audit.models import AuditEvent
+from service.backends import document_store
 from service.extensions import db
 from service.kits.domain import CODE_ALPHABET, next_reference, reserve_references
 from service.kits.models import Kit
-from tests.conftest import auth, create_token, employer_payload, record_prerequisites
+from tests.conftest import (
+    CDG81,
+    CONVENTION,
+    auth,
+    create_token,
+    employer_payload,
+    make_app,
+    record_prerequisites,
+)
 from tests.pdftools import pdf_text
 from tests.test_reference_api import assert_error
 
@@ -111,6 +123,53 @@ def test_bundle_and_zip_downloads(
         assert hashlib.sha256(archive.read(name)).hexdigest() == doc["sha256"]
 
 
+def test_the_zip_is_made_again_at_each_download_and_checked(
+    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+) -> None:
+    """No ZIP object is written at issue (it only repeats the kit's files): each download makes
+    the same bytes again, whose SHA-256 is the one recorded; files altered in the store give a
+    503, recorded as no download; a kit issued with a ZIP object is served from it."""
+    kit = issue(client, staff)
+    first = client.get(kit["zip_url"], headers=staff)
+    second = client.get(kit["zip_url"], headers=staff)
+    assert first.status_code == 200 and first.headers["Content-Type"] == "application/zip"
+    assert first.data == second.data
+    with app.app_context():
+        store = document_store()
+        row = db.session.get(Kit, kit["id"])
+        assert row is not None and row.zip_key == ""
+        assert hashlib.sha256(first.data).hexdigest() == row.zip_sha256
+        keys = [info.key for info in store.list(row.bundle_key.rsplit("/", 1)[0])]
+        assert len(keys) == 6 + 2 + 1 and not any(key.endswith(".zip") for key in keys)
+        notice = next(d for d in row.documents if d.kind == "information-notice")
+        original = store.get(notice.pdf_key)
+        store.put(notice.pdf_key, original + b"%altered\n", overwrite=True)
+    downloads = _downloads(app, kit["id"])
+    assert_error(client.get(kit["zip_url"], headers=staff), 503, "kit_files_altered")
+    assert _downloads(app, kit["id"]) == downloads  # refused: not recorded as downloaded
+    with app.app_context():
+        store = document_store()
+        row = db.session.get(Kit, kit["id"])
+        assert row is not None
+        store.put(notice.pdf_key, original, overwrite=True)
+        # a kit issued before the ZIP was made on download: its ZIP object is served as it is
+        store.put(f"{row.bundle_key.rsplit('/', 1)[0]}/kit.zip", b"PK kept", overwrite=True)
+        row.zip_key = f"{row.bundle_key.rsplit('/', 1)[0]}/kit.zip"
+        db.session.commit()
+    assert client.get(kit["zip_url"], headers=staff).data == b"PK kept"
+
+
+def _downloads(app: Flask, kit_id: int) -> int:
+    with app.app_context():
+        return len(
+            db.session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.kit_id == kit_id, AuditEvent.event == "downloaded"
+                )
+            ).all()
+        )
+
+
 @pytest.mark.postgres
 def test_issuing_again_supersedes_the_open_kit(
     client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
@@ -197,3 +256,27 @@ def test_cli_issues_a_whole_cdg_with_a_progress_bar(
     assert result.exit_code == 0 and "Code d'accès" in result.output
     result = runner.invoke(args=["kits", "issue", "--cdg", "99"])
     assert result.exit_code == 1 and "unknown_cdg" in result.output
+
+
+@pytest.mark.postgres
+def test_migration_0016_keeps_every_kit_zip_downloadable(own_database: str, tmp_path: Path) -> None:
+    """Down to 0015 (the day of issue dropped) and up again: a kit issued without a ZIP object
+    still has its ZIP made at download, with the recorded fingerprint."""
+    app = make_app(own_database, tmp_path)
+    client = app.test_client()
+    staff = auth(create_token(app, "staff", "prod@assureur.fr"))
+    client.post("/api/v1/cdgs", json=CDG81, headers=staff)
+    convention = client.post("/api/v1/conventions", json=CONVENTION, headers=staff).json
+    client.post("/api/v1/employers", json=employer_payload(convention["id"]), headers=staff)
+    record_prerequisites(app, SIRET)
+    kit = issue(client, staff)
+    before = client.get(kit["zip_url"], headers=staff).data
+    with app.app_context():
+        db.session.remove()
+        downgrade(revision="0015_prerequisite_history")
+        assert db.session.execute(text("SELECT zip_key FROM kit")).scalar_one() == ""
+        assert "issued_on" not in {c["name"] for c in inspect(db.engine).get_columns("kit")}
+        db.session.remove()
+        upgrade()
+    again = client.get(kit["zip_url"], headers=staff)
+    assert again.status_code == 200 and again.data == before

@@ -21,7 +21,7 @@ from service.extensions import db
 from service.kits import domain as kits
 from service.kits.models import Kit
 from service.kits.proof import gather_facts
-from service.kits.render import SPECS, RenderedDocument, _zip
+from service.kits.render import SPECS, kit_zip
 from service.reference.models import Employer
 from service.timeutil import local, utcnow
 from tests.conftest import auth, create_token, employer_payload, record_prerequisites
@@ -113,11 +113,8 @@ def test_safe_cell_neutralises_a_nul_first_cell() -> None:
 
 
 def test_zip_entries_are_french_names_dated_the_day_of_issue() -> None:
-    docs = [
-        RenderedDocument(kind=s.kind, title=s.title, requires_signature=False, pdf=b"%PDF", pages=1)
-        for s in SPECS.values()
-    ]
-    data = _zip("PSC-81-2026-000001", docs, b"%PDF", issued_on=date(2026, 3, 9))
+    docs = [(s.title, b"%PDF", None) for s in SPECS.values()]
+    data = kit_zip("PSC-81-2026-000001", docs, b"%PDF", dated=date(2026, 3, 9))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = archive.namelist()
         assert names[0] == "PSC-81-2026-000001/01-conditions-particulieres.pdf"

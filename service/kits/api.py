@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service import labels
 from service.api import json_body, parse, principal, route
 from service.backends import document_store, settings
-from service.downloads import record_kit_download, stream_object
+from service.downloads import bytes_attachment, record_kit_download, stream_object
 from service.extensions import db
 from service.formatting import group_code
 from service.kits import domain
@@ -176,8 +176,9 @@ def kit_bundle(kit_id: int) -> Response:
 @route("/kits/<int:kit_id>/kit.zip", summary="Tout le kit en ZIP", roles=READERS)
 def kit_zip(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
+    archive = domain.zip_of(kit, store=document_store())  # made (and checked) first
     _downloaded(kit, "kit.zip", kit.zip_sha256)
-    return stream_object(kit.zip_key, "application/zip", f"{kit.reference}.zip")
+    return bytes_attachment(archive, "application/zip", f"{kit.reference}.zip")
 
 
 def proof_response(kit: Kit, *, role: str | None = None) -> Response:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from service import labels
 from service.accounts.auth import Principal
 from service.audit.domain import record
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, Unavailable
 from service.extensions import db
 from service.kits import lifecycle
 from service.kits.lifecycle import OPEN_STATES, SUPERSEDED
@@ -25,6 +25,7 @@ from service.kits.render import (
     EmployerData,
     KitInput,
     RenderedKit,
+    kit_zip,
     render_kit,
 )
 from service.reference.domain import can_see_employer, convention_options
@@ -280,7 +281,6 @@ def store_kit(
         if doc.docx is not None:
             objects.append(NewObject(f"{prefix}/{doc.kind}.docx", doc.docx, DOCX, kind_meta))
     objects.append(NewObject(f"{prefix}/bundle.pdf", rendered.bundle, PDF))
-    objects.append(NewObject(f"{prefix}/kit.zip", rendered.zip, "application/zip"))
     # one round of writes: on disk for good before the rows that point to them are committed
     stored = {info.key: info for info in store.put_many(objects)}
     documents = []
@@ -303,9 +303,15 @@ def store_kit(
             )
         )
     bundle = stored[f"{prefix}/bundle.pdf"]
-    archive = stored[f"{prefix}/kit.zip"]
 
     now = utcnow()
+    # the ZIP is made again at each download (`zip_of`): only its fingerprint is kept
+    archive = kit_zip(
+        data.reference,
+        [(doc.title, doc.pdf, doc.docx) for doc in rendered.documents],
+        rendered.bundle,
+        dated=data.issued_on,
+    )
     kit = Kit(
         reference=data.reference,
         employer_id=employer.id,
@@ -314,8 +320,9 @@ def store_kit(
         access_code_expires_at=now + (data.access_code_expires_on - data.issued_on),
         bundle_key=bundle.key,
         bundle_sha256=bundle.sha256 or "",
-        zip_key=archive.key,
-        zip_sha256=archive.sha256 or "",
+        zip_key="",
+        issued_on=data.issued_on,
+        zip_sha256=hashlib.sha256(archive).hexdigest(),
         issued_by=actor,
         issued_at=now,
         status_changed_at=now,
@@ -369,6 +376,34 @@ def store_kit(
             },
         )
     return IssuedKit(kit, data.access_code)
+
+
+def zip_of(kit: Kit, *, store: ObjectStore) -> bytes:
+    """The kit's ZIP: made again from its stored files (the same bytes every time), checked
+    against the fingerprint recorded at issue; kits issued before migration 0016 kept theirs as
+    an object.
+
+    503 `kit_files_altered` when the files no longer give the recorded ZIP (a damaged store):
+    nothing is served that differs from what was issued."""
+    if kit.zip_key:
+        return store.get(kit.zip_key)
+    documents = sorted(kit.documents, key=lambda doc: doc.position)
+    archive = kit_zip(
+        kit.reference,
+        [
+            (doc.title, store.get(doc.pdf_key), store.get(doc.docx_key) if doc.docx_key else None)
+            for doc in documents
+        ],
+        store.get(kit.bundle_key),
+        dated=kit.issued_on or local(kit.issued_at, labels.zone_name()).date(),
+    )
+    if hashlib.sha256(archive).hexdigest() != kit.zip_sha256:
+        raise Unavailable(
+            "Les fichiers du kit ne correspondent plus à ceux émis : le ZIP n'est pas servi "
+            "(l'incident est à signaler à l'assureur).",
+            code="kit_files_altered",
+        )
+    return archive
 
 
 def issue_kit(

@@ -39,10 +39,14 @@ class Kit(db.Model):
     access_code_expires_at: Mapped[datetime]
     bundle_key: Mapped[str] = mapped_column(String(300))
     bundle_sha256: Mapped[str] = mapped_column(String(64))
+    #: empty since migration 0016: the ZIP is made at each download (`zip_of`); earlier kits
+    #: keep theirs as an object
     zip_key: Mapped[str] = mapped_column(String(300))
     zip_sha256: Mapped[str] = mapped_column(String(64))
     issued_by: Mapped[str | None] = mapped_column(String(254))
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the day of issue its documents print (readers' time zone); its ZIP's entries are dated so
+    issued_on: Mapped[date | None]
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     employer_signed_at: Mapped[datetime | None]
     countersigned_at: Mapped[datetime | None]

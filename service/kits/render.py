@@ -200,7 +200,6 @@ class RenderedDocument:
 class RenderedKit:
     documents: tuple[RenderedDocument, ...]
     bundle: bytes
-    zip: bytes = field(repr=False)
 
     @property
     def pages(self) -> int:
@@ -459,11 +458,7 @@ class TemplateSet:
             created=created,
             slots=shape.slots,
         )
-        return RenderedKit(
-            documents=tuple(documents),
-            bundle=bundle,
-            zip=_zip(data.reference, documents, bundle, issued_on=data.issued_on),
-        )
+        return RenderedKit(documents=tuple(documents), bundle=bundle)
 
     def _laid_out_whole(
         self, data: KitInput, context: dict[str, Any], html: str, counters: CounterStyle
@@ -497,11 +492,7 @@ class TemplateSet:
                     insurer_box=boxes.get(spec.kind),
                 )
             )
-        return RenderedKit(
-            documents=tuple(documents),
-            bundle=bundle,
-            zip=_zip(data.reference, documents, bundle, issued_on=data.issued_on),
-        )
+        return RenderedKit(documents=tuple(documents), bundle=bundle)
 
     def _docx(self, kind: str, context: dict[str, Any]) -> bytes:
         """The DOCX of a contractual piece, from the same HTML as its PDF."""
@@ -1278,17 +1269,25 @@ def _lines_at(
     return drawn
 
 
-def _zip(
-    reference: str, documents: list[RenderedDocument], bundle: bytes, *, issued_on: date
+def kit_zip(
+    reference: str,
+    documents: Sequence[tuple[str, bytes, bytes | None]],
+    bundle: bytes,
+    *,
+    dated: date,
 ) -> bytes:
-    """`<reference>/01-conditions-particulieres.pdf`…, every entry dated the day of issue."""
+    """The kit in one ZIP: `<reference>/01-conditions-particulieres.pdf`… for each document
+    (title, PDF, DOCX or None) in its order, then `kit-complet.pdf`; every entry dated `dated`.
+
+    The same files give the same bytes: the ZIP is not stored, it is made again from the kit's
+    stored files at each download and checked against the SHA-256 recorded at issue."""
     buffer = io.BytesIO()
-    dated = (issued_on.year, issued_on.month, issued_on.day, 0, 0, 0)
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for number, doc in enumerate(documents, start=1):
-            name = f"{reference}/{number:02d}-{file_stem(doc.title)}"
-            archive.writestr(zipfile.ZipInfo(f"{name}.pdf", dated), doc.pdf)
-            if doc.docx is not None:
-                archive.writestr(zipfile.ZipInfo(f"{name}.docx", dated), doc.docx)
-        archive.writestr(zipfile.ZipInfo(f"{reference}/kit-complet.pdf", dated), bundle)
+    when = (dated.year, dated.month, dated.day, 0, 0, 0)
+    with zipfile.ZipFile(buffer, "w") as archive:  # PDF and DOCX are compressed already
+        for number, (title, pdf, docx) in enumerate(documents, start=1):
+            name = f"{reference}/{number:02d}-{file_stem(title)}"
+            archive.writestr(zipfile.ZipInfo(f"{name}.pdf", when), pdf)
+            if docx is not None:
+                archive.writestr(zipfile.ZipInfo(f"{name}.docx", when), docx)
+        archive.writestr(zipfile.ZipInfo(f"{reference}/kit-complet.pdf", when), bundle)
     return buffer.getvalue()

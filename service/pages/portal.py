@@ -10,8 +10,13 @@ from sqlalchemy import select
 
 from service import labels
 from service.agents import payroll
-from service.backends import settings
-from service.downloads import csv_attachment, record_kit_download, stream_object
+from service.backends import document_store, settings
+from service.downloads import (
+    bytes_attachment,
+    csv_attachment,
+    record_kit_download,
+    stream_object,
+)
 from service.errors import ServiceError, TooManyRequests, Unavailable
 from service.extensions import db
 from service.kits import domain as kits
@@ -114,8 +119,9 @@ def portal_docx(kind: str) -> Response:
 @page_roles("employer")
 def portal_zip() -> Response:
     kit = _portal_kit()
+    archive = kits.zip_of(kit, store=document_store())  # made (and checked) first
     _downloaded(kit, "kit.zip", kit.zip_sha256)
-    return stream_object(kit.zip_key, "application/zip", f"{kit.reference}.zip")
+    return bytes_attachment(archive, "application/zip", f"{kit.reference}.zip")
 
 
 @bp.get("/portail/signes/<kind>.pdf")
