@@ -101,6 +101,17 @@ def _cpu_by_process(worker: int) -> dict[str, float]:
     return seconds
 
 
+def _written() -> dict[str, float]:
+    """MB written to the disks so far (the kernel's counters: files, PostgreSQL's WAL and
+    tables, the journal)."""
+    sectors = 0
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 9 and not fields[2].startswith(("loop", "ram")) and fields[1] == "0":
+            sectors += int(fields[9])
+    return {"disk": sectors * 512 / 1e6}
+
+
 def _wait_until_idle(worker: int, *, timeout: float = 120.0) -> None:
     """Until the worker's processes have started and warmed up (each pool process renders a kit
     of each convention first): their CPU time still for a second."""
@@ -238,6 +249,7 @@ def run_campaign(processes: int, *, base_url: str, redis_url: str) -> CampaignRu
             _wait_until_idle(worker.pid)
             load_before = os.getloadavg()[0]
             processes_before = _cpu_by_process(worker.pid)
+            written_before = _written()
             started = datetime.now(UTC)
             start = time.perf_counter()
             run = subprocess.run(
@@ -250,7 +262,8 @@ def run_campaign(processes: int, *, base_url: str, redis_url: str) -> CampaignRu
             seconds = time.perf_counter() - start
             ended, load_after = datetime.now(UTC), os.getloadavg()[0]
             processes_after = _cpu_by_process(worker.pid)
-            during: dict[str, float] = {}
+            written = _written()["disk"] - written_before["disk"]
+            during: dict[str, float] = {"written": written}
             for group, used in processes_after.items():
                 used -= processes_before.get(group, 0.0)
                 if group.startswith("other") and used < 0.3:
@@ -311,11 +324,13 @@ def describe(run: CampaignRun) -> str:
     if run.during:
         during = dict(run.during)
         shapes = int(during.pop("shapes", 0))
+        written = during.pop("written", 0.0)
         parts.append(
             "CPU during the command: "
             + ", ".join(f"{group} {used:.1f} s" for group, used in sorted(during.items()))
         )
         parts.append(f"{shapes} kit shapes made on the machine (worker start included)")
+        parts.append(f"{written:.0f} MB written to the disk during the command")
     parts.append(f"load {run.load[0]:.1f} → {run.load[1]:.1f} on {os.cpu_count()} cores")
     return "; ".join(parts)
 
