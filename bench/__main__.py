@@ -1,6 +1,6 @@
 """`make bench`: kit issuing speed and memory on the Tarn data.
 
-    python -m bench [--single N] [--skip-batch]
+    python -m bench [--single N] [--skip-batch] [--campaign-rounds N] [--only-campaign]
 
 Single kits: median and p95 of one whole kit (render, store, record) issued in-process.
 Campaign: `flask kits issue --cdg 81` timed as a whole (every Tarn commune and EPCI) with one, then
@@ -38,6 +38,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--single", type=int, default=30, help="kits issued one by one")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument(
+        "--campaign-rounds",
+        type=int,
+        default=5,
+        help="rounds of the campaign (1, then 2 processes)",
+    )
+    parser.add_argument("--only-campaign", action="store_true", help="only the campaign benchmark")
     parser.add_argument("--returns", type=int, default=20, help="rounds of return benchmarks")
     parser.add_argument("--archive", type=int, default=100, help="objects archived to moto")
     # issue 11 (hB): importing 1 000 agents, the real request on PostgreSQL
@@ -57,6 +64,8 @@ def main() -> int:
         return 0 if bench_agents_import_cli() else 1
     if args.only_confirmations:
         return 0 if bench_confirmations_cli(args.confirmations) else 1
+    if args.only_campaign:
+        return 0 if bench_campaign_cli(args.campaign_rounds) else 1
 
     from service import create_app
     from service.backends import document_store, settings
@@ -145,7 +154,7 @@ def main() -> int:
             stored = sum(1 for _ in store.list("kits/"))
             print(f"objects stored: {stored}")
     if not args.skip_batch:
-        batch_ok = bench_campaign_cli()
+        batch_ok = bench_campaign_cli(args.campaign_rounds)
     agents_ok = args.skip_agents_import or bench_agents_import_cli()
     confirmations_ok = not args.confirmations or bench_confirmations_cli(args.confirmations)
     ok = (
@@ -192,9 +201,9 @@ def bench_confirmations_cli(count: int) -> bool:
             cluster.stop()
 
 
-def bench_campaign_cli() -> bool:
-    """The Tarn campaign through the CLI with 1 then 2 real worker processes (PostgreSQL from
-    BENCH_DATABASE_URL or a throwaway cluster, Redis from BENCH_REDIS_URL)."""
+def bench_campaign_cli(rounds: int) -> bool:
+    """The Tarn campaign through the CLI with 1 then 2 real worker processes, `rounds` times
+    (PostgreSQL from BENCH_DATABASE_URL or a throwaway cluster, Redis from BENCH_REDIS_URL)."""
     import os
 
     from bench.campaign import bench_campaigns
@@ -207,7 +216,9 @@ def bench_campaign_cli() -> bool:
         base = cluster.start()
     try:
         return bench_campaigns(
-            base_url=base, redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+            base_url=base,
+            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            rounds=rounds,
         )
     finally:
         if cluster is not None:

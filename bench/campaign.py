@@ -101,15 +101,19 @@ def _cpu_by_process(worker: int) -> dict[str, float]:
     return seconds
 
 
-def _written() -> dict[str, float]:
-    """MB written to the disks so far (the kernel's counters: files, PostgreSQL's WAL and
-    tables, the journal)."""
+def _written(url: str) -> dict[str, float]:
+    """MB written so far: to the disks (the kernel's counters: files, PostgreSQL's WAL and
+    tables, the journal), and to PostgreSQL's WAL (the whole server's)."""
     sectors = 0
     for line in Path("/proc/diskstats").read_text().splitlines():
         fields = line.split()
         if len(fields) > 9 and not fields[2].startswith(("loop", "ram")) and fields[1] == "0":
             sectors += int(fields[9])
-    return {"disk": sectors * 512 / 1e6}
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        wal = conn.execute(text("SELECT wal_bytes FROM pg_stat_wal")).scalar() or 0
+    engine.dispose()
+    return {"disk": sectors * 512 / 1e6, "wal": float(wal) / 1e6}
 
 
 def _wait_until_idle(worker: int, *, timeout: float = 120.0) -> None:
@@ -249,7 +253,7 @@ def run_campaign(processes: int, *, base_url: str, redis_url: str) -> CampaignRu
             _wait_until_idle(worker.pid)
             load_before = os.getloadavg()[0]
             processes_before = _cpu_by_process(worker.pid)
-            written_before = _written()
+            written_before = _written(url)
             started = datetime.now(UTC)
             start = time.perf_counter()
             run = subprocess.run(
@@ -262,8 +266,11 @@ def run_campaign(processes: int, *, base_url: str, redis_url: str) -> CampaignRu
             seconds = time.perf_counter() - start
             ended, load_after = datetime.now(UTC), os.getloadavg()[0]
             processes_after = _cpu_by_process(worker.pid)
-            written = _written()["disk"] - written_before["disk"]
-            during: dict[str, float] = {"written": written}
+            written_after = _written(url)
+            during: dict[str, float] = {
+                f"written ({kind})": written_after[kind] - written_before[kind]
+                for kind in written_after
+            }
             for group, used in processes_after.items():
                 used -= processes_before.get(group, 0.0)
                 if group.startswith("other") and used < 0.3:
@@ -324,18 +331,20 @@ def describe(run: CampaignRun) -> str:
     if run.during:
         during = dict(run.during)
         shapes = int(during.pop("shapes", 0))
-        written = during.pop("written", 0.0)
+        disk, wal = during.pop("written (disk)", 0.0), during.pop("written (wal)", 0.0)
         parts.append(
             "CPU during the command: "
             + ", ".join(f"{group} {used:.1f} s" for group, used in sorted(during.items()))
         )
         parts.append(f"{shapes} kit shapes made on the machine (worker start included)")
-        parts.append(f"{written:.0f} MB written to the disk during the command")
+        parts.append(
+            f"{disk:.0f} MB written to the disk during the command, PostgreSQL's WAL {wal:.0f} MB"
+        )
     parts.append(f"load {run.load[0]:.1f} → {run.load[1]:.1f} on {os.cpu_count()} cores")
     return "; ".join(parts)
 
 
-def bench_campaigns(*, base_url: str, redis_url: str, rounds: int = 3) -> bool:
+def bench_campaigns(*, base_url: str, redis_url: str, rounds: int = 5) -> bool:
     """`rounds` pairs of runs (one process, then two), each on a fresh database; the speed-up of
     each pair (its runs are minutes apart: the machine's drift cancels out), the median judged."""
     pairs: list[tuple[CampaignRun, CampaignRun]] = []
