@@ -9,6 +9,7 @@ import io
 import json
 import urllib.request
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +364,12 @@ def test_documents_on_s3_and_a_storage_outage_during_upload(
         stored = s3(endpoint).list_objects_v2(Bucket=documents)["Contents"]
         papers = [o for o in stored if "/prerequisites/" in o["Key"]]
         assert len(papers) == 4  # the employer's prerequisites, on S3 too
-        assert len(stored) - len(papers) == 6 + 2 + 2  # PDFs, DOCX, bundle and ZIP
+        assert len(stored) - len(papers) == 6 + 2 + 1  # PDFs, DOCX, bundle (no ZIP object)
+        archive = client.get(kit["zip_url"], headers=staff)  # made from the files on S3
+        assert (
+            archive.status_code == 200
+            and len(zipfile.ZipFile(io.BytesIO(archive.data)).namelist()) == 9
+        )
         employer = auth(portal(client, kit["access_code"]).json["token"])
         signed = sign_pdf(pdf, pki.trusted)
         server.stop()
