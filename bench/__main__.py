@@ -40,9 +40,9 @@ def main() -> int:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument(
         "--campaign-rounds",
-        type=int,
+        type=lambda value: max(1, int(value)),
         default=5,
-        help="rounds of the campaign (1, then 2 processes)",
+        help="rounds of the campaign (1, then 2 processes), at least one",
     )
     parser.add_argument("--only-campaign", action="store_true", help="only the campaign benchmark")
     parser.add_argument("--returns", type=int, default=20, help="rounds of return benchmarks")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,11 +14,6 @@ from service.config import Settings
 from service.extensions import db
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
-
-# What a process holds at its exit lives until then: frozen out of the interpreter's last
-# collection, which no longer walks the app's modules and objects (0.7 s at the end of every
-# command, `flask kits issue` included, measured)
-atexit.register(gc.freeze)
 ID_MAX = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL)
 
 

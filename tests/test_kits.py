@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -124,11 +125,16 @@ def test_bundle_and_zip_downloads(
 
 
 def test_the_zip_is_made_again_at_each_download_and_checked(
-    app: Flask, client: FlaskClient, staff: dict[str, str], employer: dict[str, Any]
+    app: Flask,
+    client: FlaskClient,
+    staff: dict[str, str],
+    employer: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No ZIP object is written at issue (it only repeats the kit's files): each download makes
-    the same bytes again, whose SHA-256 is the one recorded; files altered in the store give a
-    503, recorded as no download; a kit issued with a ZIP object is served from it."""
+    the same bytes again, whose SHA-256 is the one recorded, from files checked one by one; a
+    file altered or lost in the store gives a 503, logged and recorded as no download; a kit
+    issued with a ZIP object is served from it, checked the same way."""
     kit = issue(client, staff)
     first = client.get(kit["zip_url"], headers=staff)
     second = client.get(kit["zip_url"], headers=staff)
@@ -139,24 +145,53 @@ def test_the_zip_is_made_again_at_each_download_and_checked(
         row = db.session.get(Kit, kit["id"])
         assert row is not None and row.zip_key == ""
         assert hashlib.sha256(first.data).hexdigest() == row.zip_sha256
-        keys = [info.key for info in store.list(row.bundle_key.rsplit("/", 1)[0])]
+        folder = row.bundle_key.rsplit("/", 1)[0]
+        keys = [info.key for info in store.list(folder)]
         assert len(keys) == 6 + 2 + 1 and not any(key.endswith(".zip") for key in keys)
         notice = next(d for d in row.documents if d.kind == "information-notice")
-        original = store.get(notice.pdf_key)
+        original, bundle = store.get(notice.pdf_key), store.get(row.bundle_key)
         store.put(notice.pdf_key, original + b"%altered\n", overwrite=True)
     downloads = _downloads(app, kit["id"])
+    with caplog.at_level(logging.ERROR, logger="service.kits.domain"):
+        assert_error(client.get(kit["zip_url"], headers=staff), 503, "kit_files_altered")
+    assert f"{kit['reference']}: {notice.pdf_key} altered" in caplog.text
+    with app.app_context():
+        store = document_store()
+        store.put(notice.pdf_key, original, overwrite=True)
+        store.delete(row.bundle_key)
     assert_error(client.get(kit["zip_url"], headers=staff), 503, "kit_files_altered")
     assert _downloads(app, kit["id"]) == downloads  # refused: not recorded as downloaded
     with app.app_context():
-        store = document_store()
-        row = db.session.get(Kit, kit["id"])
-        assert row is not None
-        store.put(notice.pdf_key, original, overwrite=True)
-        # a kit issued before the ZIP was made on download: its ZIP object is served as it is
-        store.put(f"{row.bundle_key.rsplit('/', 1)[0]}/kit.zip", b"PK kept", overwrite=True)
-        row.zip_key = f"{row.bundle_key.rsplit('/', 1)[0]}/kit.zip"
+        document_store().put(row.bundle_key, bundle, overwrite=True)
+        # the ZIP's format changed since the issue (a Python upgrade): the intact files are
+        # served, the download records what was served
+        kit_row = db.session.get(Kit, kit["id"])
+        assert kit_row is not None
+        kit_row.zip_sha256 = "0" * 64
+        db.session.commit()
+    assert client.get(kit["zip_url"], headers=staff).data == first.data
+    assert _download_hashes(app, kit["id"])[-1] == hashlib.sha256(first.data).hexdigest()
+    with app.app_context():
+        # a kit issued before the ZIP was made on download: its ZIP object, checked
+        document_store().put(f"{folder}/kit.zip", b"PK kept", overwrite=True)
+        kit_row = db.session.get(Kit, kit["id"])
+        assert kit_row is not None
+        kit_row.zip_key = f"{folder}/kit.zip"
+        kit_row.zip_sha256 = hashlib.sha256(b"PK kept").hexdigest()
         db.session.commit()
     assert client.get(kit["zip_url"], headers=staff).data == b"PK kept"
+
+
+def _download_hashes(app: Flask, kit_id: int) -> list[str | None]:
+    with app.app_context():
+        return [
+            event.sha256_after
+            for event in db.session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.kit_id == kit_id, AuditEvent.event == "downloaded")
+                .order_by(AuditEvent.id)
+            )
+        ]
 
 
 def _downloads(app: Flask, kit_id: int) -> int:

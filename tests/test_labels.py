@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import zipfile
 from datetime import date, datetime, timedelta
@@ -121,6 +122,24 @@ def test_zip_entries_are_french_names_dated_the_day_of_issue() -> None:
         assert "PSC-81-2026-000001/05-convention-d-adhesion.pdf" in names
         assert not any(kind in name for name in names for kind in SPECS)
         assert {i.date_time for i in archive.infolist()} == {(2026, 3, 9, 0, 0, 0)}
+
+
+def test_the_zip_format_is_frozen() -> None:
+    """A kit's ZIP is made again at each download and compared with the SHA-256 recorded at its
+    issue: the same files must give the same bytes for six years (a change to `kit_zip`, to the
+    file names or to how `zipfile` writes would only serve the files with a warning)."""
+    data = kit_zip(
+        "PSC-81-2026-000001",
+        [
+            ("Conditions particulières", b"%PDF-1.7 a", b"PK docx"),
+            ("Notice d'information", b"%PDF-1.7 b", None),
+        ],
+        b"%PDF-1.7 bundle",
+        dated=date(2026, 3, 9),
+    )
+    assert hashlib.sha256(data).hexdigest() == (
+        "99594594faa02ea1233d6839d2ea551b61272c461249513db68e4ab58d4c6685"
+    )
 
 
 # -- with the application -----------------------------------------------------------------------

@@ -176,8 +176,8 @@ def kit_bundle(kit_id: int) -> Response:
 @route("/kits/<int:kit_id>/kit.zip", summary="Tout le kit en ZIP", roles=READERS)
 def kit_zip(kit_id: int) -> Response:
     kit = domain.get_kit(kit_id, principal=principal())
-    archive = domain.zip_of(kit, store=document_store())  # made (and checked) first
-    _downloaded(kit, "kit.zip", kit.zip_sha256)
+    archive, sha256 = domain.zip_of(kit, store=document_store())  # made (and checked) first
+    _downloaded(kit, "kit.zip", sha256)
     return bytes_attachment(archive, "application/zip", f"{kit.reference}.zip")
 
 

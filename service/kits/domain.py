@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -31,8 +32,9 @@ from service.kits.render import (
 from service.reference.domain import can_see_employer, convention_options
 from service.reference.models import Cdg, Convention, Employer
 from service.timeutil import local, utcnow
-from storage import NewObject, ObjectStore
+from storage import NewObject, ObjectNotFound, ObjectStore
 
+LOGGER = logging.getLogger(__name__)
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -378,32 +380,59 @@ def store_kit(
     return IssuedKit(kit, data.access_code)
 
 
-def zip_of(kit: Kit, *, store: ObjectStore) -> bytes:
-    """The kit's ZIP: made again from its stored files (the same bytes every time), checked
-    against the fingerprint recorded at issue; kits issued before migration 0016 kept theirs as
-    an object.
+def _issued_file(kit: Kit, store: ObjectStore, key: str, sha256: str | None) -> bytes:
+    """A file of the kit as issued: 503 `kit_files_altered` (logged as an error) when the store
+    lost it or holds other bytes."""
+    try:
+        data = store.get(key)
+    except ObjectNotFound:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != sha256:
+        LOGGER.error(
+            "kit %s: %s %s in the store",
+            kit.reference,
+            key,
+            "missing" if data is None else "altered",
+        )
+        raise Unavailable(
+            "Les fichiers du kit ne correspondent plus à ceux émis : ils ne sont pas servis "
+            "(l'incident est journalisé ; signalez-le à l'assureur).",
+            code="kit_files_altered",
+        )
+    return data
 
-    503 `kit_files_altered` when the files no longer give the recorded ZIP (a damaged store):
-    nothing is served that differs from what was issued."""
+
+def zip_of(kit: Kit, *, store: ObjectStore) -> tuple[bytes, str]:
+    """The kit's ZIP and its SHA-256, made again from the kit's stored files, each checked
+    against the fingerprint recorded at issue (kits issued before migration 0016: their ZIP
+    object, checked the same way).
+
+    503 `kit_files_altered` when a file is missing or altered: nothing is served that differs
+    from what was issued. The ZIP is the one issued (its SHA-256 recorded then) unless its
+    format changed since (a Python upgrade): its files are the issued ones, a warning says so."""
     if kit.zip_key:
-        return store.get(kit.zip_key)
+        data = _issued_file(kit, store, kit.zip_key, kit.zip_sha256)
+        return data, kit.zip_sha256
     documents = sorted(kit.documents, key=lambda doc: doc.position)
     archive = kit_zip(
         kit.reference,
         [
-            (doc.title, store.get(doc.pdf_key), store.get(doc.docx_key) if doc.docx_key else None)
+            (
+                doc.title,
+                _issued_file(kit, store, doc.pdf_key, doc.sha256),
+                _issued_file(kit, store, doc.docx_key, doc.docx_sha256) if doc.docx_key else None,
+            )
             for doc in documents
         ],
-        store.get(kit.bundle_key),
+        _issued_file(kit, store, kit.bundle_key, kit.bundle_sha256),
         dated=kit.issued_on or local(kit.issued_at, labels.zone_name()).date(),
     )
-    if hashlib.sha256(archive).hexdigest() != kit.zip_sha256:
-        raise Unavailable(
-            "Les fichiers du kit ne correspondent plus à ceux émis : le ZIP n'est pas servi "
-            "(l'incident est à signaler à l'assureur).",
-            code="kit_files_altered",
+    sha256 = hashlib.sha256(archive).hexdigest()
+    if sha256 != kit.zip_sha256:
+        LOGGER.warning(
+            "kit %s: its ZIP's format changed since its issue (files intact)", kit.reference
         )
-    return archive
+    return archive, sha256
 
 
 def issue_kit(

@@ -119,8 +119,8 @@ def portal_docx(kind: str) -> Response:
 @page_roles("employer")
 def portal_zip() -> Response:
     kit = _portal_kit()
-    archive = kits.zip_of(kit, store=document_store())  # made (and checked) first
-    _downloaded(kit, "kit.zip", kit.zip_sha256)
+    archive, sha256 = kits.zip_of(kit, store=document_store())  # made (and checked) first
+    _downloaded(kit, "kit.zip", sha256)
     return bytes_attachment(archive, "application/zip", f"{kit.reference}.zip")
 
 
