@@ -68,16 +68,15 @@ def stream_object(
 
     # the chunks are bound to the store already: no request context is kept alive while a slow
     # client reads (a context held by an unread generator is popped out of order later)
-    response = Response(generate(), mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response = bytes_attachment(generate(), mimetype, filename)
     if size is not None:
         response.headers["Content-Length"] = str(size)
-    response.headers["Cache-Control"] = "private, no-store"
     return response
 
 
-def bytes_attachment(data: bytes, mimetype: str, filename: str) -> Response:
-    """Bytes made for this answer (a kit's ZIP) as an attachment, like `stream_object`'s."""
+def bytes_attachment(data: Any, mimetype: str, filename: str) -> Response:
+    """Bytes (or their chunks) as a private attachment: a kit's ZIP made for this answer, the
+    stored objects `stream_object` reads."""
     response = Response(data, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "private, no-store"

@@ -22,7 +22,7 @@ from service.kits.render import (
     render_kit,
     template_set,
 )
-from tests.pdftools import pdf_text, words
+from tests.pdftools import Word, pdf_text, words
 from tests.test_render import MODULATED, kit_input
 
 
@@ -161,13 +161,7 @@ def test_a_longer_name_fits_the_rooms_of_the_same_shape_without_overlap() -> Non
     for kind in ("special-conditions", "membership-agreement", "access-letter"):
         found = words(_pdf(kit, kind))
         assert any("Lafenasse" in word.text for word in found), kind
-        for n, one in enumerate(found):
-            for other in found[n + 1 :]:
-                if one.page != other.page:
-                    continue
-                overlap_x = min(one.x_max, other.x_max) - max(one.x_min, other.x_min)
-                overlap_y = min(one.y_max, other.y_max) - max(one.y_min, other.y_min)
-                assert overlap_x <= 0.5 or overlap_y <= 0.5, (kind, one, other)
+        _assert_no_overlap(found, kind)
 
 
 def test_a_word_too_long_for_its_place_lays_the_kit_out_whole() -> None:
@@ -248,13 +242,7 @@ def test_notice_is_laid_out_once_and_names_the_employer_only_in_its_strips() -> 
 def test_notice_kit_lines_land_in_blank_places() -> None:
     """The drawn lines overlap no word the layout wrote (a line on the wrong page would)."""
     found = words(_pdf(render_kit(kit_input("Castres")), "information-notice"))
-    for n, one in enumerate(found):
-        for other in found[n + 1 :]:
-            if one.page != other.page:
-                continue
-            overlap_x = min(one.x_max, other.x_max) - max(one.x_min, other.x_min)
-            overlap_y = min(one.y_max, other.y_max) - max(one.y_min, other.y_min)
-            assert overlap_x <= 0.5 or overlap_y <= 0.5, (one, other)
+    _assert_no_overlap(found, "information-notice")
 
 
 def test_kit_notice_and_published_notice_are_one_text() -> None:
@@ -321,3 +309,14 @@ def test_a_character_the_kit_fonts_lack_lays_the_kit_out_whole() -> None:
     kit = render_kit(kit_input("Saint-ƒ"))
     assert _stats()["whole"] == before["whole"] + 1
     assert "Saint-ƒ" in _text(kit, "special-conditions")
+
+
+def _assert_no_overlap(found: list[Word], kind: str) -> None:
+    """No two words of a page overlap (by more than half a point each way)."""
+    for n, one in enumerate(found):
+        for other in found[n + 1 :]:
+            if one.page != other.page:
+                continue
+            overlap_x = min(one.x_max, other.x_max) - max(one.x_min, other.x_min)
+            overlap_y = min(one.y_max, other.y_max) - max(one.y_min, other.y_min)
+            assert overlap_x <= 0.5 or overlap_y <= 0.5, (kind, one, other)

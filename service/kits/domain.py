@@ -413,7 +413,6 @@ def zip_of(kit: Kit, *, store: ObjectStore) -> tuple[bytes, str]:
     if kit.zip_key:
         data = _issued_file(kit, store, kit.zip_key, kit.zip_sha256)
         return data, kit.zip_sha256
-    documents = sorted(kit.documents, key=lambda doc: doc.position)
     archive = kit_zip(
         kit.reference,
         [
@@ -422,7 +421,7 @@ def zip_of(kit: Kit, *, store: ObjectStore) -> tuple[bytes, str]:
                 _issued_file(kit, store, doc.pdf_key, doc.sha256),
                 _issued_file(kit, store, doc.docx_key, doc.docx_sha256) if doc.docx_key else None,
             )
-            for doc in documents
+            for doc in kit.documents  # in their order (the relationship's)
         ],
         _issued_file(kit, store, kit.bundle_key, kit.bundle_sha256),
         dated=kit.issued_on or local(kit.issued_at, labels.zone_name()).date(),
